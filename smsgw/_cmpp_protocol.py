@@ -1,0 +1,131 @@
+"""Thin Twisted glue around the sans-IO CMPP `Session` (STYLE.md §4).
+
+The protocol object owns no protocol logic: it feeds bytes and the reactor's
+time into the session, hands every event to its owner, writes what the session
+wants written, closes when the session is closed, and keeps exactly one
+DelayedCall armed at the session's earliest deadline.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+from typing import Protocol as TypingProtocol
+
+import structlog
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from smsgw.protocol.cmpp import CmppError, CmppRemoteError, Event, Session
+
+log = structlog.get_logger("smsgw.cmpp")
+
+
+class CmppOwner(TypingProtocol):
+    """What a CmppProtocol reports to: the carrier link (client) or the simulator (server)."""
+
+    def cmpp_connected(self, proto: CmppProtocol) -> None: ...
+    def cmpp_event(self, proto: CmppProtocol, event: Event) -> None: ...
+    def cmpp_protocol_error(self, proto: CmppProtocol, error: CmppError) -> None: ...
+
+
+class CmppProtocol(Protocol):
+    """One TCP connection carrying one CMPP session."""
+
+    def __init__(self, session: Session, clock: IReactorTime, owner: CmppOwner) -> None:
+        self.session = session
+        self._clock = clock
+        self._owner = owner
+        self._timer: IDelayedCall | None = None
+        self._timer_at = 0.0
+        self.peer = "?"
+        self.label = ""  # set by the owner for log lines (link name / connection index)
+        #: fired by the owner once the session is logged in (ClientService's prepareConnection)
+        self.login_waiter: Deferred[None] | None = None
+
+    # Twisted hooks -------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        if ITCPTransport.providedBy(transport):
+            # A peer that delays its ACKs stalls a Nagle-enabled sender at a few
+            # hundred PDUs/s; every PDU here is small and latency-bound.
+            transport.setTcpNoDelay(True)
+            sock = transport.getHandle()
+            if isinstance(sock, socket.socket):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        peer = transport.getPeer() if transport is not None else None
+        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        now = self._clock.seconds()
+        self.session.start(now, datetime.datetime.fromtimestamp(now))
+        self._owner.cmpp_connected(self)
+        self.pump()
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self.session.receive_data(data, self._clock.seconds())
+        except CmppError as exc:  # the session had already failed: nothing more to read
+            log.warning("cmpp_data_after_error", link=self.label, peer=self.peer, error=exc.msg)
+            return
+        self.pump()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError("closed"))) -> None:
+        self.session.connection_lost(self._clock.seconds(), reason.getErrorMessage())
+        self.pump()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    # driving the session -------------------------------------------------
+
+    def pump(self) -> None:
+        """Dispatch events, write pending bytes, close if done, re-arm the timer."""
+        session = self.session
+        owner = self._owner
+        while True:
+            try:
+                event = session.next_event()
+            except CmppRemoteError as exc:
+                owner.cmpp_protocol_error(self, exc)
+                continue
+            if event is None:
+                break
+            owner.cmpp_event(self, event)
+        data = session.data_to_send()
+        transport = self.transport
+        if transport is None:
+            return
+        if data:
+            transport.write(data)
+        if session.closed:
+            transport.loseConnection()
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            return
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        at = self.session.get_timer()
+        timer = self._timer
+        if at is None:
+            if timer is not None and timer.active():
+                timer.cancel()
+            self._timer = None
+            return
+        if timer is not None and timer.active():
+            if self._timer_at <= at:
+                return  # fires early, finds nothing due, re-arms: cheaper than resetting per PDU
+            timer.cancel()
+        self._timer_at = at
+        self._timer = self._clock.callLater(max(0.0, at - self._clock.seconds()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.session.handle_timer(self._clock.seconds())
+        self.pump()
+
+
+__all__ = ["CmppOwner", "CmppProtocol"]

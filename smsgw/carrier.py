@@ -1,0 +1,646 @@
+"""The carrier link: K long-lived CMPP connections to one ISMG account.
+
+`CarrierLink` is a Twisted service. It keeps `connections` logged-in CMPP
+sessions (each a `ClientService` that reconnects with jittered exponential
+back-off), spreads submits over the live ones, and offers one call:
+
+    link.submit(OutboundMessage(to=("13800138000",), text="..."))
+        -> Deferred firing with a SubmitResult (every segment's Msg_Id per
+           recipient) or failing with a SubmitError subclass.
+
+Status reports and uplink (MO) messages go to callbacks the owner provides;
+a callback may return a Deferred, and the DELIVER is acknowledged only once
+it fires (the daemon persists before it acknowledges).
+
+Report/response race. With several connections, a report can arrive on one
+connection before the SUBMIT_RESP carrying its Msg_Id is read on another. A
+report whose Msg_Id is unknown while submits are still unanswered is held
+(up to `report_hold` seconds) until the SUBMIT_RESP that names it has been
+handed to the submitter, so the owner always learns a Msg_Id before its report.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import structlog
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+
+from smsgw._cmpp_protocol import CmppProtocol
+from smsgw.protocol.cmpp import (
+    CmppError,
+    ConcatInfo,
+    DeliverResp,
+    Event,
+    FailReason,
+    LateResponse,
+    LinkClosed,
+    LinkEstablished,
+    LoginRejected,
+    MalformedRequest,
+    MoReceived,
+    Reassembler,
+    ReferenceCounter,
+    ReportReceived,
+    Role,
+    Session,
+    SessionConfig,
+    StatusReport,
+    Submit,
+    SubmitAccepted,
+    SubmitFailed,
+    Version,
+    choose_msg_fmt,
+    concat_info,
+    decode_text,
+    msg_id_range,
+    msg_id_to_text,
+    parse_udh,
+    split_text,
+    submit_result_text,
+    udhi_set,
+)
+
+log = structlog.get_logger("smsgw.carrier")
+
+
+# --- configuration and results ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """One ISMG account. Timer defaults follow the spec (notes §12)."""
+
+    name: str
+    host: str
+    port: int
+    sp_id: str
+    secret: str
+    service_code: str  # Src_Id base (特服号); a message's extension is appended
+    service_id: str = ""
+    version: Version = Version.V30
+    connections: int = 1
+    window: int = 16
+    response_timeout: float = 60.0
+    attempts: int = 3
+    active_test_interval: float = 180.0
+    resend_on_timeout: bool = True
+    rate_limit: float | None = None  # submits/s per connection
+    fee_user_type: int = 2
+    fee_type: str = "01"
+    fee_code: str = "000000"
+    msg_level: int = 1
+    prefer_gbk: bool = False
+    ref16: bool = False
+    reconnect_initial: float = 1.0
+    reconnect_max: float = 60.0
+    submit_wait: float = 30.0  # how long a submit may wait for a live connection
+    stop_timeout: float = 10.0  # graceful stop: bound on waiting for answers
+    report_hold: float = 5.0
+    mo_reassembly_timeout: float = 600.0
+
+    def session_config(self) -> SessionConfig:
+        return SessionConfig(
+            Role.CLIENT, self.version, self.sp_id, self.secret, window=self.window,
+            response_timeout=self.response_timeout, attempts=self.attempts,
+            active_test_interval=self.active_test_interval,
+            resend_on_timeout=self.resend_on_timeout, rate_limit=self.rate_limit,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """What the owner submits: text for one or many recipients (long text is split)."""
+
+    to: tuple[str, ...]
+    text: str
+    ext: str = ""  # appended to the service code (MO replies come back to it)
+    report: bool = True
+    msg_fmt: int | None = None  # None: ASCII / UCS2 (or GBK when the link prefers it)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentResult:
+    """One segment's Msg_Id for one recipient."""
+
+    to: str
+    pk_number: int
+    pk_total: int
+    msg_id: int
+
+    @property
+    def msg_id_text(self) -> str:
+        return msg_id_to_text(self.msg_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """Every segment of a message accepted by the ISMG."""
+
+    segments: tuple[SegmentResult, ...]
+
+
+class SubmitError(Exception):
+    """A message (or some of its segments) did not get a Msg_Id; `accepted` lists those that did."""
+
+    def __init__(self, msg: str, accepted: tuple[SegmentResult, ...] = ()) -> None:
+        super().__init__(msg)
+        self.accepted = accepted
+
+
+class SubmitRejected(SubmitError):
+    """The ISMG answered with a non-zero Result."""
+
+    def __init__(self, msg: str, result: int, accepted: tuple[SegmentResult, ...] = ()) -> None:
+        super().__init__(msg, accepted)
+        self.result = result
+
+
+class SubmitTimedOut(SubmitError):
+    """No SUBMIT_RESP after every attempt: the ISMG may or may not have the segment."""
+
+
+class LinkDown(SubmitError):
+    """No live connection took the segment (`sent` False: it never left us)."""
+
+    def __init__(self, msg: str, sent: bool, accepted: tuple[SegmentResult, ...] = ()) -> None:
+        super().__init__(msg, accepted)
+        self.sent = sent
+
+
+@dataclass(frozen=True, slots=True)
+class LinkReport:
+    """A status report as the link hands it to its owner."""
+
+    link: str
+    msg_id: int
+    stat: str
+    dest: str
+    submit_time: str
+    done_time: str
+    raw: StatusReport
+
+
+@dataclass(frozen=True, slots=True)
+class MoMessage:
+    """An uplink message, reassembled when it came in parts."""
+
+    link: str
+    src: str
+    dest_id: str
+    text: str
+    service_id: str
+    link_id: str
+    parts: int = 1
+    complete: bool = True
+    missing: tuple[int, ...] = ()
+
+
+ReportCallback = Callable[[LinkReport], Any]
+MoCallback = Callable[[MoMessage], Any]
+
+
+# --- bookkeeping for one submit() call -------------------------------------------
+
+
+class _Message:
+    """A submitted message: its PDUs, and what became of each."""
+
+    __slots__ = ("deferred", "remaining", "results", "error", "deadline")
+
+    def __init__(self, count: int) -> None:
+        self.deferred: defer.Deferred[SubmitResult] = defer.Deferred()
+        self.remaining = count
+        self.results: list[SegmentResult] = []
+        self.error: SubmitError | None = None
+        self.deadline = 0.0
+
+
+class _Pdu:
+    """One SUBMIT PDU of a message, and the recipients it covers."""
+
+    __slots__ = ("message", "submit")
+
+    def __init__(self, message: _Message, submit: Submit) -> None:
+        self.message = message
+        self.submit = submit
+
+
+class CarrierLink(MultiService):
+    """A service per configured ISMG account that keeps `connections` CMPP sessions."""
+
+    def __init__(self, config: LinkConfig, clock: IReactorTime, *,
+                 on_report: ReportCallback, on_mo: MoCallback,
+                 endpoint: IStreamClientEndpoint | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.name = config.name
+        self._clock = clock
+        self._on_report = on_report
+        self._on_mo = on_mo
+        self._session_config = config.session_config()
+        if endpoint is None:
+            assert IReactorTCP.providedBy(clock), "a reactor with TCP is needed without an endpoint"
+            endpoint = TCP4ClientEndpoint(clock, config.host, config.port, timeout=10)
+        self._endpoint = endpoint
+        self._live: list[CmppProtocol] = []
+        self._inflight: dict[tuple[int, int], _Pdu] = {}  # (id(proto), key) -> pdu
+        self._pending: deque[_Pdu] = deque()  # waiting for a connection with room
+        self._accepting = False
+        self._refs = ReferenceCounter(ref16=config.ref16, start=random.randrange(256))
+        self._reassembler = Reassembler(timeout=config.mo_reassembly_timeout)
+        self._recent_ids: dict[int, None] = {}
+        self._held: dict[int, list[tuple[float, LinkReport, CmppProtocol, int, int]]] = {}
+        self._timer: IDelayedCall | None = None
+        self._stopped: defer.Deferred[None] | None = None
+        self._clients: list[ClientService] = []
+        for index in range(config.connections):
+            client = ClientService(
+                endpoint, _LinkFactory(self, index),
+                retryPolicy=backoffPolicy(initialDelay=config.reconnect_initial,
+                                          maxDelay=config.reconnect_max, factor=2.0),
+                clock=clock, prepareConnection=self._await_login,
+            )
+            client.setServiceParent(self)
+            self._clients.append(client)
+
+    # --- public API --------------------------------------------------------
+
+    @property
+    def live_connections(self) -> int:
+        return len(self._live)
+
+    @property
+    def pending(self) -> int:
+        """Segments waiting for a connection with room in its window."""
+        return len(self._pending)
+
+    def submit(self, message: OutboundMessage) -> defer.Deferred[SubmitResult]:
+        """Send a message (one or many recipients, any length).
+
+        Returns:
+            A Deferred firing with every segment's Msg_Id per recipient, or
+            failing with SubmitRejected / SubmitTimedOut / LinkDown (each
+            carrying the segments that were accepted).
+        """
+        if not self._accepting:
+            return defer.fail(LinkDown(f"link {self.name} is not running", sent=False))
+        try:
+            pdus = self._build(message)
+        except CmppError as exc:
+            return defer.fail(SubmitRejected(f"cannot encode: {exc.msg}", result=1))
+        msg = pdus[0].message
+        msg.deadline = self._clock.seconds() + self.config.submit_wait
+        self._pending.extend(pdus)
+        self._dispatch()
+        if self._pending:
+            self._arm_timer()
+        return msg.deferred
+
+    # --- service lifecycle ---------------------------------------------------
+
+    def startService(self) -> None:
+        self._accepting = True
+        log.info("link_starting", link=self.name, host=self.config.host, port=self.config.port,
+                 connections=self.config.connections, version=self.config.version.text)
+        super().startService()
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop taking submits, wait (bounded) for answers, TERMINATE every session, close."""
+        self._accepting = False
+        self._fail_pending(LinkDown(f"link {self.name} stopping", sent=False))
+        d: defer.Deferred[None] = defer.Deferred()
+        self._stopped = d
+        deadline = self._clock.seconds() + self.config.stop_timeout
+        self._wait_drained(deadline)
+        d.addCallback(lambda _: super(CarrierLink, self).stopService())
+        d.addCallback(lambda _: self._cancel_timer())
+        return d
+
+    def _wait_drained(self, deadline: float) -> None:
+        if self._inflight and self._clock.seconds() < deadline:
+            self._clock.callLater(0.05, self._wait_drained, deadline)
+            return
+        closing = [p for p in self._live]
+        for proto in closing:
+            proto.session.terminate(self._clock.seconds())
+            proto.pump()
+        self._wait_closed(closing, deadline + self.config.response_timeout)
+
+    def _wait_closed(self, protos: list[CmppProtocol], deadline: float) -> None:
+        if any(p in self._live for p in protos) and self._clock.seconds() < deadline:
+            self._clock.callLater(0.05, self._wait_closed, protos, deadline)
+            return
+        log.info("link_stopped", link=self.name, unanswered=len(self._inflight))
+        assert self._stopped is not None
+        self._stopped.callback(None)
+
+    # --- connections ---------------------------------------------------------
+
+    def _await_login(self, proxy: Any) -> defer.Deferred[None]:
+        """ClientService's prepareConnection: the connection counts once logged in.
+
+        ClientService hands over its proxy of our protocol; the waiter goes on the real one.
+        """
+        proto = getattr(proxy, "_protocol", proxy)
+        d: defer.Deferred[None] = defer.Deferred()
+        if proto.session.closed:  # login already failed before ClientService asked
+            d.errback(ConnectionError("CMPP login failed"))
+        elif proto.session.state.name == "ESTABLISHED":
+            d.callback(None)
+        else:
+            proto.login_waiter = d
+        return d
+
+    def cmpp_connected(self, proto: CmppProtocol) -> None:
+        log.info("link_connected", link=self.name, conn=proto.label, peer=proto.peer)
+
+    def cmpp_protocol_error(self, proto: CmppProtocol, error: CmppError) -> None:
+        log.error("link_protocol_error", link=self.name, conn=proto.label, peer=proto.peer, error=error.msg)
+
+    def cmpp_event(self, proto: CmppProtocol, event: Event) -> None:
+        kind = type(event)
+        if kind is SubmitAccepted:
+            assert isinstance(event, SubmitAccepted)
+            self._accepted(proto, event)
+        elif kind is ReportReceived:
+            assert isinstance(event, ReportReceived)
+            self._report(proto, event)
+        elif kind is SubmitFailed:
+            assert isinstance(event, SubmitFailed)
+            self._failed(proto, event)
+        elif kind is MoReceived:
+            assert isinstance(event, MoReceived)
+            self._mo(proto, event)
+        elif kind is LinkEstablished:
+            self._up(proto, event)
+        elif kind is LinkClosed:
+            assert isinstance(event, LinkClosed)
+            self._down(proto, event)
+        elif kind is LoginRejected:
+            assert isinstance(event, LoginRejected)
+            log.error("login_rejected", link=self.name, conn=proto.label, status=event.status,
+                      reason=event.reason, hint="check sp_id, secret, version and the allowed IP with the carrier")
+        elif isinstance(event, LateResponse):
+            log.warning("late_response", link=self.name, conn=proto.label, seq=event.seq, pdu=repr(event.pdu))
+        elif isinstance(event, MalformedRequest):
+            log.warning("malformed_request", link=self.name, conn=proto.label, error=event.error)
+
+    def _up(self, proto: CmppProtocol, event: Event) -> None:
+        self._live.append(proto)
+        log.info("link_up", link=self.name, conn=proto.label, peer=proto.peer,
+                 authenticator_ok=getattr(event, "authenticator_ok", True), live=len(self._live))
+        waiter = proto.login_waiter
+        if waiter is not None and not waiter.called:
+            waiter.callback(None)
+        self._dispatch()
+
+    def _down(self, proto: CmppProtocol, event: LinkClosed) -> None:
+        if proto in self._live:
+            self._live.remove(proto)
+        log.warning("link_down", link=self.name, conn=proto.label, reason=event.reason,
+                    by_peer=event.by_peer, live=len(self._live))
+        waiter = proto.login_waiter
+        if waiter is not None and not waiter.called:
+            waiter.errback(ConnectionError(f"CMPP login failed: {event.reason}"))
+
+    # --- submits -------------------------------------------------------------
+
+    def _build(self, message: OutboundMessage) -> list[_Pdu]:
+        """Split the text once, then one SUBMIT per (recipient group, segment)."""
+        if not message.to:
+            raise CmppError("a message needs at least one recipient")
+        cfg = self.config
+        fmt = message.msg_fmt if message.msg_fmt is not None else choose_msg_fmt(message.text, prefer_gbk=cfg.prefer_gbk)
+        ref = self._refs.next(message.to[0])
+        segments = split_text(message.text, fmt, reference=ref, ref16=cfg.ref16)
+        msg = _Message(0)
+        out = []
+        src_id = cfg.service_code + message.ext
+        for start in range(0, len(message.to), 99):
+            group = tuple(message.to[start : start + 99])
+            for seg in segments:
+                out.append(_Pdu(msg, Submit(
+                    group, seg.content, fmt, src_id, cfg.sp_id, cfg.service_id,
+                    1 if message.report else 0, seg.pk_total, seg.pk_number, 1 if seg.udhi else 0,
+                    0, cfg.msg_level, cfg.fee_user_type, "", cfg.fee_type, cfg.fee_code,
+                )))
+        msg.remaining = len(out)
+        return out
+
+    def _dispatch(self) -> None:
+        """Hand pending PDUs to the live connection with the most room."""
+        pending = self._pending
+        if not pending or not self._live:
+            return
+        window = self.config.window
+        inflight = self._inflight
+        now = self._clock.seconds()
+        touched = set()
+        for proto in sorted(self._live, key=lambda p: p.session.in_flight + p.session.queued):
+            session = proto.session
+            pid = id(proto)
+            while pending and session.in_flight + session.queued < window:
+                pdu = pending.popleft()
+                try:
+                    key = session.send(pdu.submit, now)
+                except CmppError as exc:
+                    self._settle(pdu, SubmitRejected(f"cannot encode: {exc.msg}", result=1))
+                    continue
+                inflight[(pid, key)] = pdu
+                touched.add(proto)
+        for proto in touched:
+            proto.pump()
+
+    def _accepted(self, proto: CmppProtocol, event: SubmitAccepted) -> None:
+        pdu = self._inflight.pop((id(proto), event.seq))
+        dests = pdu.submit.dest_terminal_ids
+        ids = [event.msg_id] if len(dests) == 1 else msg_id_range(event.msg_id, len(dests))
+        results = pdu.message.results
+        recent = self._recent_ids
+        for dest, mid in zip(dests, ids):
+            results.append(SegmentResult(dest, pdu.submit.pk_number, pdu.submit.pk_total, mid))
+            recent[mid] = None
+        if len(recent) > 200_000:
+            for stale in list(recent)[:50_000]:
+                del recent[stale]
+        self._settle(pdu, None)
+        if self._held:
+            for mid in ids:
+                for _, report, hproto, seq, dmid in self._held.pop(mid, ()):
+                    self._deliver_report(report, hproto, seq, dmid)
+        if self._pending:
+            self._dispatch()
+
+    def _failed(self, proto: CmppProtocol, event: SubmitFailed) -> None:
+        pdu = self._inflight.pop((id(proto), event.seq))
+        reason = event.reason
+        if reason is FailReason.NOT_SENT and self._accepting:
+            # Never left us: safe to try again on another connection.
+            self._pending.appendleft(pdu)
+            self._dispatch()
+            self._arm_timer()
+            return
+        err: SubmitError
+        if reason is FailReason.REJECTED or reason is FailReason.FLOW_CONTROLLED:
+            result = event.result or 0
+            err = SubmitRejected(f"ISMG result {result} ({submit_result_text(result)})", result)
+        elif reason is FailReason.TIMEOUT:
+            err = SubmitTimedOut(f"no SUBMIT_RESP after {self.config.attempts} attempt(s)")
+        else:
+            err = LinkDown(f"connection {proto.label} closed with the SUBMIT unanswered", sent=reason is not FailReason.NOT_SENT)
+        self._settle(pdu, err)
+        if self._pending:
+            self._dispatch()
+
+    def _settle(self, pdu: _Pdu, error: SubmitError | None) -> None:
+        msg = pdu.message
+        if error is not None and msg.error is None:
+            msg.error = error
+        msg.remaining -= 1
+        if msg.remaining:
+            return
+        if msg.error is None:
+            msg.deferred.callback(SubmitResult(tuple(msg.results)))
+        else:
+            msg.error.accepted = tuple(msg.results)
+            msg.deferred.errback(Failure(msg.error))
+
+    def _fail_pending(self, error: SubmitError) -> None:
+        while self._pending:
+            self._settle(self._pending.popleft(), error)
+
+    # --- reports and MO ------------------------------------------------------
+
+    def _report(self, proto: CmppProtocol, event: ReportReceived) -> None:
+        r = event.report
+        report = LinkReport(self.name, r.msg_id, r.stat, r.dest_terminal_id, r.submit_time, r.done_time, r)
+        if r.msg_id not in self._recent_ids and self._inflight:
+            # Its SUBMIT_RESP may still be unread on another connection: hold it briefly.
+            self._held.setdefault(r.msg_id, []).append(
+                (self._clock.seconds() + self.config.report_hold, report, proto, event.seq, event.deliver_msg_id))
+            self._arm_timer()
+            return
+        self._deliver_report(report, proto, event.seq, event.deliver_msg_id)
+
+    def _deliver_report(self, report: LinkReport, proto: CmppProtocol, seq: int, deliver_msg_id: int) -> None:
+        self._acknowledge(proto, seq, deliver_msg_id, self._on_report, report)
+
+    def _mo(self, proto: CmppProtocol, event: MoReceived) -> None:
+        d = event.deliver
+        info: ConcatInfo | None = None
+        payload = d.msg_content
+        if udhi_set(d.tp_udhi):
+            try:
+                elements, payload = parse_udh(d.msg_content)
+                info = concat_info(elements)
+            except CmppError as exc:
+                log.warning("mo_bad_udh", link=self.name, src=d.src_terminal_id, error=exc.msg)
+                payload = d.msg_content
+        if info is None or info.total == 1:
+            mo = MoMessage(self.name, d.src_terminal_id, d.dest_id, decode_text(payload, d.msg_fmt),
+                           d.service_id, d.link_id)
+            self._acknowledge(proto, event.seq, d.msg_id, self._on_mo, mo)
+            return
+        key = (_normalise(d.src_terminal_id), d.dest_id, d.service_id, d.link_id)
+        done = self._reassembler.add(key, info, payload, d.msg_fmt, self._clock.seconds())
+        # The part is safe in the reassembler (memory: the daemon's store makes it durable).
+        proto.session.respond(event.seq, DeliverResp(d.msg_id, 0))
+        proto.pump()
+        if done is not None:
+            self._emit_mo(done.key, done.text, done.parts, True, ())
+        else:
+            self._arm_timer()
+
+    def _emit_mo(self, key: Any, text: str, parts: int, complete: bool, missing: tuple[int, ...]) -> None:
+        src, dest_id, service_id, link_id = key
+        mo = MoMessage(self.name, src, dest_id, text, service_id, link_id, parts, complete, missing)
+        try:
+            self._on_mo(mo)
+        except Exception:
+            log.exception("mo_callback_failed", link=self.name, src=src)
+
+    def _acknowledge(self, proto: CmppProtocol, seq: int, deliver_msg_id: int,
+                     callback: Callable[[Any], Any], item: Any) -> None:
+        """Run the owner's callback; answer the DELIVER once it (or its Deferred) succeeded."""
+        d = defer.maybeDeferred(callback, item)
+
+        def answer(result: int) -> None:
+            if proto.session.closed:
+                return  # the ISMG will deliver it again on a new connection
+            try:
+                proto.session.respond(seq, DeliverResp(deliver_msg_id, result))
+            except CmppError:
+                return
+            proto.pump()
+
+        def failed(f: Failure) -> None:
+            log.error("deliver_callback_failed", link=self.name, error=f.getErrorMessage())
+            answer(9)  # non-zero: the ISMG keeps it and retries
+
+        d.addCallbacks(lambda _: answer(0), failed)
+
+    # --- the link's own timer: waiting submits, held reports, MO expiry --------------
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            return
+        self._timer = self._clock.callLater(0.5, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self._clock.seconds()
+        while self._pending and self._pending[0].message.deadline <= now:
+            pdu = self._pending.popleft()
+            self._settle(pdu, LinkDown(f"no live connection on link {self.name} within "
+                                       f"{self.config.submit_wait:g}s", sent=False))
+        for mid in [m for m, items in self._held.items() if items[0][0] <= now]:
+            for _, report, proto, seq, dmid in self._held.pop(mid):
+                self._deliver_report(report, proto, seq, dmid)
+        for partial in self._reassembler.expire(now):
+            log.warning("mo_incomplete", link=self.name, missing=list(partial.missing))
+            self._emit_mo(partial.key, partial.text, partial.parts, False, partial.missing)
+        if self._pending or self._held or len(self._reassembler):
+            self._arm_timer()
+
+
+def _normalise(number: str) -> str:
+    """Drop the +86 / 86 / 0086 prefixes carriers put on mainland numbers."""
+    for prefix in ("+86", "0086", "86"):
+        if number.startswith(prefix) and len(number) - len(prefix) == 11:
+            return number[len(prefix):]
+    return number
+
+
+class _LinkFactory(Factory):
+    """Builds one CmppProtocol (with a fresh Session) per TCP connection of a link."""
+
+    def __init__(self, link: CarrierLink, index: int) -> None:
+        self._link = link
+        self._index = index
+
+    def buildProtocol(self, addr: Any) -> CmppProtocol:
+        link = self._link
+        proto = CmppProtocol(Session(link._session_config), link._clock, link)
+        proto.label = f"{link.name}#{self._index}"
+        return proto
+
+
+__all__ = [
+    "CarrierLink", "LinkConfig", "LinkDown", "LinkReport", "MoMessage", "OutboundMessage",
+    "SegmentResult", "SubmitError", "SubmitRejected", "SubmitResult", "SubmitTimedOut",
+]

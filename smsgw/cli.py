@@ -1,0 +1,139 @@
+"""The `smsgw` command: `smsgw --help` lists the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+from smsgw import __version__
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:7890)")
+    return host or "127.0.0.1", int(port)
+
+
+def _account(text: str) -> tuple[str, str]:
+    sp_id, sep, secret = text.partition(":")
+    if not sep or not sp_id:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SP_ID:SECRET (for example 901234:abc123)")
+    return sp_id, secret
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a ratio between 0 and 1")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smsgw", description="SMS gateway daemon (CMPP 3.0/2.0).")
+    parser.add_argument("--version", action="version", version=f"smsgw {__version__}")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    sim = sub.add_parser("simulate", help="run an ISMG (carrier gateway) simulator",
+                         description="A CMPP server that behaves like a carrier's ISMG, for tests and demos.")
+    sim.add_argument("--listen", type=_host_port, default=("127.0.0.1", 7890), metavar="HOST:PORT")
+    sim.add_argument("--stats-port", type=int, default=None, metavar="PORT",
+                     help="serve GET /stats (JSON counters) on this port, same host as --listen")
+    sim.add_argument("--version", dest="cmpp_version", default="3.0", choices=("3.0", "2.0"))
+    sim.add_argument("--account", type=_account, action="append", default=[], metavar="SP_ID:SECRET",
+                     help="an account that may log in (repeatable)")
+    sim.add_argument("--accounts-file", metavar="YAML", help="accounts as a YAML mapping sp_id: secret")
+    sim.add_argument("--report-delay", type=_non_negative, default=0.5, metavar="SECONDS")
+    sim.add_argument("--fail-ratio", type=_ratio, default=0.0, help="share of reports with a failure Stat")
+    sim.add_argument("--mo-rate", type=_non_negative, default=0.0, metavar="PER_SECOND")
+    sim.add_argument("--flow-limit", type=float, default=None, metavar="PER_SECOND",
+                     help="answer Result 8 above this many submits per second")
+    sim.add_argument("--drop-every", type=int, default=0, metavar="N", help="drop a connection every N submits")
+    sim.add_argument("--window", type=int, default=16)
+    sim.add_argument("--seed", type=int, default=None)
+
+    demo = sub.add_parser("demo", help="the simulator plus a demo carrier link (what `make run` starts)",
+                          description="Starts the ISMG simulator and a CMPP link to it, sends a few "
+                                      "messages and logs their status reports and incoming MO messages.")
+    demo.add_argument("--port", type=int, default=0, help="simulator port (0: any free port)")
+    demo.add_argument("--version", dest="cmpp_version", default="3.0", choices=("3.0", "2.0"))
+    demo.add_argument("--exit-after", type=float, default=None, metavar="SECONDS",
+                      help="stop by itself after this long (default: run until interrupted)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from smsgw import logs
+
+    logs.configure(args.log_level)
+    handler: Any = {"simulate": _simulate, "demo": _demo}[args.command]
+    result: int = handler(args)
+    return result
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    from smsgw.protocol.cmpp import Version
+    from smsgw.simulator import SimulatorConfig, load_accounts, make_service
+
+    accounts = dict(args.account)
+    if args.accounts_file:
+        try:
+            accounts.update(load_accounts(args.accounts_file))
+        except (OSError, ValueError) as exc:
+            print(f"smsgw simulate: cannot read --accounts-file: {exc}", file=sys.stderr)
+            return 2
+    if not accounts:
+        print("smsgw simulate: no account can log in: give --account SP_ID:SECRET or --accounts-file",
+              file=sys.stderr)
+        return 2
+    config = SimulatorConfig(
+        accounts=accounts, version=Version.parse(args.cmpp_version), report_delay=args.report_delay,
+        fail_ratio=args.fail_ratio, mo_rate=args.mo_rate, flow_limit=args.flow_limit,
+        drop_every=args.drop_every, window=args.window, seed=args.seed,
+    )
+    stats = (args.listen[0], args.stats_port) if args.stats_port is not None else None
+    return _run_service(reactor, make_service(config, reactor, args.listen, stats))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    from smsgw.demo import DemoService
+
+    return _run_service(reactor, DemoService(reactor, port=args.port, version=args.cmpp_version,
+                                             exit_after=args.exit_after))
+
+
+def _run_service(reactor: Any, service: Any) -> int:
+    """Start a service under the reactor; SIGINT/SIGTERM stop it gracefully."""
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            service.startService()
+        except Exception as exc:  # listen failures and the like: report them, exit non-zero
+            failures.append(exc)
+            print(f"smsgw: cannot start: {exc}", file=sys.stderr)
+            reactor.stop()
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: service.stopService() if service.running else None)
+    reactor.run()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
