@@ -9,11 +9,9 @@ DelayedCall armed at the session's earliest deadline.
 from __future__ import annotations
 
 import datetime
-import socket
 from typing import Protocol as TypingProtocol
 
 import structlog
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -40,10 +38,10 @@ class CmppProtocol(Protocol):
         self._owner = owner
         self._timer: IDelayedCall | None = None
         self._timer_at = 0.0
+        self._pumping = False
         self.peer = "?"
         self.label = ""  # set by the owner for log lines (link name / connection index)
-        #: fired by the owner once the session is logged in (ClientService's prepareConnection)
-        self.login_waiter: Deferred[None] | None = None
+        self.slot = 0  # which of its owner's connections this is
 
     # Twisted hooks -------------------------------------------------------
 
@@ -53,9 +51,7 @@ class CmppProtocol(Protocol):
             # A peer that delays its ACKs stalls a Nagle-enabled sender at a few
             # hundred PDUs/s; every PDU here is small and latency-bound.
             transport.setTcpNoDelay(True)
-            sock = transport.getHandle()
-            if isinstance(sock, socket.socket):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            transport.setTcpKeepAlive(True)
         peer = transport.getPeer() if transport is not None else None
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         now = self._clock.seconds()
@@ -81,18 +77,29 @@ class CmppProtocol(Protocol):
     # driving the session -------------------------------------------------
 
     def pump(self) -> None:
-        """Dispatch events, write pending bytes, close if done, re-arm the timer."""
+        """Dispatch events, write pending bytes, close if done, re-arm the timer.
+
+        Owners answer events from inside `cmpp_event` (respond, send) and may
+        call `pump` again from there: that nested call returns at once, since
+        the running loop drains the new events and writes the new bytes too.
+        """
+        if self._pumping:
+            return
+        self._pumping = True
         session = self.session
         owner = self._owner
-        while True:
-            try:
-                event = session.next_event()
-            except CmppRemoteError as exc:
-                owner.cmpp_protocol_error(self, exc)
-                continue
-            if event is None:
-                break
-            owner.cmpp_event(self, event)
+        try:
+            while True:
+                try:
+                    event = session.next_event()
+                except CmppRemoteError as exc:
+                    owner.cmpp_protocol_error(self, exc)
+                    continue
+                if event is None:
+                    break
+                owner.cmpp_event(self, event)
+        finally:
+            self._pumping = False
         data = session.data_to_send()
         transport = self.transport
         if transport is None:

@@ -54,6 +54,7 @@ from smsgw.protocol.cmpp import (
     Role,
     Session,
     SessionConfig,
+    State,
     StatusReport,
     Submit,
     SubmitAccepted,
@@ -128,7 +129,7 @@ class OutboundMessage:
     msg_fmt: int | None = None  # None: ASCII / UCS2 (or GBK when the link prefers it)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SegmentResult:
     """One segment's Msg_Id for one recipient."""
 
@@ -142,7 +143,7 @@ class SegmentResult:
         return msg_id_to_text(self.msg_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmitResult:
     """Every segment of a message accepted by the ISMG."""
 
@@ -177,7 +178,7 @@ class LinkDown(SubmitError):
         self.sent = sent
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LinkReport:
     """A status report as the link hands it to its owner."""
 
@@ -263,15 +264,27 @@ class CarrierLink(MultiService):
         self._timer: IDelayedCall | None = None
         self._stopped: defer.Deferred[None] | None = None
         self._clients: list[ClientService] = []
+        # Twisted's ClientService cannot take a connection that closes after a
+        # failed prepareConnection (automat NoTransition), so a refused login is
+        # not reported through it: the retry policy adds the slot's consecutive
+        # refused logins to ClientService's own count of failed connects, and the
+        # back-off grows for both.
+        self._login_failures = [0] * config.connections
+        backoff = backoffPolicy(initialDelay=config.reconnect_initial, maxDelay=config.reconnect_max, factor=2.0)
         for index in range(config.connections):
             client = ClientService(
                 endpoint, _LinkFactory(self, index),
-                retryPolicy=backoffPolicy(initialDelay=config.reconnect_initial,
-                                          maxDelay=config.reconnect_max, factor=2.0),
-                clock=clock, prepareConnection=self._await_login,
+                retryPolicy=self._retry_policy(backoff, index),
+                clock=clock,
             )
             client.setServiceParent(self)
             self._clients.append(client)
+        self._established: set[int] = set()
+
+    def _retry_policy(self, backoff: Callable[[int], float], index: int) -> Callable[[int], float]:
+        def policy(failed_connects: int) -> float:
+            return backoff(failed_connects + self._login_failures[index])
+        return policy
 
     # --- public API --------------------------------------------------------
 
@@ -322,9 +335,13 @@ class CarrierLink(MultiService):
         self._stopped = d
         deadline = self._clock.seconds() + self.config.stop_timeout
         self._wait_drained(deadline)
-        d.addCallback(lambda _: super(CarrierLink, self).stopService())
-        d.addCallback(lambda _: self._cancel_timer())
+        d.addCallback(self._stop_children)
         return d
+
+    def _stop_children(self, _: None) -> defer.Deferred[None]:
+        self._cancel_timer()
+        stopped: defer.Deferred[None] = defer.maybeDeferred(super().stopService)
+        return stopped
 
     def _wait_drained(self, deadline: float) -> None:
         if self._inflight and self._clock.seconds() < deadline:
@@ -345,21 +362,6 @@ class CarrierLink(MultiService):
         self._stopped.callback(None)
 
     # --- connections ---------------------------------------------------------
-
-    def _await_login(self, proxy: Any) -> defer.Deferred[None]:
-        """ClientService's prepareConnection: the connection counts once logged in.
-
-        ClientService hands over its proxy of our protocol; the waiter goes on the real one.
-        """
-        proto = getattr(proxy, "_protocol", proxy)
-        d: defer.Deferred[None] = defer.Deferred()
-        if proto.session.closed:  # login already failed before ClientService asked
-            d.errback(ConnectionError("CMPP login failed"))
-        elif proto.session.state.name == "ESTABLISHED":
-            d.callback(None)
-        else:
-            proto.login_waiter = d
-        return d
 
     def cmpp_connected(self, proto: CmppProtocol) -> None:
         log.info("link_connected", link=self.name, conn=proto.label, peer=proto.peer)
@@ -397,11 +399,10 @@ class CarrierLink(MultiService):
 
     def _up(self, proto: CmppProtocol, event: Event) -> None:
         self._live.append(proto)
+        self._established.add(id(proto))
+        self._login_failures[proto.slot] = 0
         log.info("link_up", link=self.name, conn=proto.label, peer=proto.peer,
                  authenticator_ok=getattr(event, "authenticator_ok", True), live=len(self._live))
-        waiter = proto.login_waiter
-        if waiter is not None and not waiter.called:
-            waiter.callback(None)
         self._dispatch()
 
     def _down(self, proto: CmppProtocol, event: LinkClosed) -> None:
@@ -409,67 +410,86 @@ class CarrierLink(MultiService):
             self._live.remove(proto)
         log.warning("link_down", link=self.name, conn=proto.label, reason=event.reason,
                     by_peer=event.by_peer, live=len(self._live))
-        waiter = proto.login_waiter
-        if waiter is not None and not waiter.called:
-            waiter.errback(ConnectionError(f"CMPP login failed: {event.reason}"))
+        if id(proto) in self._established:
+            self._established.discard(id(proto))
+        else:
+            self._login_failures[proto.slot] += 1  # never logged in: back off further
 
     # --- submits -------------------------------------------------------------
 
     def _build(self, message: OutboundMessage) -> list[_Pdu]:
         """Split the text once, then one SUBMIT per (recipient group, segment)."""
-        if not message.to:
+        to = message.to
+        if not to:
             raise CmppError("a message needs at least one recipient")
         cfg = self.config
-        fmt = message.msg_fmt if message.msg_fmt is not None else choose_msg_fmt(message.text, prefer_gbk=cfg.prefer_gbk)
-        ref = self._refs.next(message.to[0])
-        segments = split_text(message.text, fmt, reference=ref, ref16=cfg.ref16)
+        text = message.text
+        fmt = message.msg_fmt if message.msg_fmt is not None else choose_msg_fmt(text, prefer_gbk=cfg.prefer_gbk)
+        segments = split_text(text, fmt, ref16=cfg.ref16)
+        if len(segments) > 1:
+            # Only long messages need a concatenation reference (one counter per recipient).
+            segments = split_text(text, fmt, reference=self._refs.next(to[0]), ref16=cfg.ref16)
         msg = _Message(0)
         out = []
-        src_id = cfg.service_code + message.ext
-        for start in range(0, len(message.to), 99):
-            group = tuple(message.to[start : start + 99])
+        src_id = cfg.service_code + message.ext if message.ext else cfg.service_code
+        report = 1 if message.report else 0
+        groups = [to] if len(to) <= 99 else [tuple(to[i : i + 99]) for i in range(0, len(to), 99)]
+        for group in groups:
             for seg in segments:
                 out.append(_Pdu(msg, Submit(
                     group, seg.content, fmt, src_id, cfg.sp_id, cfg.service_id,
-                    1 if message.report else 0, seg.pk_total, seg.pk_number, 1 if seg.udhi else 0,
+                    report, seg.pk_total, seg.pk_number, 1 if seg.udhi else 0,
                     0, cfg.msg_level, cfg.fee_user_type, "", cfg.fee_type, cfg.fee_code,
                 )))
         msg.remaining = len(out)
         return out
 
     def _dispatch(self) -> None:
-        """Hand pending PDUs to the live connection with the most room."""
+        """Hand pending PDUs to the live connections with the most room."""
         pending = self._pending
-        if not pending or not self._live:
+        live = self._live
+        if not pending or not live:
             return
+        if len(live) > 1:
+            live = sorted(live, key=lambda p: p.session.in_flight + p.session.queued)
         window = self.config.window
         inflight = self._inflight
         now = self._clock.seconds()
-        touched = set()
-        for proto in sorted(self._live, key=lambda p: p.session.in_flight + p.session.queued):
+        for proto in live:
             session = proto.session
             pid = id(proto)
-            while pending and session.in_flight + session.queued < window:
+            room = window - session.in_flight - session.queued
+            if room <= 0 or session.state is not State.ESTABLISHED:
+                continue  # full, or closing (its LinkClosed event is on its way)
+            send = session.send
+            while pending and room > 0:
                 pdu = pending.popleft()
                 try:
-                    key = session.send(pdu.submit, now)
+                    key = send(pdu.submit, now)
                 except CmppError as exc:
                     self._settle(pdu, SubmitRejected(f"cannot encode: {exc.msg}", result=1))
                     continue
                 inflight[(pid, key)] = pdu
-                touched.add(proto)
-        for proto in touched:
-            proto.pump()
+                room -= 1
+            proto.pump()  # a no-op while that connection is pumping: its loop writes these
+            if not pending:
+                return
 
     def _accepted(self, proto: CmppProtocol, event: SubmitAccepted) -> None:
         pdu = self._inflight.pop((id(proto), event.seq))
-        dests = pdu.submit.dest_terminal_ids
-        ids = [event.msg_id] if len(dests) == 1 else msg_id_range(event.msg_id, len(dests))
+        submit = pdu.submit
+        dests = submit.dest_terminal_ids
         results = pdu.message.results
         recent = self._recent_ids
-        for dest, mid in zip(dests, ids):
-            results.append(SegmentResult(dest, pdu.submit.pk_number, pdu.submit.pk_total, mid))
-            recent[mid] = None
+        if len(dests) == 1:
+            ids = [event.msg_id]
+            results.append(SegmentResult(dests[0], submit.pk_number, submit.pk_total, event.msg_id))
+            recent[event.msg_id] = None
+        else:
+            ids = msg_id_range(event.msg_id, len(dests))
+            for dest, mid in zip(dests, ids):
+                results.append(SegmentResult(dest, submit.pk_number, submit.pk_total, mid))
+                recent[mid] = None
         if len(recent) > 200_000:
             for stale in list(recent)[:50_000]:
                 del recent[stale]
@@ -523,7 +543,7 @@ class CarrierLink(MultiService):
 
     def _report(self, proto: CmppProtocol, event: ReportReceived) -> None:
         r = event.report
-        report = LinkReport(self.name, r.msg_id, r.stat, r.dest_terminal_id, r.submit_time, r.done_time, r)
+        report = LinkReport(self.config.name, r.msg_id, r.stat, r.dest_terminal_id, r.submit_time, r.done_time, r)
         if r.msg_id not in self._recent_ids and self._inflight:
             # Its SUBMIT_RESP may still be unread on another connection: hold it briefly.
             self._held.setdefault(r.msg_id, []).append(
@@ -547,7 +567,7 @@ class CarrierLink(MultiService):
                 log.warning("mo_bad_udh", link=self.name, src=d.src_terminal_id, error=exc.msg)
                 payload = d.msg_content
         if info is None or info.total == 1:
-            mo = MoMessage(self.name, d.src_terminal_id, d.dest_id, decode_text(payload, d.msg_fmt),
+            mo = MoMessage(self.config.name, d.src_terminal_id, d.dest_id, decode_text(payload, d.msg_fmt),
                            d.service_id, d.link_id)
             self._acknowledge(proto, event.seq, d.msg_id, self._on_mo, mo)
             return
@@ -563,7 +583,7 @@ class CarrierLink(MultiService):
 
     def _emit_mo(self, key: Any, text: str, parts: int, complete: bool, missing: tuple[int, ...]) -> None:
         src, dest_id, service_id, link_id = key
-        mo = MoMessage(self.name, src, dest_id, text, service_id, link_id, parts, complete, missing)
+        mo = MoMessage(self.config.name, src, dest_id, text, service_id, link_id, parts, complete, missing)
         try:
             self._on_mo(mo)
         except Exception:
@@ -572,22 +592,28 @@ class CarrierLink(MultiService):
     def _acknowledge(self, proto: CmppProtocol, seq: int, deliver_msg_id: int,
                      callback: Callable[[Any], Any], item: Any) -> None:
         """Run the owner's callback; answer the DELIVER once it (or its Deferred) succeeded."""
-        d = defer.maybeDeferred(callback, item)
+        try:
+            outcome = callback(item)
+        except Exception:
+            log.exception("deliver_callback_failed", link=self.name)
+            self._answer(proto, seq, deliver_msg_id, 9)  # non-zero: the ISMG keeps it and retries
+            return
+        if isinstance(outcome, defer.Deferred):
+            outcome.addCallbacks(lambda _: self._answer(proto, seq, deliver_msg_id, 0),
+                                 lambda f: self._callback_failed(f, proto, seq, deliver_msg_id))
+        else:
+            self._answer(proto, seq, deliver_msg_id, 0)
 
-        def answer(result: int) -> None:
-            if proto.session.closed:
-                return  # the ISMG will deliver it again on a new connection
-            try:
-                proto.session.respond(seq, DeliverResp(deliver_msg_id, result))
-            except CmppError:
-                return
-            proto.pump()
+    def _callback_failed(self, failure: Failure, proto: CmppProtocol, seq: int, deliver_msg_id: int) -> None:
+        log.error("deliver_callback_failed", link=self.name, error=failure.getErrorMessage())
+        self._answer(proto, seq, deliver_msg_id, 9)
 
-        def failed(f: Failure) -> None:
-            log.error("deliver_callback_failed", link=self.name, error=f.getErrorMessage())
-            answer(9)  # non-zero: the ISMG keeps it and retries
-
-        d.addCallbacks(lambda _: answer(0), failed)
+    def _answer(self, proto: CmppProtocol, seq: int, deliver_msg_id: int, result: int) -> None:
+        session = proto.session
+        if session.closed:
+            return  # the ISMG will deliver it again on a new connection
+        session.respond(seq, DeliverResp(deliver_msg_id, result))
+        proto.pump()  # a no-op while that connection is already pumping
 
     # --- the link's own timer: waiting submits, held reports, MO expiry --------------
 
@@ -637,6 +663,7 @@ class _LinkFactory(Factory):
         link = self._link
         proto = CmppProtocol(Session(link._session_config), link._clock, link)
         proto.label = f"{link.name}#{self._index}"
+        proto.slot = self._index
         return proto
 
 

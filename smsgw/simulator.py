@@ -13,7 +13,7 @@ import datetime
 import json
 import random
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import structlog
@@ -21,7 +21,7 @@ import yaml
 from twisted.application.service import MultiService
 from twisted.internet.defer import gatherResults
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -105,18 +105,25 @@ def load_accounts(path: str) -> dict[str, str]:
     raise ValueError(f"{path}: expected a mapping of sp_id: secret or a list of {{sp_id, secret}}")
 
 
+@dataclass(slots=True)
 class Stats:
     """Counters served as JSON on GET /stats."""
 
-    FIELDS = ("logins", "login_failures", "connections", "connections_total", "submits", "segments",
-              "flow_rejects", "reports_sent", "reports_acked", "mo_sent", "drops", "malformed")
-
-    def __init__(self) -> None:
-        for name in self.FIELDS:
-            setattr(self, name, 0)
+    logins: int = 0
+    login_failures: int = 0
+    connections: int = 0  # logged in now
+    connections_total: int = 0
+    submits: int = 0
+    segments: int = 0
+    flow_rejects: int = 0
+    reports_sent: int = 0
+    reports_acked: int = 0
+    mo_sent: int = 0
+    drops: int = 0
+    malformed: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: int(getattr(self, name)) for name in self.FIELDS}
+        return asdict(self)
 
 
 class _Conn:
@@ -159,6 +166,7 @@ class IsmgSimulator(MultiService):
         self.stats_port: Any = None
         self._wallclock_second = -1.0
         self._wallclock = datetime.datetime.now()
+        self._stamp = self._wallclock.strftime("%y%m%d%H%M")
 
     # --- service lifecycle -------------------------------------------------
 
@@ -172,7 +180,8 @@ class IsmgSimulator(MultiService):
         if self._stats_listen is not None:
             root = Resource()
             root.putChild(b"stats", _StatsResource(self.stats))
-            self.stats_port = reactor.listenTCP(self._stats_listen[1], Site(root), interface=self._stats_listen[0])
+            site: Any = Site(root)
+            self.stats_port = reactor.listenTCP(self._stats_listen[1], site, interface=self._stats_listen[0])
             stats_addr = f"{self.stats_port.getHost().host}:{self.stats_port.getHost().port}"
         if self.config.mo_rate > 0:
             self._mo_loop = LoopingCall(self._inject_mo)
@@ -277,7 +286,7 @@ class IsmgSimulator(MultiService):
             proto.transport.loseConnection()
 
     def _schedule_reports(self, conn: _Conn, submit: Submit, first: int, wall: datetime.datetime) -> None:
-        stamp = wall.strftime("%y%m%d%H%M")
+        stamp = self._stamp
         ids = [first] if len(submit.dest_terminal_ids) == 1 else msg_id_range(first, len(submit.dest_terminal_ids))
         reports = []
         for dest, mid in zip(submit.dest_terminal_ids, ids):
@@ -298,9 +307,13 @@ class IsmgSimulator(MultiService):
             return
         now = self._clock.seconds()
         wall = self._now_wallclock(now)
-        for report in reports:
-            deliver = replace(report, msg_id=self._ids.next(wall))  # a fresh id per DELIVER attempt
-            key = proto.session.send(deliver, now)
+        send = proto.session.send
+        next_id = self._ids.next
+        for r in reports:
+            # A fresh outer Msg_Id per DELIVER attempt, as an ISMG does.
+            deliver = Deliver(next_id(wall), r.dest_id, r.src_terminal_id, r.msg_content, r.msg_fmt,
+                              r.registered_delivery, r.service_id, r.tp_pid, r.tp_udhi)
+            key = send(deliver, now)
             conn.reports[key] = deliver
             self.stats.reports_sent += 1
         if proto.transport is not None:
@@ -348,6 +361,7 @@ class IsmgSimulator(MultiService):
         if second != self._wallclock_second:
             self._wallclock_second = second
             self._wallclock = datetime.datetime.fromtimestamp(second)
+            self._stamp = self._wallclock.strftime("%y%m%d%H%M")
         return self._wallclock
 
     # --- MO injection --------------------------------------------------------
@@ -377,7 +391,7 @@ class IsmgSimulator(MultiService):
         conn.proto.pump()
 
 
-class _SimFactory(Factory):
+class _SimFactory(ServerFactory):
     def __init__(self, sim: IsmgSimulator) -> None:
         self._sim = sim
 

@@ -35,7 +35,7 @@ class Event:
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LinkEstablished(Event):
     """Login succeeded; `version` is what both sides now speak."""
 
@@ -43,7 +43,7 @@ class LinkEstablished(Event):
     authenticator_ok: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoginRequested(Event):
     """(Server role) a CONNECT arrived; answer with `accept_login` or `reject_login`."""
 
@@ -53,7 +53,7 @@ class LoginRequested(Event):
     timestamp: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoginRejected(Event):
     """(Client role) the ISMG refused the CONNECT with this Status."""
 
@@ -61,7 +61,7 @@ class LoginRejected(Event):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmitAccepted(Event):
     """The ISMG took the SUBMIT whose `send` returned `seq`, and named it `msg_id`."""
 
@@ -69,7 +69,7 @@ class SubmitAccepted(Event):
     msg_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmitFailed(Event):
     """The SUBMIT whose `send` returned `seq` ended without a Msg_Id."""
 
@@ -78,7 +78,7 @@ class SubmitFailed(Event):
     result: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SubmitReceived(Event):
     """(Server role) an SP submitted; answer with `respond(seq, SubmitResp(...))`."""
 
@@ -86,7 +86,7 @@ class SubmitReceived(Event):
     submit: Submit
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReportReceived(Event):
     """(Client role) a status report arrived; acknowledge with `respond(seq, DeliverResp(deliver_msg_id))`."""
 
@@ -96,7 +96,7 @@ class ReportReceived(Event):
     deliver: Deliver
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MoReceived(Event):
     """(Client role) an uplink message arrived; acknowledge like a report."""
 
@@ -104,7 +104,7 @@ class MoReceived(Event):
     deliver: Deliver
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeliverAcknowledged(Event):
     """(Server role) the SP answered the DELIVER whose `send` returned `seq`.
 
@@ -115,7 +115,7 @@ class DeliverAcknowledged(Event):
     result: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestReceived(Event):
     """A QUERY or CANCEL from the peer; answer it with `respond`."""
 
@@ -123,7 +123,7 @@ class RequestReceived(Event):
     pdu: Pdu
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseReceived(Event):
     """The answer to a QUERY or CANCEL we sent (`pdu` None: no answer came)."""
 
@@ -131,7 +131,7 @@ class ResponseReceived(Event):
     pdu: Pdu | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MalformedRequest(Event):
     """A request from the peer could not be decoded; it was answered with `result` and the link goes on."""
 
@@ -141,7 +141,7 @@ class MalformedRequest(Event):
     error: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LateResponse(Event):
     """A response for a request already given up on (timed out): log it, a message may have gone out.
 
@@ -152,7 +152,7 @@ class LateResponse(Event):
     pdu: Pdu
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LinkClosed(Event):
     """The session is over; `reason` says why, for the log."""
 

@@ -32,7 +32,8 @@ class FrameBuffer:
         return len(self._buf)
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        if self._error is None:  # a broken stream is never read again: don't keep it
+            self._buf += data
 
     def frames(self) -> list[Frame]:
         """Every whole frame buffered so far, in order; the rest stays buffered.
@@ -51,26 +52,31 @@ class FrameBuffer:
         """Like `frames`, but returns the good frames before a framing error with it."""
         if self._error is not None:
             return [], self._error
-        buf = self._buf
+        # bytes, not bytearray: slicing then yields each body with one copy.
+        buf = bytes(self._buf) if self._buf else b""
+        self._buf.clear()
         size = len(buf)
         pos = 0
         out: list[Frame] = []
         unpack = _HEADER.unpack_from
+        limit = self._max
         while size - pos >= 4:
-            total = int.from_bytes(buf[pos : pos + 4], "big")
-            if not HEADER_SIZE <= total <= self._max:
+            if size - pos >= 12:
+                total, command_id, seq = unpack(buf, pos)
+            else:
+                total, command_id, seq = int.from_bytes(buf[pos : pos + 4], "big"), 0, 0
+            if not HEADER_SIZE <= total <= limit:
                 self._error = CmppRemoteError(
-                    f"frame header: Total_Length {total} is outside {HEADER_SIZE}..{self._max}"
+                    f"frame header: Total_Length {total} is outside {HEADER_SIZE}..{limit}"
                     f" (after {pos} bytes of this read: not a CMPP stream, or out of sync)",
                     status=4,
                 )
-                del buf[:pos]
                 return out, self._error
-            if size - pos < total:
+            end = pos + total
+            if end > size:
                 break
-            _, command_id, seq = unpack(buf, pos)
-            out.append((command_id, seq, bytes(buf[pos + HEADER_SIZE : pos + total])))
-            pos += total
-        if pos:
-            del buf[:pos]
+            out.append((command_id, seq, buf[pos + HEADER_SIZE : end]))
+            pos = end
+        if pos < size:
+            self._buf += buf[pos:]
         return out, None

@@ -102,6 +102,11 @@ class State(enum.Enum):
 
 
 C, S = Role.CLIENT, Role.SERVER
+
+#: Refilling at exactly `_queue_ready_at()` can leave 0.9999999999999998 tokens
+#: (float rounding); without slack the timer fires, sends nothing and re-arms
+#: at the same instant forever.
+_TOKEN_SLACK = 1e-9
 _EST, _CLOSING = State.ESTABLISHED, State.CLOSING
 _I = CommandId
 
@@ -125,6 +130,11 @@ _RECEIVE: dict[tuple[Role, State, int], State] = {
     **_allow(C, (_CLOSING,), (_I.TERMINATE_RESP,), State.CLOSED),
     **_allow(S, (_CLOSING,), (_I.TERMINATE_RESP,), State.CLOSED),
 }
+
+#: The same table split per (role, state), so the per-PDU lookup hashes one int.
+_ALLOWED: dict[tuple[Role, State], dict[int, State]] = {(r, st): {} for r in Role for st in State}
+for (_r, _st, _cmd), _to in _RECEIVE.items():
+    _ALLOWED[(_r, _st)][int(_cmd)] = _to
 
 #: What each role may hand to `send` (ACTIVE_TEST and TERMINATE are the session's own).
 _SENDABLE: dict[Role, tuple[type[Pdu], ...]] = {
@@ -206,6 +216,8 @@ class Session:
         self._burst = float(config.rate_burst or max(1.0, (rate or 0) / 10))
         self._tokens = self._burst
         self._tokens_at = 0.0
+        self._sendable = _SENDABLE[self.role]
+        self._allowed = _ALLOWED[(self.role, self._state)]
         self._handlers: dict[int, Callable[[int, bytes, float], None]] = {
             _I.CONNECT: self._on_connect, _I.CONNECT_RESP: self._on_connect_resp,
             _I.SUBMIT: self._on_submit, _I.SUBMIT_RESP: self._on_submit_resp,
@@ -263,7 +275,7 @@ class Session:
         self._auth_source = authenticator_source(cfg.sp_id, cfg.secret, text, pad_sp_id=cfg.pad_sp_id)
         self._out.append(encode_pdu(Connect(cfg.sp_id, self._auth_source, int(self.version), stamp),
                                     self._next_seq(), self.version))
-        self._state = State.LOGGING_IN
+        self._set_state(State.LOGGING_IN)
 
     def send(self, pdu: Pdu, now: float) -> int:
         """Queue a request; it goes out as soon as window, rate and flow control allow.
@@ -279,7 +291,7 @@ class Session:
         self._check_not_failed()
         if self._state is not _EST:
             raise CmppLocalError(f"can't send {pdu.command.name} in {self._state.name}")
-        if not isinstance(pdu, _SENDABLE[self.role]):
+        if not isinstance(pdu, self._sendable):
             raise CmppLocalError(f"a {self.role.value} session does not send {pdu.command.name}")
         seq = self._next_seq()
         req = _Request(seq, pdu, encode_pdu(pdu, seq, self.version), True)
@@ -316,16 +328,21 @@ class Session:
     def accept_login(self, secret: str, now: float) -> None:
         """(Server) answer the pending CONNECT with Status 0 and establish the link.
 
-        The session speaks the lower of the client's version and its configured one.
+        A 3.0 server also speaks 2.0 to a client that asks for it. A 2.0 server
+        asked for 3.0 answers Status 4 (version too high), as the spec has it,
+        and the session closes.
         """
+        connect, seq = self._login if self._login is not None else (None, 0)
+        if connect is not None and connect.version >= 0x30 and self.config.version is Version.V20:
+            self.reject_login(4, now)
+            return
         connect, seq = self._take_login()
-        requested = connect.version
-        self.version = Version.V30 if requested >= 0x30 and self.config.version is Version.V30 else Version.V20
+        self.version = Version.V30 if connect.version >= 0x30 else Version.V20
         width = 4 if self.version is Version.V30 else 1
         auth = authenticator_ismg(0, connect.authenticator, secret, status_width=width)
         self._unanswered.pop(seq, None)
         self._out.append(encode_pdu(ConnectResp(0, auth, int(self.config.version)), seq, self.version))
-        self._state = _EST
+        self._set_state(_EST)
         self._login_deadline = None
         self._last_rx = now
         self._events.append(LinkEstablished(int(self.version)))
@@ -348,7 +365,7 @@ class Session:
             self._finish(now, "closed before login completed", by_peer=False)
             return
         self._fail_queued()
-        self._state = State.CLOSING
+        self._set_state(State.CLOSING)
         req = _Request(0, Terminate(), b"", False)
         self._write_request(req, now)
 
@@ -378,7 +395,7 @@ class Session:
             except CmppLocalError as exc:
                 error = CmppRemoteError(exc.msg, exc.status)
                 break
-            if self._state is State.CLOSED:
+            if self.closed:
                 break
         if error is not None:
             self._fail(error, now)
@@ -486,7 +503,7 @@ class Session:
         out = self._out
         while queue and self._in_window < window:
             if rate is not None:
-                if self._tokens < 1.0:
+                if self._tokens < 1.0 - _TOKEN_SLACK:
                     return
                 self._tokens -= 1.0
             req = queue.popleft()
@@ -544,15 +561,15 @@ class Session:
     # --- receiving ---------------------------------------------------------
 
     def _transition(self, command_id: int) -> State:
-        try:
-            return _RECEIVE[(self.role, self._state, command_id)]
-        except KeyError:
+        to = self._allowed.get(command_id)
+        if to is None:
             name = CommandId(command_id).name
-            raise CmppLocalError(f"can't handle {name} in {self._state.name} ({self.role.value} role)", status=2) from None
+            raise CmppLocalError(f"can't handle {name} in {self._state.name} ({self.role.value} role)", status=2)
+        return to
 
     def _take_response(self, seq: int, body: bytes, expected: type[Pdu]) -> tuple[_Request | None, Pdu]:
         """Pop the request `seq` answers and decode the answer; late answers become events."""
-        pdu = decode_body(expected.command, body, self.version)
+        pdu = expected.decode_body(body, self.version)
         req = self._outstanding.pop(seq, None)
         if req is None:
             key = self._timed_out.pop(seq, seq)
@@ -667,7 +684,7 @@ class Session:
         self._finish(now, "terminated", by_peer=False)
 
     def _on_connect(self, seq: int, body: bytes, now: float) -> None:
-        self._state = self._transition(_I.CONNECT)
+        self._set_state(self._transition(_I.CONNECT))
         connect = Connect.decode_body(body, self.version)
         self._unanswered[seq] = _I.CONNECT
         self._login = (connect, seq)
@@ -684,7 +701,10 @@ class Session:
             self._finish(now, f"login rejected with status {resp.status} ({reason})", by_peer=True)
             return
         ok = verify_authenticator_ismg(resp.authenticator, 0, self._auth_source, self.config.secret)
-        self._state = next_state
+        if resp.version in (0x20, 0x21) and self.version is Version.V30:
+            # The ISMG took the login but speaks 2.0 (its highest version): so do we.
+            self.version = Version.V20
+        self._set_state(next_state)
         self._events.append(LinkEstablished(int(self.version), ok))
 
     def _take_login(self) -> tuple[Connect, int]:
@@ -718,13 +738,17 @@ class Session:
         self._active_test = None
         self._login_deadline = None
         if self._state is not State.ERROR:
-            self._state = State.CLOSED
+            self._set_state(State.CLOSED)
         self._events.append(LinkClosed(reason, by_peer))
 
     def _fail(self, error: CmppRemoteError, now: float) -> None:
         self._events.append(error)
         self._finish(now, f"protocol error: {error.msg}", by_peer=True)
-        self._state = State.ERROR
+        self._set_state(State.ERROR)
+
+    def _set_state(self, state: State) -> None:
+        self._state = state
+        self._allowed = _ALLOWED[(self.role, state)]
 
     def _check_not_failed(self) -> None:
         if self._state is State.ERROR:
