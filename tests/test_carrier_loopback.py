@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
+import urllib.request
 from typing import Any, Callable
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, readBody
+from twisted.internet.threads import deferToThread
 
 from smsgw.carrier import (
     CarrierLink,
@@ -71,6 +73,9 @@ class LinkAndSimulatorTests(LoopbackCase):
         sim = self.start_simulator()
         link = self.start_link(sim)
         await wait_for(lambda: link.live_connections == 2, what="two logged-in connections")
+        for proto in link._live:
+            sock = proto.transport.getHandle()  # type: ignore[union-attr]
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         to = ("13800138000", "13900139000", "+8613700137000")
         result: SubmitResult = await link.submit(OutboundMessage(to, LONG_TEXT))
         n = len(split_text(LONG_TEXT, MSG_FMT_UCS2))
@@ -184,8 +189,13 @@ class LinkAndSimulatorTests(LoopbackCase):
         await wait_for(lambda: link.live_connections == 1)
         await link.submit(OutboundMessage(("13800138000",), "count me"))
         port = sim.stats_port.getHost().port
-        response = await Agent(R).request(b"GET", f"http://127.0.0.1:{port}/stats".encode())
-        body = json.loads(await readBody(response))
+
+        def fetch() -> Any:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as response:
+                assert response.headers["content-type"] == "application/json"
+                return json.loads(response.read())
+
+        body = await deferToThread(fetch)
         for key in ("logins", "submits", "segments", "reports_sent", "mo_sent", "flow_rejects", "connections"):
             assert key in body
         assert body["logins"] == 1 and body["submits"] == 1 and body["connections"] == 1

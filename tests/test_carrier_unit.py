@@ -1,0 +1,289 @@
+"""CarrierLink and CmppProtocol with fake transports and a fake clock.
+
+The ISMG side is our own `Session` in the server role (a real peer, not a mock);
+bytes move between it and the link's protocols by hand, so races that loopback
+timing hides can be staged exactly.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from smsgw._cmpp_protocol import CmppProtocol
+from smsgw.carrier import CarrierLink, LinkConfig, LinkReport, MoMessage, OutboundMessage, SubmitResult, _LinkFactory
+from smsgw.protocol.cmpp import (
+    ActiveTest,
+    CommandId,
+    Deliver,
+    FrameBuffer,
+    LoginRequested,
+    Role,
+    Session,
+    SessionConfig,
+    StatusReport,
+    SubmitReceived,
+    SubmitResp,
+    Version,
+    decode_body,
+)
+
+SP_ID, SECRET = "901234", "abc123"
+
+
+@implementer(ITCPTransport)
+class TcpStringTransport(StringTransport):
+    """A StringTransport that records the TCP socket options set on it."""
+
+    nodelay = False
+    keepalive = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+    def getTcpNoDelay(self) -> bool:
+        return self.nodelay
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        self.keepalive = enabled
+
+    def getTcpKeepAlive(self) -> bool:
+        return self.keepalive
+
+    def loseWriteConnection(self) -> None:
+        self.loseConnection()
+
+    def abortConnection(self) -> None:
+        self.loseConnection()
+
+    def getHandle(self) -> None:
+        return None
+
+
+@implementer(IStreamClientEndpoint)
+class NeverConnects:
+    """An endpoint whose connection attempts never complete (tests attach protocols by hand)."""
+
+    def connect(self, protocolFactory: Any) -> defer.Deferred[Any]:
+        return defer.Deferred()
+
+
+class Peer:
+    """One server-side Session wired by hand to one of the link's protocols."""
+
+    def __init__(self, proto: CmppProtocol, transport: StringTransport, clock: Clock) -> None:
+        self.proto, self.transport, self.clock = proto, transport, clock
+        self.server = Session(SessionConfig(Role.SERVER))
+        self.server.start(clock.seconds())
+        self.events: list[Any] = []
+
+    def read_from_link(self) -> None:
+        data = self.transport.value()
+        self.transport.clear()
+        if data:
+            self.server.receive_data(data, self.clock.seconds())
+        while (event := self.server.next_event()) is not None:
+            self.events.append(event)
+
+    def write_to_link(self) -> None:
+        data = self.server.data_to_send()
+        if data:
+            self.proto.dataReceived(data)
+
+    def login(self) -> None:
+        self.read_from_link()
+        assert isinstance(self.events[-1], LoginRequested)
+        assert self.server.check_login(SECRET)
+        self.server.accept_login(SECRET, self.clock.seconds())
+        self.server.next_event()
+        self.write_to_link()
+
+
+def commands_in(data: bytes) -> list[int]:
+    buf = FrameBuffer()
+    buf.feed(data)
+    return [cmd for cmd, _, _ in buf.frames()]
+
+
+def make_link(clock: Clock, connections: int = 2, **overrides: Any) -> tuple[CarrierLink, list[Any]]:
+    log: list[Any] = []
+
+    def on_report(report: LinkReport) -> None:
+        log.append(("report", report.msg_id))
+
+    def on_mo(mo: MoMessage) -> None:
+        log.append(("mo", mo.text))
+
+    config = LinkConfig("unit", "127.0.0.1", 7890, SP_ID, SECRET, "10690001", connections=connections, **overrides)
+    link = CarrierLink(config, clock, on_report=on_report, on_mo=on_mo, endpoint=NeverConnects())
+    link.startService()
+    return link, log
+
+
+def attach(link: CarrierLink, clock: Clock, index: int) -> Peer:
+    proto = _LinkFactory(link, index).buildProtocol(None)
+    transport = TcpStringTransport()
+    proto.makeConnection(transport)
+    peer = Peer(proto, transport, clock)
+    peer.login()
+    return peer
+
+
+def report_deliver(msg_id: int) -> Deliver:
+    content = StatusReport(msg_id, "DELIVRD", "2403050809", "2403050810", "13800138000", 1).encode(Version.V30)
+    return Deliver(99, "10690001", "13800138000", content, 0, 1)
+
+
+def test_report_before_its_submit_resp_is_held_until_the_msg_id_is_known() -> None:
+    """A report that beats its SUBMIT_RESP (other connection) reaches the owner after the submit result."""
+    clock = Clock()
+    link, log = make_link(clock)
+    a, b = attach(link, clock, 0), attach(link, clock, 1)
+    assert link.live_connections == 2
+    d = link.submit(OutboundMessage(("13800138000",), "race"))
+    d.addCallback(lambda r: log.append(("submitted", r.segments[0].msg_id)))
+    a.read_from_link()
+    b.read_from_link()
+    submitted = [p for p in (a, b) if any(isinstance(e, SubmitReceived) for e in p.events)]
+    assert len(submitted) == 1
+    carrier, other = (a, b) if submitted[0] is a else (b, a)
+    msg_id = 0x32A0928003E90001
+    # The report arrives first, on the other connection.
+    other.server.send(report_deliver(msg_id), clock.seconds())
+    other.write_to_link()
+    assert log == []
+    assert CommandId.DELIVER_RESP not in commands_in(other.transport.value())
+    # Now the SUBMIT_RESP: the submitter hears first, then the report owner.
+    event = next(e for e in carrier.events if isinstance(e, SubmitReceived))
+    carrier.server.respond(event.seq, SubmitResp(msg_id, 0))
+    carrier.write_to_link()
+    assert log == [("submitted", msg_id), ("report", msg_id)]
+    assert CommandId.DELIVER_RESP in commands_in(other.transport.value())
+
+
+def test_unmatched_held_report_is_released_after_report_hold() -> None:
+    """A report matching no submit is still handed over once report_hold passes."""
+    clock = Clock()
+    link, log = make_link(clock, report_hold=2.0)
+    a, b = attach(link, clock, 0), attach(link, clock, 1)
+    link.submit(OutboundMessage(("13800138000",), "pending forever"))
+    b.server.send(report_deliver(12345), clock.seconds())
+    a.server.send(report_deliver(12345), clock.seconds())
+    b.write_to_link()
+    assert log == []
+    clock.advance(2.5)
+    assert log == [("report", 12345)]
+
+
+def test_report_with_nothing_in_flight_passes_straight_through() -> None:
+    """With no submit awaiting an answer there is no race: the report goes to the owner at once."""
+    clock = Clock()
+    link, log = make_link(clock, connections=1)
+    a = attach(link, clock, 0)
+    a.server.send(report_deliver(777), clock.seconds())
+    a.write_to_link()
+    assert log == [("report", 777)]
+
+
+def test_deliver_is_acknowledged_only_after_the_callbacks_deferred_fires() -> None:
+    """A callback returning a Deferred delays the DELIVER_RESP until it fires."""
+    clock = Clock()
+    pending: list[defer.Deferred[None]] = []
+
+    def on_report(report: LinkReport) -> defer.Deferred[None]:
+        d: defer.Deferred[None] = defer.Deferred()
+        pending.append(d)
+        return d
+
+    config = LinkConfig("unit", "127.0.0.1", 7890, SP_ID, SECRET, "10690001")
+    link = CarrierLink(config, clock, on_report=on_report, on_mo=lambda mo: None, endpoint=NeverConnects())
+    link.startService()
+    a = attach(link, clock, 0)
+    a.transport.clear()
+    a.server.send(report_deliver(5), clock.seconds())
+    a.write_to_link()
+    assert len(pending) == 1
+    assert CommandId.DELIVER_RESP not in commands_in(a.transport.value())
+    pending[0].callback(None)
+    assert commands_in(a.transport.value()) == [CommandId.DELIVER_RESP]
+
+
+def test_connection_sets_tcp_nodelay_and_keepalive() -> None:
+    """Every carrier connection disables Nagle and enables TCP keepalive."""
+    clock = Clock()
+    link, _ = make_link(clock, connections=1)
+    a = attach(link, clock, 0)
+    assert isinstance(a.transport, TcpStringTransport)
+    assert a.transport.nodelay and a.transport.keepalive
+
+
+def test_active_test_sent_after_idle_interval() -> None:
+    """An idle established link sends ACTIVE_TEST once the interval passes, from one armed timer."""
+    clock = Clock()
+    link, _ = make_link(clock, connections=1, active_test_interval=30.0)
+    a = attach(link, clock, 0)
+    a.transport.clear()
+    assert len([c for c in clock.getDelayedCalls() if getattr(c, 'func', None) == a.proto._on_timer]) == 1
+    clock.advance(30.0)
+    frames = FrameBuffer()
+    frames.feed(a.transport.value())
+    assert [decode_body(cmd, body, Version.V30) for cmd, _, body in frames.frames()] == [ActiveTest()]
+
+
+def test_one_timer_covers_many_outstanding_submits() -> None:
+    """Sixteen unanswered submits keep exactly one DelayedCall armed for the connection."""
+    clock = Clock()
+    link, _ = make_link(clock, connections=1)
+    a = attach(link, clock, 0)
+    for i in range(16):
+        link.submit(OutboundMessage(("13800138000",), f"m{i}"))
+    assert len([c for c in clock.getDelayedCalls() if getattr(c, 'func', None) == a.proto._on_timer]) == 1
+
+
+def test_connection_lost_leaves_no_timer_behind() -> None:
+    """Once the connection is gone the protocol cancels its timer."""
+    clock = Clock()
+    link, _ = make_link(clock, connections=1)
+    a = attach(link, clock, 0)
+    a.proto.connectionLost()
+    assert [c for c in clock.getDelayedCalls() if getattr(c, 'func', None) == a.proto._on_timer] == []
+    assert link.live_connections == 0
+
+
+def test_submit_result_carries_every_recipient_of_a_group_send() -> None:
+    """A group SUBMIT's single Msg_Id expands to one consecutive id per recipient."""
+    clock = Clock()
+    link, _ = make_link(clock, connections=1)
+    a = attach(link, clock, 0)
+    results: list[SubmitResult] = []
+    link.submit(OutboundMessage(("13800138000", "13900139000", "13700137000"), "group")).addCallback(results.append)
+    a.read_from_link()
+    event = next(e for e in a.events if isinstance(e, SubmitReceived))
+    assert event.submit.dest_terminal_ids == ("13800138000", "13900139000", "13700137000")
+    a.server.respond(event.seq, SubmitResp(0x32A0928003E9FFFF, 0))
+    a.write_to_link()
+    ids = [s.msg_id for s in results[0].segments]
+    # The sequence field wraps without carrying into the gateway bits (notes §9.3).
+    assert ids == [0x32A0928003E9FFFF, 0x32A0928003E90000, 0x32A0928003E90001]
+
+
+def test_wallclock_goes_into_connect_timestamp() -> None:
+    """The CONNECT carries the reactor clock's local time as MMDDHHMMSS."""
+    clock = Clock()
+    stamp = datetime.datetime(2024, 3, 5, 8, 9, 10).timestamp()
+    clock.advance(stamp)
+    link, _ = make_link(clock, connections=1)
+    proto = _LinkFactory(link, 0).buildProtocol(None)
+    transport = TcpStringTransport()
+    proto.makeConnection(transport)
+    frames = FrameBuffer()
+    frames.feed(transport.value())
+    (cmd, _, body), = frames.frames()
+    connect = decode_body(cmd, body, Version.V30)
+    assert getattr(connect, "timestamp") == 305080910
