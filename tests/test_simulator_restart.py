@@ -98,7 +98,7 @@ class RestartTests(TestCase):
         assert set(failures) <= {"LinkDown"}
         # Only what was on the wire (at most a window per connection) can end unknown.
         assert len(failures) <= WINDOW * CONNECTIONS, failures
-        assert link.live_connections == CONNECTIONS
+        await wait_for(lambda: link.live_connections == CONNECTIONS, what="both connections back")
         # Messages accepted by the new simulator get their reports.
         await wait_for(lambda: len(reports) >= outcomes.count("ok") - TOTAL // 3 - WINDOW * CONNECTIONS,
                        what="reports from the restarted simulator")
