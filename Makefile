@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # (the strict editable install is a link tree: mypy sees exactly the installed layout).
 PKG_DIRS := $(shell find smsgw protocol adapters -type d -not -name __pycache__)
 
-.PHONY: run test typecheck bench soak clean
+.PHONY: run test typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

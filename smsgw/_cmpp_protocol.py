@@ -39,6 +39,7 @@ class CmppProtocol(Protocol):
         self._timer: IDelayedCall | None = None
         self._timer_at = 0.0
         self._pumping = False
+        self._pump_call: IDelayedCall | None = None
         self.peer = "?"
         self.label = ""  # set by the owner for log lines (link name / connection index)
         self.slot = 0  # which of its owner's connections this is
@@ -68,6 +69,9 @@ class CmppProtocol(Protocol):
         self.pump()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError("closed"))) -> None:
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        self._pump_call = None
         self.session.connection_lost(self._clock.seconds(), reason.getErrorMessage())
         self.pump()
         if self._timer is not None and self._timer.active():
@@ -75,6 +79,20 @@ class CmppProtocol(Protocol):
         self._timer = None
 
     # driving the session -------------------------------------------------
+
+    def request_pump(self) -> None:
+        """Pump soon: at the end of this reactor turn, once for every request made in it.
+
+        Owners that hand the session many requests in a row (a burst of
+        submits) call this instead of `pump`, so the burst leaves in one write.
+        """
+        if self._pumping or self._pump_call is not None:
+            return  # the running pump, or the one already scheduled, writes it
+        self._pump_call = self._clock.callLater(0, self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self._pump_call = None
+        self.pump()
 
     def pump(self) -> None:
         """Dispatch events, write pending bytes, close if done, re-arm the timer.

@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from smsgw._cmpp_protocol import CmppProtocol
 from smsgw.protocol.cmpp import (
     CmppError,
+    CmppLocalError,
     ConcatInfo,
     DeliverResp,
     Event,
@@ -107,11 +108,13 @@ class LinkConfig:
     submit_wait: float = 30.0  # how long a submit may wait for a live connection
     stop_timeout: float = 10.0  # graceful stop: bound on waiting for answers
     report_hold: float = 5.0
+    max_pending: int = 100_000  # segments waiting for a connection before submit() refuses more
+    pad_sp_id: bool = False  # NUL-pad a short SP_Id in AuthenticatorSource (some ISMGs want it)
     mo_reassembly_timeout: float = 600.0
 
     def session_config(self) -> SessionConfig:
         return SessionConfig(
-            Role.CLIENT, self.version, self.sp_id, self.secret, window=self.window,
+            Role.CLIENT, self.version, self.sp_id, self.secret, pad_sp_id=self.pad_sp_id, window=self.window,
             response_timeout=self.response_timeout, attempts=self.attempts,
             active_test_interval=self.active_test_interval,
             resend_on_timeout=self.resend_on_timeout, rate_limit=self.rate_limit,
@@ -164,6 +167,10 @@ class SubmitRejected(SubmitError):
     def __init__(self, msg: str, result: int, accepted: tuple[SegmentResult, ...] = ()) -> None:
         super().__init__(msg, accepted)
         self.result = result
+
+
+class SubmitInvalid(SubmitError):
+    """The message cannot be encoded as CMPP (nothing was sent): the reason names the field."""
 
 
 class SubmitTimedOut(SubmitError):
@@ -259,6 +266,7 @@ class CarrierLink(MultiService):
         self._accepting = False
         self._refs = ReferenceCounter(ref16=config.ref16, start=random.randrange(256))
         self._reassembler = Reassembler(timeout=config.mo_reassembly_timeout)
+        self._completed: dict[tuple[Any, ...], float] = {}  # MO sets handed over -> until when to drop repeats
         self._recent_ids: dict[int, None] = {}
         self._held: dict[int, list[tuple[float, LinkReport, CmppProtocol, int, int]]] = {}
         self._timer: IDelayedCall | None = None
@@ -307,10 +315,13 @@ class CarrierLink(MultiService):
         """
         if not self._accepting:
             return defer.fail(LinkDown(f"link {self.name} is not running", sent=False))
+        if len(self._pending) >= self.config.max_pending:
+            return defer.fail(LinkDown(f"link {self.name} has {len(self._pending)} segments waiting "
+                                       f"(max_pending); try later", sent=False))
         try:
             pdus = self._build(message)
         except CmppError as exc:
-            return defer.fail(SubmitRejected(f"cannot encode: {exc.msg}", result=1))
+            return defer.fail(SubmitInvalid(f"cannot encode: {exc.msg}"))
         msg = pdus[0].message
         msg.deadline = self._clock.seconds() + self.config.submit_wait
         self._pending.extend(pdus)
@@ -408,8 +419,10 @@ class CarrierLink(MultiService):
     def _down(self, proto: CmppProtocol, event: LinkClosed) -> None:
         if proto in self._live:
             self._live.remove(proto)
-        log.warning("link_down", link=self.name, conn=proto.label, reason=event.reason,
-                    by_peer=event.by_peer, live=len(self._live))
+        # A TERMINATE we asked for (graceful stop) is routine; anything else is worth a warning.
+        level = log.info if not event.by_peer and event.reason == "terminated" else log.warning
+        level("link_down", link=self.name, conn=proto.label, reason=event.reason,
+              by_peer=event.by_peer, live=len(self._live))
         if id(proto) in self._established:
             self._established.discard(id(proto))
         else:
@@ -421,7 +434,7 @@ class CarrierLink(MultiService):
         """Split the text once, then one SUBMIT per (recipient group, segment)."""
         to = message.to
         if not to:
-            raise CmppError("a message needs at least one recipient")
+            raise CmppLocalError("a message needs at least one recipient")
         cfg = self.config
         text = message.text
         fmt = message.msg_fmt if message.msg_fmt is not None else choose_msg_fmt(text, prefer_gbk=cfg.prefer_gbk)
@@ -467,11 +480,11 @@ class CarrierLink(MultiService):
                 try:
                     key = send(pdu.submit, now)
                 except CmppError as exc:
-                    self._settle(pdu, SubmitRejected(f"cannot encode: {exc.msg}", result=1))
+                    self._settle(pdu, SubmitInvalid(f"cannot encode: {exc.msg}"))
                     continue
                 inflight[(pid, key)] = pdu
                 room -= 1
-            proto.pump()  # a no-op while that connection is pumping: its loop writes these
+            proto.request_pump()  # one write per reactor turn, however many submits it took
             if not pending:
                 return
 
@@ -566,17 +579,26 @@ class CarrierLink(MultiService):
             except CmppError as exc:
                 log.warning("mo_bad_udh", link=self.name, src=d.src_terminal_id, error=exc.msg)
                 payload = d.msg_content
+        src = _normalise(d.src_terminal_id)
         if info is None or info.total == 1:
-            mo = MoMessage(self.config.name, d.src_terminal_id, d.dest_id, decode_text(payload, d.msg_fmt),
+            mo = MoMessage(self.config.name, src, d.dest_id, decode_text(payload, d.msg_fmt),
                            d.service_id, d.link_id)
             self._acknowledge(proto, event.seq, d.msg_id, self._on_mo, mo)
             return
-        key = (_normalise(d.src_terminal_id), d.dest_id, d.service_id, d.link_id)
-        done = self._reassembler.add(key, info, payload, d.msg_fmt, self._clock.seconds())
+        key = (src, d.dest_id, d.service_id, d.link_id)
+        now = self._clock.seconds()
         # The part is safe in the reassembler (memory: the daemon's store makes it durable).
         proto.session.respond(event.seq, DeliverResp(d.msg_id, 0))
         proto.pump()
+        set_id = (key, info.ref16, info.reference, info.total)
+        if self._completed.get(set_id, 0.0) > now:
+            return  # a repeated part of a message already handed over
+        done = self._reassembler.add(key, info, payload, d.msg_fmt, now)
         if done is not None:
+            self._completed[set_id] = now + self.config.mo_reassembly_timeout
+            if len(self._completed) > 10_000:
+                for stale in [k for k, t in self._completed.items() if t <= now][:5_000] or list(self._completed)[:1]:
+                    del self._completed[stale]
             self._emit_mo(done.key, done.text, done.parts, True, ())
         else:
             self._arm_timer()
@@ -632,8 +654,8 @@ class CarrierLink(MultiService):
         now = self._clock.seconds()
         while self._pending and self._pending[0].message.deadline <= now:
             pdu = self._pending.popleft()
-            self._settle(pdu, LinkDown(f"no live connection on link {self.name} within "
-                                       f"{self.config.submit_wait:g}s", sent=False))
+            self._settle(pdu, LinkDown(f"not sent within {self.config.submit_wait:g}s on link {self.name} "
+                                       f"({len(self._live)} live connection(s), all full or down)", sent=False))
         for mid in [m for m, items in self._held.items() if items[0][0] <= now]:
             for _, report, proto, seq, dmid in self._held.pop(mid):
                 self._deliver_report(report, proto, seq, dmid)

@@ -30,6 +30,25 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0 to 65535)")
+    return int(text)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number, 0 or more")
+    return int(text)
+
+
 def _non_negative(text: str) -> float:
     value = float(text)
     if value < 0:
@@ -47,25 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run an ISMG (carrier gateway) simulator",
                          description="A CMPP server that behaves like a carrier's ISMG, for tests and demos.")
     sim.add_argument("--listen", type=_host_port, default=("127.0.0.1", 7890), metavar="HOST:PORT")
-    sim.add_argument("--stats-port", type=int, default=None, metavar="PORT",
+    sim.add_argument("--stats-port", type=_port, default=None, metavar="PORT",
                      help="serve GET /stats (JSON counters) on this port, same host as --listen")
     sim.add_argument("--version", dest="cmpp_version", default="3.0", choices=("3.0", "2.0"))
     sim.add_argument("--account", type=_account, action="append", default=[], metavar="SP_ID:SECRET",
                      help="an account that may log in (repeatable)")
-    sim.add_argument("--accounts-file", metavar="YAML", help="accounts as a YAML mapping sp_id: secret")
+    sim.add_argument("--accounts-file", metavar="YAML",
+                     help='accounts as YAML: a mapping "sp_id": "secret", or a list of {sp_id, secret}')
     sim.add_argument("--report-delay", type=_non_negative, default=0.5, metavar="SECONDS")
     sim.add_argument("--fail-ratio", type=_ratio, default=0.0, help="share of reports with a failure Stat")
     sim.add_argument("--mo-rate", type=_non_negative, default=0.0, metavar="PER_SECOND")
-    sim.add_argument("--flow-limit", type=float, default=None, metavar="PER_SECOND",
+    sim.add_argument("--flow-limit", type=_positive, default=None, metavar="PER_SECOND",
                      help="answer Result 8 above this many submits per second")
-    sim.add_argument("--drop-every", type=int, default=0, metavar="N", help="drop a connection every N submits")
-    sim.add_argument("--window", type=int, default=16)
+    sim.add_argument("--drop-every", type=_count, default=0, metavar="N", help="drop a connection every N submits")
+    sim.add_argument("--window", type=_count, default=16)
     sim.add_argument("--seed", type=int, default=None)
 
     demo = sub.add_parser("demo", help="the simulator plus a demo carrier link (what `make run` starts)",
                           description="Starts the ISMG simulator and a CMPP link to it, sends a few "
                                       "messages and logs their status reports and incoming MO messages.")
-    demo.add_argument("--port", type=int, default=0, help="simulator port (0: any free port)")
+    demo.add_argument("--port", type=_port, default=0, help="simulator port (0: any free port)")
     demo.add_argument("--version", dest="cmpp_version", default="3.0", choices=("3.0", "2.0"))
     demo.add_argument("--exit-after", type=float, default=None, metavar="SECONDS",
                       help="stop by itself after this long (default: run until interrupted)")

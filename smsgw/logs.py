@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import sys
-from typing import TextIO
+from typing import Any, MutableMapping, TextIO
 
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _dumps(obj: Any, **kw: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str, **{k: v for k, v in kw.items() if k != "default"})
+
+
+def _timestamp(logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Local time with its UTC offset (a front-end server's log is read in local time)."""
+    event["timestamp"] = datetime.datetime.now().astimezone().isoformat(timespec="microseconds")
+    return event
 
 
 def configure(level: str = "info", stream: TextIO | None = None, *, json: bool | None = None) -> None:
@@ -22,13 +34,14 @@ def configure(level: str = "info", stream: TextIO | None = None, *, json: bool |
     out = stream or sys.stdout
     as_json = (not out.isatty()) if json is None else json
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+        # ensure_ascii=False: operators read Chinese message text in journald as it is.
+        structlog.processors.JSONRenderer(serializer=_dumps) if as_json else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=False),
+            _timestamp,
             structlog.processors.format_exc_info,
             renderer,
         ],

@@ -94,15 +94,22 @@ def load_accounts(path: str) -> dict[str, str]:
     if isinstance(data, dict) and "accounts" in data:
         data = data["accounts"]
     if isinstance(data, dict):
-        return {str(k): str(v) for k, v in data.items()}
+        return {_text(path, "sp_id", k): _text(path, f"secret of {k}", v) for k, v in data.items()}
     if isinstance(data, list):
         out = {}
         for i, item in enumerate(data):
             if not isinstance(item, dict) or "sp_id" not in item or "secret" not in item:
                 raise ValueError(f"{path}: accounts[{i}] needs sp_id and secret, got {item!r}")
-            out[str(item["sp_id"])] = str(item["secret"])
+            out[_text(path, f"accounts[{i}].sp_id", item["sp_id"])] = _text(path, f"accounts[{i}].secret", item["secret"])
         return out
     raise ValueError(f"{path}: expected a mapping of sp_id: secret or a list of {{sp_id, secret}}")
+
+
+def _text(path: str, what: str, value: object) -> str:
+    """YAML reads 001234 as the number 668: insist on quoted strings for ids and secrets."""
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{path}: {what} is {value!r} ({type(value).__name__}); quote it, e.g. \"001234\"")
 
 
 @dataclass(slots=True)
@@ -249,6 +256,10 @@ class IsmgSimulator(MultiService):
             self.stats.login_failures += 1
             log.info("simulator_login_rejected", sp_id=event.source_addr, status=3, reason="authentication error")
             session.reject_login(3, now)
+        elif event.version >= 0x30 and self.config.version is Version.V20:
+            self.stats.login_failures += 1
+            log.info("simulator_login_rejected", sp_id=event.source_addr, status=4, reason="version too high")
+            session.reject_login(4, now)
         else:
             self.stats.logins += 1
             self._conns[proto].sp_id = event.source_addr

@@ -99,6 +99,14 @@ class LinkAndSimulatorTests(LoopbackCase):
         assert self.reports[0].msg_id == result.segments[0].msg_id
         assert len(self.reports[0].raw.encode(Version.V20)) == 60
 
+    async def test_cmpp20_simulator_refuses_a_30_link_with_status_4(self) -> None:
+        """A 2.0-only simulator answers a 3.0 login with Status 4 and counts it as a failure."""
+        sim = self.start_simulator(version=Version.V20)
+        link = self.start_link(sim, connections=1)
+        await wait_for(lambda: sim.stats.login_failures >= 1, what="a refused login")
+        assert link.live_connections == 0
+        assert sim.stats.logins == 0 and sim.stats.connections == 0
+
     async def test_long_mo_is_reassembled(self) -> None:
         """Long uplink messages, whose parts arrive shuffled, reach the owner whole."""
         sim = self.start_simulator(mo_rate=40.0, mo_long_ratio=1.0)

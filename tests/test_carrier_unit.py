@@ -84,6 +84,7 @@ class Peer:
         self.events: list[Any] = []
 
     def read_from_link(self) -> None:
+        self.clock.advance(0)  # run the link's end-of-turn write
         data = self.transport.value()
         self.transport.clear()
         if data:
@@ -243,6 +244,7 @@ def test_one_timer_covers_many_outstanding_submits() -> None:
     a = attach(link, clock, 0)
     for i in range(16):
         link.submit(OutboundMessage(("13800138000",), f"m{i}"))
+    clock.advance(0)
     assert len([c for c in clock.getDelayedCalls() if getattr(c, 'func', None) == a.proto._on_timer]) == 1
 
 

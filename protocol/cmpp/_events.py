@@ -1,4 +1,7 @@
-"""What a `Session` tells its owner: frozen facts, named in the past tense.
+"""What a `Session` tells its owner: facts, named in the past tense.
+
+Events are slotted dataclasses nothing mutates (not declared frozen, for the
+same measured reason as the PDUs: see _pdus.py and docs/performance.md).
 
 Every request the owner hands to `Session.send` ends in exactly one of
 `SubmitAccepted` / `SubmitFailed` (submits), `DeliverAcknowledged` (delivers,

@@ -1,4 +1,4 @@
-"""Every CMPP 3.0 / 2.0 PDU as a frozen dataclass, with its body codec.
+"""Every CMPP 3.0 / 2.0 PDU as a slotted dataclass, with its body codec.
 
 Layouts are in the protocol notes (§4); the version-dependent widths are in
 the table of §13. Two rules shape this module:

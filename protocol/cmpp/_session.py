@@ -530,7 +530,8 @@ class Session:
             if req.deadline > now:
                 return
             del outstanding[seq]
-            if req.attempts < self.config.attempts and (self.config.resend_on_timeout or not req.windowed):
+            resend = self.config.resend_on_timeout if req.windowed else not isinstance(req.pdu, Terminate)
+            if req.attempts < self.config.attempts and resend:
                 # Same bytes, same sequence id: a retransmission, not a new request.
                 req.deadline = now + self.config.response_timeout
                 req.attempts += 1
@@ -596,8 +597,11 @@ class Session:
             if req.flow_retries > self.config.flow_control_retries:
                 self._events.append(SubmitFailed(req.key, FailReason.FLOW_CONTROLLED, resp.result))
                 return
-            self._pause_until = max(self._pause_until, now + self._pause)
-            self._pause = min(self._pause * 2, self.config.flow_control_pause_max)
+            if now >= self._pause_until:
+                # A new episode: pause, and pause longer if the next one follows.
+                # Result 8 for the rest of the window answers the same episode.
+                self._pause_until = now + self._pause
+                self._pause = min(self._pause * 2, self.config.flow_control_pause_max)
             self._requeue_front(req)
         else:
             self._events.append(SubmitFailed(req.key, FailReason.REJECTED, resp.result))
