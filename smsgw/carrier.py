@@ -288,6 +288,12 @@ class CarrierLink(MultiService):
             client.setServiceParent(self)
             self._clients.append(client)
         self._established: set[int] = set()
+        self._handlers: dict[type[Event], Callable[[CmppProtocol, Any], None]] = {
+            SubmitAccepted: self._accepted, ReportReceived: self._report, SubmitFailed: self._failed,
+            MoReceived: self._mo, LinkEstablished: self._up, LinkClosed: self._down,
+            LoginRejected: self._login_rejected, LateResponse: self._late_response,
+            MalformedRequest: self._malformed,
+        }
 
     def _retry_policy(self, backoff: Callable[[int], float], index: int) -> Callable[[int], float]:
         def policy(failed_connects: int) -> float:
@@ -381,32 +387,19 @@ class CarrierLink(MultiService):
         log.error("link_protocol_error", link=self.name, conn=proto.label, peer=proto.peer, error=error.msg)
 
     def cmpp_event(self, proto: CmppProtocol, event: Event) -> None:
-        kind = type(event)
-        if kind is SubmitAccepted:
-            assert isinstance(event, SubmitAccepted)
-            self._accepted(proto, event)
-        elif kind is ReportReceived:
-            assert isinstance(event, ReportReceived)
-            self._report(proto, event)
-        elif kind is SubmitFailed:
-            assert isinstance(event, SubmitFailed)
-            self._failed(proto, event)
-        elif kind is MoReceived:
-            assert isinstance(event, MoReceived)
-            self._mo(proto, event)
-        elif kind is LinkEstablished:
-            self._up(proto, event)
-        elif kind is LinkClosed:
-            assert isinstance(event, LinkClosed)
-            self._down(proto, event)
-        elif kind is LoginRejected:
-            assert isinstance(event, LoginRejected)
-            log.error("login_rejected", link=self.name, conn=proto.label, status=event.status,
-                      reason=event.reason, hint="check sp_id, secret, version and the allowed IP with the carrier")
-        elif isinstance(event, LateResponse):
-            log.warning("late_response", link=self.name, conn=proto.label, seq=event.seq, pdu=repr(event.pdu))
-        elif isinstance(event, MalformedRequest):
-            log.warning("malformed_request", link=self.name, conn=proto.label, error=event.error)
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(proto, event)
+
+    def _login_rejected(self, proto: CmppProtocol, event: LoginRejected) -> None:
+        log.error("login_rejected", link=self.name, conn=proto.label, status=event.status,
+                  reason=event.reason, hint="check sp_id, secret, version and the allowed IP with the carrier")
+
+    def _late_response(self, proto: CmppProtocol, event: LateResponse) -> None:
+        log.warning("late_response", link=self.name, conn=proto.label, seq=event.seq, pdu=repr(event.pdu))
+
+    def _malformed(self, proto: CmppProtocol, event: MalformedRequest) -> None:
+        log.warning("malformed_request", link=self.name, conn=proto.label, error=event.error)
 
     def _up(self, proto: CmppProtocol, event: Event) -> None:
         self._live.append(proto)

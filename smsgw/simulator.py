@@ -14,7 +14,7 @@ import json
 import random
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import structlog
 import yaml
@@ -168,6 +168,11 @@ class IsmgSimulator(MultiService):
             Role.SERVER, config.version, window=config.window,
             response_timeout=config.response_timeout, active_test_interval=config.active_test_interval,
         )
+        self._handlers: dict[type[Event], Callable[[CmppProtocol, Any], None]] = {
+            SubmitReceived: self._on_submit, DeliverAcknowledged: self._on_deliver_ack,
+            LoginRequested: self._on_login, LinkEstablished: self._on_established,
+            LinkClosed: self._on_closed, RequestReceived: self._on_request, MalformedRequest: self._on_malformed,
+        }
         self._mo_loop: LoopingCall | None = None
         self.port: Any = None
         self.stats_port: Any = None
@@ -218,31 +223,24 @@ class IsmgSimulator(MultiService):
         log.warning("simulator_protocol_error", peer=proto.peer, error=error.msg)
 
     def cmpp_event(self, proto: CmppProtocol, event: Event) -> None:
-        kind = type(event)
-        if kind is SubmitReceived:
-            assert isinstance(event, SubmitReceived)
-            self._on_submit(proto, event)
-        elif kind is DeliverAcknowledged:
-            assert isinstance(event, DeliverAcknowledged)
-            self._on_deliver_ack(proto, event)
-        elif kind is LoginRequested:
-            assert isinstance(event, LoginRequested)
-            self._on_login(proto, event)
-        elif kind is LinkEstablished:
-            self.stats.connections += 1
-            self._flush_undelivered(self._conns[proto])
-        elif kind is LinkClosed:
-            conn = self._conns.pop(proto, None)
-            if conn is not None and conn.sp_id:
-                self.stats.connections -= 1
-                # DeliverAcknowledged(None) already re-queued what was on the wire.
-                if conn.reports:
-                    self._undelivered.setdefault(conn.sp_id, deque()).extend(conn.reports.values())
-        elif kind is RequestReceived:
-            assert isinstance(event, RequestReceived)
-            self._on_request(proto, event)
-        elif kind is MalformedRequest:
-            self.stats.malformed += 1
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(proto, event)
+
+    def _on_established(self, proto: CmppProtocol, event: LinkEstablished) -> None:
+        self.stats.connections += 1
+        self._flush_undelivered(self._conns[proto])
+
+    def _on_closed(self, proto: CmppProtocol, event: LinkClosed) -> None:
+        conn = self._conns.pop(proto, None)
+        if conn is not None and conn.sp_id:
+            self.stats.connections -= 1
+            # DeliverAcknowledged(None) already re-queued what was on the wire.
+            if conn.reports:
+                self._undelivered.setdefault(conn.sp_id, deque()).extend(conn.reports.values())
+
+    def _on_malformed(self, proto: CmppProtocol, event: MalformedRequest) -> None:
+        self.stats.malformed += 1
 
     def _on_login(self, proto: CmppProtocol, event: LoginRequested) -> None:
         session = proto.session
