@@ -316,8 +316,9 @@ class CarrierLink(MultiService):
 
         Returns:
             A Deferred firing with every segment's Msg_Id per recipient, or
-            failing with SubmitRejected / SubmitTimedOut / LinkDown (each
-            carrying the segments that were accepted).
+            failing with SubmitInvalid (nothing sent), SubmitRejected,
+            SubmitTimedOut or LinkDown (each carrying the segments that were
+            accepted).
         """
         if not self._accepting:
             return defer.fail(LinkDown(f"link {self.name} is not running", sent=False))
@@ -401,12 +402,12 @@ class CarrierLink(MultiService):
     def _malformed(self, proto: CmppProtocol, event: MalformedRequest) -> None:
         log.warning("malformed_request", link=self.name, conn=proto.label, error=event.error)
 
-    def _up(self, proto: CmppProtocol, event: Event) -> None:
+    def _up(self, proto: CmppProtocol, event: LinkEstablished) -> None:
         self._live.append(proto)
         self._established.add(id(proto))
         self._login_failures[proto.slot] = 0
         log.info("link_up", link=self.name, conn=proto.label, peer=proto.peer,
-                 authenticator_ok=getattr(event, "authenticator_ok", True), live=len(self._live))
+                 authenticator_ok=event.authenticator_ok, live=len(self._live))
         self._dispatch()
 
     def _down(self, proto: CmppProtocol, event: LinkClosed) -> None:
