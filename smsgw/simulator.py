@@ -136,11 +136,12 @@ class Stats:
 class _Conn:
     """Per-connection state the simulator keeps beside the session."""
 
-    __slots__ = ("proto", "sp_id", "submits", "src_id", "reports")
+    __slots__ = ("proto", "sp_id", "logged_in", "submits", "src_id", "reports")
 
     def __init__(self, proto: CmppProtocol) -> None:
         self.proto = proto
         self.sp_id = ""
+        self.logged_in = False
         self.submits = 0
         self.src_id = ""
         self.reports: dict[int, Deliver] = {}  # session key -> report DELIVER awaiting its answer
@@ -228,16 +229,26 @@ class IsmgSimulator(MultiService):
             handler(proto, event)
 
     def _on_established(self, proto: CmppProtocol, event: LinkEstablished) -> None:
+        conn = self._conns[proto]
+        conn.logged_in = True
+        self.stats.logins += 1
         self.stats.connections += 1
-        self._flush_undelivered(self._conns[proto])
+        log.info("simulator_login", sp_id=conn.sp_id, peer=proto.peer, version=Version(event.version).text)
+        self._flush_undelivered(conn)
 
     def _on_closed(self, proto: CmppProtocol, event: LinkClosed) -> None:
         conn = self._conns.pop(proto, None)
-        if conn is not None and conn.sp_id:
-            self.stats.connections -= 1
-            # DeliverAcknowledged(None) already re-queued what was on the wire.
-            if conn.reports:
-                self._undelivered.setdefault(conn.sp_id, deque()).extend(conn.reports.values())
+        if conn is None:
+            return
+        if not conn.logged_in:
+            if conn.sp_id:  # accepted by us, refused by the session (version too high)
+                self.stats.login_failures += 1
+                log.info("simulator_login_rejected", sp_id=conn.sp_id, reason=event.reason)
+            return
+        self.stats.connections -= 1
+        # DeliverAcknowledged(None) already re-queued what was on the wire.
+        if conn.reports:
+            self._undelivered.setdefault(conn.sp_id, deque()).extend(conn.reports.values())
 
     def _on_malformed(self, proto: CmppProtocol, event: MalformedRequest) -> None:
         self.stats.malformed += 1
@@ -254,16 +265,11 @@ class IsmgSimulator(MultiService):
             self.stats.login_failures += 1
             log.info("simulator_login_rejected", sp_id=event.source_addr, status=3, reason="authentication error")
             session.reject_login(3, now)
-        elif event.version >= 0x30 and self.config.version is Version.V20:
-            self.stats.login_failures += 1
-            log.info("simulator_login_rejected", sp_id=event.source_addr, status=4, reason="version too high")
-            session.reject_login(4, now)
         else:
-            self.stats.logins += 1
+            # The session may still refuse (Status 4 when a 2.0 simulator is asked
+            # for 3.0); LinkEstablished / LinkClosed say how it ended.
             self._conns[proto].sp_id = event.source_addr
             session.accept_login(secret, now)
-            log.info("simulator_login", sp_id=event.source_addr, peer=proto.peer,
-                     version=Version(session.version).text)
 
     def _on_submit(self, proto: CmppProtocol, event: SubmitReceived) -> None:
         stats = self.stats
@@ -376,7 +382,7 @@ class IsmgSimulator(MultiService):
     # --- MO injection --------------------------------------------------------
 
     def _inject_mo(self) -> None:
-        live = [c for c in self._conns.values() if c.sp_id and not c.proto.session.closed]
+        live = [c for c in self._conns.values() if c.logged_in and not c.proto.session.closed]
         if not live:
             return
         conn = self._rng.choice(live)

@@ -16,9 +16,9 @@ The sequence id is not part of a PDU: it belongs to the header and to the
 session that numbers its requests (`encode_pdu(pdu, seq, version)`).
 
 PDUs are slotted dataclasses that nothing mutates, but they are not declared
-`frozen=True`: on this hot path a frozen 23-field SUBMIT costs 5.1 µs to build
-against 0.3 µs for a plain one (docs/performance.md), about half of the whole
-per-message budget. Treat every PDU as immutable; use `dataclasses.replace`.
+`frozen=True`: a frozen 23-field dataclass costs ten times as much to build as a
+plain one (figures in docs/performance.md), a third of the per-message budget.
+Treat every PDU as immutable; use `dataclasses.replace`.
 """
 
 from __future__ import annotations
@@ -357,6 +357,8 @@ class Submit:
 
 
 #: Encoded octet-string fields of recent SUBMITs: one link sends the same ones every time.
+#: Sits on top of `_octets`' own interning: one 9-tuple lookup instead of eight
+#: calls saves about 1.7 µs per SUBMIT.
 _SUBMIT_STRS: dict[tuple[object, ...], tuple[bytes, ...]] = {}
 
 

@@ -332,8 +332,7 @@ class Session:
         asked for 3.0 answers Status 4 (version too high), as the spec has it,
         and the session closes.
         """
-        connect, seq = self._login if self._login is not None else (None, 0)
-        if connect is not None and connect.version >= 0x30 and self.config.version is Version.V20:
+        if self._login is not None and self._login[0].version >= 0x30 and self.config.version is Version.V20:
             self.reject_login(4, now)
             return
         connect, seq = self._take_login()
