@@ -1,0 +1,168 @@
+"""The daemon's shared vocabulary: what business-side interfaces hand in and get back.
+
+Interfaces (REST today, URL/SOAP/file/DB adapters later) speak only these
+types to the gateway core (`smsgw.pipeline.Gateway`), so none of them knows
+about the store or the carrier links.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+# Priorities: higher goes first. Verification codes use URGENT, mass notices BULK.
+PRIORITY_BULK = 0
+PRIORITY_NORMAL = 5
+PRIORITY_URGENT = 9
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A business system or user allowed to send (configured in YAML)."""
+
+    name: str
+    api_key_sha256: str = ""  # hex SHA-256 of the API key; the key itself is never stored
+    interfaces: tuple[str, ...] = ()  # empty: every interface
+    default_ext: str = ""
+    max_priority: int = PRIORITY_URGENT
+    needs_review: bool = False  # stored on messages now; the review queue is a later issue
+    mo_consumers: tuple[str, ...] = ()  # MO consumers whose messages this account may pull (besides its own name)
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One message as a business system asks for it (one text, one or many recipients)."""
+
+    to: tuple[str, ...]
+    text: str
+    priority: int = PRIORITY_NORMAL
+    send_at: float | None = None  # epoch seconds; None: now
+    ext: str | None = None  # appended to the service number; None: the account's default
+    ref: str | None = None  # the caller's own reference, echoed back
+    report: bool = True  # whether a status report is wanted
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One reason a request was refused: where (a JSON-path-like location) and what."""
+
+    where: str
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"where": self.where, "code": self.code, "message": self.message}
+
+
+class RequestRejected(Exception):
+    """A request failed validation; `problems` lists every reason at once."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{p.where}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+class ServiceUnavailable(Exception):
+    """The gateway cannot take messages now (draining, store down): try again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedMessage:
+    """What the caller gets back once a message is committed to the store."""
+
+    id: str
+    ref: str | None
+    recipients: int
+    segments: int  # per recipient
+    dropped_duplicates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentView:
+    number: int  # 1-based
+    total: int
+    msg_id: str | None  # canonical 16-hex text
+    state: str
+    stat: str | None
+    submitted_at: float | None
+    reported_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientView:
+    to: str
+    state: str
+    link: str | None
+    attempts: int
+    error: str | None
+    stat: str | None
+    updated_at: float
+    segments: tuple[SegmentView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    id: str
+    account: str
+    interface: str
+    ref: str | None
+    text: str
+    priority: int
+    send_at: float | None
+    state: str
+    created_at: float
+    updated_at: float
+    recipients: tuple[RecipientView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MoView:
+    id: str  # also the cursor value
+    link: str
+    src: str
+    dest: str  # full destination number: service code + extension
+    ext: str
+    text: str
+    consumer: str | None
+    received_at: float
+    parts: int = 1
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MoPage:
+    items: tuple[MoView, ...]
+    next_cursor: str | None  # pass back as `cursor` for the next page; None: nothing more yet
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    node: str
+    accepting: bool
+    links: tuple[dict[str, Any], ...] = ()  # name, live_connections, connections, pending, state
+    queues: dict[str, int] = field(default_factory=dict)  # state -> recipients
+    rates: dict[str, float] = field(default_factory=dict)  # accepted/submitted/reported per second, last minute
+
+
+class GatewayApi(Protocol):
+    """What business-side interfaces call. Implemented by `smsgw.pipeline.Gateway`."""
+
+    def accept(self, account: Account, interface: str,
+               requests: Sequence[SendRequest]) -> Deferred[list[AcceptedMessage]]:
+        """Validate and commit; fires once every message is committed.
+
+        Fails with RequestRejected (every problem of every request; nothing
+        stored) or ServiceUnavailable (draining, store unreachable).
+        """
+
+    def get_message(self, account: Account, message_id: str) -> Deferred[MessageView | None]:
+        """One of the account's own messages, or None (unknown id or someone else's)."""
+
+    def list_mo(self, account: Account, cursor: str | None, limit: int) -> Deferred[MoPage]:
+        """Uplink messages routed to the account's consumers, oldest first, after `cursor`."""
+
+    def status(self) -> Deferred[GatewayStatus]:
+        """Links, queue depths and rates."""
