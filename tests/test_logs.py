@@ -261,7 +261,7 @@ def test_console_lines_are_masked_too() -> None:
 
 
 plain_keys = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12).filter(
-    lambda k: logs._field(k).kind == 0 and k not in ("timestamp", "level", "event"))
+    lambda k: logs._field(k).kind == 0 and k not in ("timestamp", "level", "event", "exc_info"))
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(plain_keys, inner, max_size=3),
