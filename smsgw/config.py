@@ -160,6 +160,7 @@ _DATABASES = {
     "sqlite": ("pysqlite", "sqlite:////var/lib/smsgw/smsgw.db"),
     "postgresql": ("psycopg", "postgresql+psycopg://smsgw:${DB_PASSWORD}@db.example:5432/smsgw"),
     "mysql": ("pymysql", "mysql+pymysql://smsgw:${DB_PASSWORD}@db.example:3306/smsgw"),
+    "mariadb": ("pymysql", "mariadb+pymysql://smsgw:${DB_PASSWORD}@db.example:3306/smsgw"),
     "oracle": ("oracledb", "oracle+oracledb://smsgw:${DB_PASSWORD}@db.example:1521/?service_name=SMSGW"),
 }
 
