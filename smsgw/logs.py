@@ -367,7 +367,7 @@ def _processors(as_json: bool, mask_content: bool) -> list[structlog.typing.Proc
 
 
 class _Output:
-    """The one logger object structlog is given; it forwards lines to the current sink.
+    """The one logger object structlog is given; it hands lines to the current sink.
 
     With cache_logger_on_first_use a logger keeps what it got on first use. Handing out this
     object and one processor list (changed in place, as structlog.testing.capture_logs
@@ -375,20 +375,24 @@ class _Output:
     stays as it was on first use.
     """
 
-    _METHODS = ("msg", "log", "debug", "info", "warn", "warning", "fatal", "failure", "err", "error",
-                "critical", "exception")
+    _QUIET = ("msg", "log", "debug", "info")
+    _LOUD = ("warn", "warning", "fatal", "failure", "err", "error", "critical", "exception")
+
+    target: Callable[[str], None]
+    loud_target: Callable[[str], None]
 
     def __init__(self) -> None:
         self.retarget(structlog.WriteLogger(sys.stdout).msg)
 
-    target: Callable[[str], None]
-
-    def retarget(self, target: Callable[[str], None]) -> None:
-        self.target = target
+    def retarget(self, target: Callable[[str], None], loud: Callable[[str], None] | None = None) -> None:
+        """Send lines to `target`; warnings and errors to `loud` (default: `target` too)."""
+        self.target, self.loud_target = target, loud or target
         # Instance attributes, not a forwarding method: structlog calls getattr(logger,
         # "info")(line), and this way that is the sink's own method, with no extra call.
-        for name in self._METHODS:
+        for name in self._QUIET:
             setattr(self, name, target)
+        for name in self._LOUD:
+            setattr(self, name, self.loud_target)
 
 
 _output = _Output()
@@ -396,9 +400,9 @@ _PROCESSORS: list[structlog.typing.Processor] = []
 
 
 def _install(threshold: int, processors: list[structlog.typing.Processor], target: Callable[[str], None],
-             sinks: list[ReopeningFile], cache: bool) -> None:
+             loud: Callable[[str], None] | None, sinks: list[ReopeningFile], cache: bool) -> None:
     _PROCESSORS[:] = processors
-    _output.retarget(target)
+    _output.retarget(target, loud)
     for old in _open_files:
         if old not in sinks:
             old.close()
@@ -422,7 +426,7 @@ def configure(level: str = "info", stream: TextIO | None = None, *, json: bool |
     threshold = _check_level(level)
     out = stream or sys.stdout
     as_json = (not out.isatty()) if json is None else json
-    _install(threshold, _processors(as_json, mask_content=False), structlog.WriteLogger(out).msg, [],
+    _install(threshold, _processors(as_json, mask_content=False), structlog.WriteLogger(out).msg, None, [],
              cache=False)
 
 
@@ -436,13 +440,15 @@ def configure_daemon(level: str, file: str | None, fmt: str = "auto", mask_conte
 
     Args:
         level: debug, info, warning or error.
-        file: None for stdout (journald under systemd); else a path that receives JSON lines,
-            appended, parent directories created, followed through logrotate (see
-            `ReopeningFile` and `reopen_log_files`).
-        fmt: for stdout: auto (JSON unless stdout is a TTY), json or console. A file always
-            gets JSON.
+        file: None: every line to stdout (journald under systemd). A path: every line to that
+            file as JSON (appended, parent directories created, followed through logrotate:
+            see `ReopeningFile` and `reopen_log_files`), and warnings and errors to stdout
+            as well, so journald and `systemctl status` show problems without storing
+            every line twice.
+        fmt: stdout without a file: auto (JSON unless stdout is a TTY), json or console.
+            With a file, everything is JSON.
         mask_content: write message text fields as "«masked N chars»".
-        stream: write here instead of stdout when `file` is None (tests).
+        stream: write here instead of stdout (tests).
 
     Raises:
         ValueError: an unknown level or format, or console format together with a file.
@@ -452,15 +458,19 @@ def configure_daemon(level: str, file: str | None, fmt: str = "auto", mask_conte
     if fmt not in _FORMATS:
         raise ValueError(f"unknown log format {fmt!r}: use one of {', '.join(_FORMATS)}")
     if file is not None and fmt == "console":
-        raise ValueError(f"log format 'console' is for a terminal, and the log file {file} always gets "
-                         "JSON lines: use format auto or json, or log to stdout")
-    target: Callable[[str], None]
+        raise ValueError(f"log format 'console' cannot be used with a log file ({file}): the file and the "
+                         "warnings copied to stdout are JSON lines; use format auto or json, or no file")
+    out = stream or sys.stdout
+    echo = structlog.WriteLogger(out).msg
     if file is None:
-        out = stream or sys.stdout
         as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
-        target, sinks = structlog.WriteLogger(out).msg, []
-    else:
-        sink = ReopeningFile(file)
-        as_json = True
-        target, sinks = sink.msg, [sink]
-    _install(threshold, _processors(as_json, mask_content), target, sinks, cache=True)
+        _install(threshold, _processors(as_json, mask_content), echo, None, [], cache=True)
+        return
+    sink = ReopeningFile(file)
+    to_file = sink.msg
+
+    def tee(line: str) -> None:
+        to_file(line)
+        echo(line)
+
+    _install(threshold, _processors(True, mask_content), to_file, tee, [sink], cache=True)

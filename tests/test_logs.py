@@ -29,12 +29,12 @@ def restore_logging() -> Iterator[None]:
     """Put structlog back as it was: other test modules log through the same configuration."""
     saved = structlog.get_config()
     processors = list(saved["processors"])
-    target = logs._output.target
+    target, loud = logs._output.target, logs._output.loud_target
     yield
     for sink in logs._open_files:
         sink.close()
     logs._open_files.clear()
-    logs._output.retarget(target)
+    logs._output.retarget(target, loud)
     saved["processors"][:] = processors
     structlog.configure(**saved)
 
@@ -138,8 +138,8 @@ def test_unknown_level_and_format_are_refused_with_the_valid_ones() -> None:
 
 
 def test_console_format_with_a_file_is_refused(tmp_path: pathlib.Path) -> None:
-    """Asking for console lines in a log file is refused: files always get JSON."""
-    with pytest.raises(ValueError, match="always gets JSON lines"):
+    """Asking for console lines together with a log file is refused: with a file everything is JSON."""
+    with pytest.raises(ValueError, match="cannot be used with a log file"):
         logs.configure_daemon("info", str(tmp_path / "smsgw.log"), fmt="console")
 
 
@@ -290,6 +290,21 @@ def test_a_log_file_is_created_with_its_folders_and_appended_to(tmp_path: pathli
     structlog.get_logger().info("second", text="短信")
     assert [r["event"] for r in records(path.read_text(encoding="utf-8"))] == ["first", "second"]
     assert "短信" in path.read_text(encoding="utf-8")
+
+
+def test_with_a_file_stdout_keeps_only_warnings_and_errors(tmp_path: pathlib.Path) -> None:
+    """With a log file every line goes to the file and warnings and errors to stdout as well."""
+    path, out = tmp_path / "smsgw.log", io.StringIO()
+    logs.configure_daemon("debug", str(path), stream=out)
+    log = structlog.get_logger()
+    log.debug("a")
+    log.info("b")
+    log.warning("c")
+    log.error("d")
+    log.exception("e")
+    log.critical("f")
+    assert [r["event"] for r in records(path.read_text(encoding="utf-8"))] == ["a", "b", "c", "d", "e", "f"]
+    assert [r["event"] for r in records(out.getvalue())] == ["c", "d", "e", "f"]
 
 
 def test_lines_follow_a_renamed_file_after_the_check_interval(tmp_path: pathlib.Path) -> None:
