@@ -135,7 +135,7 @@ class MoView:
 @dataclass(frozen=True, slots=True)
 class MoPage:
     items: tuple[MoView, ...]
-    next_cursor: str | None  # pass back as `cursor` for the next page; None: nothing more yet
+    next_cursor: str | None  # pass back as `cursor` for the next page (an empty page keeps the cursor)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,566 @@
+"""The store's write operations, each run by the writer thread for a whole batch at once.
+
+Every handler takes the open connection and the list of argument objects of
+its kind, and returns one result per argument. State changes follow
+`smsgw.lifecycle`; nothing here decides a transition on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, bindparam, case, select, update
+
+from smsgw import lifecycle
+from smsgw.lifecycle import M, R, S
+from smsgw.protocol.cmpp import stat_is_final
+from smsgw.store.ids import IdGenerator
+from smsgw.store.schema import messages, mo_messages, outbox, recipients, reports, segments
+from smsgw.validation import PreparedMessage
+
+DELIVERED_STAT = "DELIVRD"
+
+
+# --- argument and result types ----------------------------------------------------
+
+
+@dataclass(slots=True)
+class NewMessage:
+    id: int
+    account: str
+    interface: str
+    message: PreparedMessage
+    links: list[str]  # per recipient, in message.to order
+    recipient_ids: list[int]
+    now: float
+    needs_review: bool = False
+    notify: str | None = None
+
+
+@dataclass(slots=True)
+class ClaimArgs:
+    link: str
+    account: str
+    limit: int
+    now: float
+    owner: str
+    lease_until: float
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A recipient this node now holds a lease on, with what it needs to send it."""
+
+    recipient_id: int
+    message_id: int
+    phone: str
+    link: str
+    account: str
+    priority: int
+    attempt: int  # 1 for the first try
+    content: str
+    ext: str
+    report: bool
+    msg_fmt: int
+    segments: int
+
+
+@dataclass(slots=True)
+class SegmentIds:
+    number: int
+    total: int
+    msg_id: str
+
+
+@dataclass(slots=True)
+class SubmittedArgs:
+    recipient_id: int
+    attempt: int
+    segments: list[SegmentIds]
+    report: bool
+    now: float
+
+
+@dataclass(slots=True)
+class FailedArgs:
+    recipient_id: int
+    attempt: int
+    error: str
+    code: str | None  # the carrier's result code, e.g. "R13"
+    retry_at: float | None  # None: final
+    accepted: list[SegmentIds]
+    now: float
+
+
+@dataclass(slots=True)
+class ReportArgs:
+    link: str
+    msg_id: str
+    stat: str
+    dest: str
+    submit_time: str
+    done_time: str
+    now: float
+
+
+@dataclass(slots=True)
+class ReportOutcome:
+    report_id: int
+    matched: bool
+    recipient_id: int | None = None
+    message_id: int | None = None
+    phone: str | None = None
+    final_state: str | None = None  # set when this report closed the recipient
+
+
+@dataclass(slots=True)
+class MoArgs:
+    link: str
+    src: str
+    dest: str
+    ext: str
+    text: str
+    service_id: str
+    keyword: str | None
+    consumer: str | None
+    parts: int
+    complete: bool
+    now: float
+
+
+@dataclass(slots=True)
+class SweepArgs:
+    now: float
+    owner: str
+    lease_until: float
+    report_deadline: float  # submitted before this and still no final report: expired
+    orphan_deadline: float  # unmatched reports received before this become orphans
+    limit: int = 1000
+
+
+@dataclass(slots=True)
+class SweepResult:
+    leases_extended: int = 0
+    requeued: int = 0
+    expired: list[int] = field(default_factory=list)
+    rematched: int = 0
+    orphans: list[tuple[str, str, str]] = field(default_factory=list)  # (link, msg_id, stat)
+
+
+# --- the handlers ------------------------------------------------------------------
+
+
+class Ops:
+    """Handlers bound to one store (its dialect and id generator)."""
+
+    def __init__(self, dialect: str, ids: IdGenerator) -> None:
+        self.dialect = dialect
+        self.ids = ids
+        self._lock_rows = dialect != "sqlite"  # SQLite's writer already holds the database lock
+
+    def handlers(self) -> dict[str, Any]:
+        return {"accept": self.accept, "release": self.release, "claim": self.claim,
+                "submitted": self.submitted, "failed": self.failed, "report": self.report,
+                "mo": self.mo, "sweep": self.sweep, "outbox_done": self.outbox_done}
+
+    ORDER = ("accept", "release", "submitted", "failed", "report", "mo", "sweep", "claim", "outbox_done")
+    DURABLE = frozenset({"submitted", "failed", "report", "mo", "outbox_done"})
+
+    # accept -----------------------------------------------------------------
+
+    def accept(self, conn: Connection, items: list[NewMessage]) -> list[int]:
+        message_rows, recipient_rows = [], []
+        for item in items:
+            m = item.message
+            state = M.ACCEPTED
+            message_rows.append({
+                "id": item.id, "account": item.account, "interface": item.interface, "ref": m.ref,
+                "content": m.text, "priority": m.priority, "send_at": m.send_at, "ext": m.ext,
+                "report": m.report, "msg_fmt": m.msg_fmt, "segments": m.segments, "recipients": len(m.to),
+                "open_recipients": len(m.to), "state": state, "needs_review": item.needs_review,
+                "notify": item.notify, "created_at": item.now, "updated_at": item.now,
+            })
+            due = m.send_at if m.send_at is not None and m.send_at > item.now else item.now
+            for rid, phone, link in zip(item.recipient_ids, m.to, item.links):
+                recipient_rows.append({
+                    "id": rid, "message_id": item.id, "phone": phone, "link": link, "account": item.account,
+                    "priority": m.priority, "state": R.QUEUED, "due_at": due, "lease_owner": None,
+                    "lease_until": None, "attempts": 0, "segments": m.segments, "reported": 0, "failed": 0,
+                    "stat": None, "error": None, "submitted_at": None, "final_at": None, "updated_at": item.now,
+                })
+        if message_rows:
+            conn.execute(messages.insert(), message_rows)
+        if recipient_rows:
+            conn.execute(recipients.insert(), recipient_rows)
+        return [item.id for item in items]
+
+    # claims and leases ---------------------------------------------------------
+
+    def release(self, conn: Connection, owners: list[str]) -> list[int]:
+        """Requeue every lease an owner holds (its in-flight work died with its process)."""
+        out = []
+        for owner in owners:
+            result = conn.execute(
+                update(recipients)
+                .where(recipients.c.lease_owner == owner, recipients.c.state == R.DISPATCHING)
+                .values(state=R.QUEUED, lease_owner=None, lease_until=None))
+            out.append(result.rowcount)
+        return out
+
+    def claim(self, conn: Connection, items: list[ClaimArgs]) -> list[list[Claimed]]:
+        return [self._claim_one(conn, item) for item in items]
+
+    def _claim_one(self, conn: Connection, a: ClaimArgs) -> list[Claimed]:
+        r = recipients.c
+        # Ids only: the claim index covers the query, so the database walks it in
+        # order and locks just the rows it returns (MariaDB, selecting other
+        # columns, sorted and locked every queued row of the origin).
+        stmt = (select(r.id)
+                .where(r.link == a.link, r.state == R.QUEUED, r.account == a.account, r.due_at <= a.now)
+                .order_by(r.priority.desc(), r.due_at, r.id))
+        if self.dialect == "oracle":
+            # Oracle refuses FOR UPDATE with FETCH FIRST; rows lock as they are fetched.
+            result = conn.execute(stmt.with_for_update(skip_locked=True))
+            ids = [row.id for row in result.fetchmany(a.limit)]
+            result.close()
+        else:
+            stmt = stmt.limit(a.limit)
+            if self._lock_rows:
+                stmt = stmt.with_for_update(skip_locked=True)
+            ids = list(conn.execute(stmt).scalars())
+        if not ids:
+            return []
+        conn.execute(update(recipients).where(r.id.in_(ids))
+                     .values(state=R.DISPATCHING, lease_owner=a.owner, lease_until=a.lease_until,
+                             attempts=r.attempts + 1, updated_at=a.now))
+        found = {row.id: row for row in conn.execute(
+            select(r.id, r.message_id, r.phone, r.priority, r.attempts).where(r.id.in_(ids)))}
+        rows = [found[i] for i in ids]
+        bodies = self._message_bodies(conn, {row.message_id for row in rows})
+        out = []
+        for row in rows:
+            content, ext, report, msg_fmt, nseg = bodies[row.message_id]
+            out.append(Claimed(row.id, row.message_id, row.phone, a.link, a.account, row.priority,
+                               row.attempts, content, ext, report, msg_fmt, nseg))
+        return out
+
+    def _message_bodies(self, conn: Connection, ids: set[int]) -> dict[int, tuple[str, str, bool, int, int]]:
+        m = messages.c
+        out = {}
+        for chunk in _chunks(sorted(ids), 500):
+            for row in conn.execute(select(m.id, m.content, m.ext, m.report, m.msg_fmt, m.segments)
+                                    .where(m.id.in_(chunk))):
+                out[row.id] = (row.content, row.ext, bool(row.report), row.msg_fmt, row.segments)
+        return out
+
+    # submit results ---------------------------------------------------------------
+
+    def submitted(self, conn: Connection, items: list[SubmittedArgs]) -> list[str | None]:
+        self._insert_segments(conn, [(i.recipient_id, i.attempt, i.segments, i.now) for i in items])
+        current = self._recipients(conn, [i.recipient_id for i in items])
+        changes = []
+        for item in items:
+            new = R.SUBMITTED if item.report else R.SENT
+            changes.append(_Change(item.recipient_id, new, item.now, submitted_at=item.now,
+                                    attempt=item.attempt))
+        return self._apply(conn, current, changes)
+
+    def failed(self, conn: Connection, items: list[FailedArgs]) -> list[str | None]:
+        self._insert_segments(conn, [(i.recipient_id, i.attempt, i.accepted, i.now) for i in items if i.accepted])
+        current = self._recipients(conn, [i.recipient_id for i in items])
+        changes = []
+        for item in items:
+            if item.retry_at is None:
+                changes.append(_Change(item.recipient_id, R.FAILED, item.now, error=item.error, stat=item.code,
+                                       attempt=item.attempt))
+            else:
+                changes.append(_Change(item.recipient_id, R.QUEUED, item.now, error=item.error, stat=item.code,
+                                       due_at=item.retry_at, attempt=item.attempt))
+        return self._apply(conn, current, changes)
+
+    def _insert_segments(self, conn: Connection, items: list[tuple[int, int, list[SegmentIds], float]]) -> None:
+        rows = []
+        for recipient_id, attempt, segs, now in items:
+            ids = self.ids.many(len(segs))
+            for sid, seg in zip(ids, segs):
+                rows.append({"id": sid, "recipient_id": recipient_id, "number": seg.number, "total": seg.total,
+                             "attempt": attempt, "msg_id": seg.msg_id, "state": S.SUBMITTED, "stat": None,
+                             "submitted_at": now, "reported_at": None})
+        if rows:
+            conn.execute(segments.insert(), rows)
+
+    # reports ----------------------------------------------------------------------
+
+    def report(self, conn: Connection, items: list[ReportArgs]) -> list[ReportOutcome]:
+        report_ids = self.ids.many(len(items))
+        matches = self._match(conn, items)
+        rows = []
+        outcomes = []
+        for rid, item, match in zip(report_ids, items, matches):
+            rows.append({"id": rid, "link": item.link, "msg_id": item.msg_id, "stat": item.stat,
+                         "dest": item.dest, "submit_time": item.submit_time, "done_time": item.done_time,
+                         "received_at": item.now, "segment_id": match.segment_id if match else None,
+                         "state": "matched" if match else "pending"})
+            outcomes.append(ReportOutcome(rid, match is not None))
+        conn.execute(reports.insert(), rows)
+        closed = self._apply_reports(conn, [(i, item, m) for i, (item, m) in enumerate(zip(items, matches))
+                                            if m is not None], outcomes)
+        del closed
+        return outcomes
+
+    def _match(self, conn: Connection, items: Sequence[ReportArgs]) -> list[_SegmentRow | None]:
+        """The segment each report belongs to (the newest with that Msg_Id), or None."""
+        seg = segments.c
+        found: dict[str, _SegmentRow] = {}
+        wanted = sorted({item.msg_id for item in items})
+        for chunk in _chunks(wanted, 500):
+            stmt = select(seg.id, seg.recipient_id, seg.attempt, seg.state, seg.msg_id).where(seg.msg_id.in_(chunk))
+            for row in conn.execute(stmt):
+                prev = found.get(row.msg_id)
+                if prev is None or row.id > prev.segment_id:
+                    found[row.msg_id] = _SegmentRow(row.id, row.recipient_id, row.attempt, row.state)
+        return [found.get(item.msg_id) for item in items]
+
+    def _apply_reports(self, conn: Connection, matched: list[tuple[int, ReportArgs, _SegmentRow]],
+                       outcomes: list[ReportOutcome]) -> int:
+        if not matched:
+            return 0
+        seg_updates = []
+        newly_final: dict[int, list[tuple[int, int, ReportArgs]]] = defaultdict(list)  # recipient -> (idx, attempt, r)
+        seen: set[int] = set()
+        for index, item, s in matched:
+            if s.state != S.SUBMITTED or s.segment_id in seen:
+                continue  # a repeated report for a segment already closed
+            if not stat_is_final(item.stat):
+                seg_updates.append({"b_id": s.segment_id, "b_state": S.SUBMITTED, "b_stat": item.stat,
+                                    "b_at": item.now})
+                continue
+            seen.add(s.segment_id)
+            state = S.DELIVERED if item.stat == DELIVERED_STAT else S.UNDELIVERABLE
+            seg_updates.append({"b_id": s.segment_id, "b_state": state, "b_stat": item.stat, "b_at": item.now})
+            newly_final[s.recipient_id].append((index, s.attempt, item))
+        if seg_updates:
+            conn.execute(update(segments).where(segments.c.id == bindparam("b_id"))
+                         .values(state=bindparam("b_state"), stat=bindparam("b_stat"),
+                                 reported_at=bindparam("b_at")), seg_updates)
+        current = self._recipients(conn, list(newly_final))
+        changes = []
+        counters = []
+        for recipient_id, finals in newly_final.items():
+            row = current.get(recipient_id)
+            if row is None:
+                continue
+            for index, _, _ in finals:
+                outcomes[index].recipient_id = recipient_id
+                outcomes[index].message_id = row.message_id
+                outcomes[index].phone = row.phone
+            counted = [(i, r) for i, attempt, r in finals if attempt == row.attempts]
+            if not counted:
+                continue  # reports of an earlier attempt: recorded on their segments only
+            reported = row.reported + len(counted)
+            failed_stats = [r.stat for _, r in counted if r.stat != DELIVERED_STAT]
+            failed = row.failed + len(failed_stats)
+            first_failure = failed_stats[0] if failed_stats and row.failed == 0 else row.stat
+            counters.append({"b_id": recipient_id, "b_reported": reported, "b_failed": failed,
+                             "b_stat": first_failure})
+            if reported >= row.segments:
+                last_index, last = counted[-1]
+                new = R.DELIVERED if failed == 0 else R.UNDELIVERABLE
+                stat = first_failure if failed else last.stat
+                if lifecycle.allowed(row.state, new):
+                    changes.append(_Change(recipient_id, new, last.now, stat=stat))
+                    outcomes[last_index].final_state = new
+        if counters:
+            conn.execute(update(recipients).where(recipients.c.id == bindparam("b_id"))
+                         .values(reported=bindparam("b_reported"), failed=bindparam("b_failed"),
+                                 stat=bindparam("b_stat")), counters)
+        self._apply(conn, current, changes)
+        return len(changes)
+
+    # MO ---------------------------------------------------------------------------
+
+    def mo(self, conn: Connection, items: list[MoArgs]) -> list[int]:
+        ids = self.ids.many(len(items))
+        conn.execute(mo_messages.insert(), [
+            {"id": mid, "link": i.link, "src": i.src, "dest": i.dest, "ext": i.ext, "content": i.text,
+             "service_id": i.service_id, "keyword": i.keyword, "consumer": i.consumer, "parts": i.parts,
+             "complete": i.complete, "received_at": i.now} for mid, i in zip(ids, items)])
+        return ids
+
+    # sweeps -------------------------------------------------------------------------
+
+    def sweep(self, conn: Connection, items: list[SweepArgs]) -> list[SweepResult]:
+        return [self._sweep_one(conn, a) for a in items]
+
+    def _sweep_one(self, conn: Connection, a: SweepArgs) -> SweepResult:
+        r = recipients.c
+        out = SweepResult()
+        out.leases_extended = conn.execute(
+            update(recipients).where(r.lease_owner == a.owner, r.state == R.DISPATCHING)
+            .values(lease_until=a.lease_until)).rowcount
+        out.requeued = conn.execute(
+            update(recipients)
+            .where(r.state.in_(lifecycle.sources(R.QUEUED)), r.lease_until < a.now, r.lease_owner != a.owner)
+            .values(state=R.QUEUED, lease_owner=None, lease_until=None, updated_at=a.now)).rowcount
+        stale = conn.execute(
+            select(r.id).where(r.state.in_(lifecycle.sources(R.EXPIRED)), r.submitted_at < a.report_deadline)
+            .limit(a.limit)).scalars().all()
+        if stale:
+            current = self._recipients(conn, list(stale))
+            self._apply(conn, current, [_Change(rid, R.EXPIRED, a.now, error="no status report in time")
+                                        for rid in stale])
+            out.expired = list(stale)
+        out.rematched, out.orphans = self._rematch(conn, a)
+        return out
+
+    def _rematch(self, conn: Connection, a: SweepArgs) -> tuple[int, list[tuple[str, str, str]]]:
+        rp = reports.c
+        rows = conn.execute(select(rp.id, rp.link, rp.msg_id, rp.stat, rp.dest, rp.submit_time, rp.done_time,
+                                   rp.received_at).where(rp.state == "pending").order_by(rp.id)
+                            .limit(a.limit)).all()
+        if not rows:
+            return 0, []
+        items = [ReportArgs(row.link, row.msg_id, row.stat, row.dest, row.submit_time, row.done_time, a.now)
+                 for row in rows]
+        matches = self._match(conn, items)
+        outcomes = [ReportOutcome(row.id, m is not None) for row, m in zip(rows, matches)]
+        self._apply_reports(conn, [(i, item, m) for i, (item, m) in enumerate(zip(items, matches))
+                                   if m is not None], outcomes)
+        done = [{"b_id": row.id, "b_state": "matched", "b_seg": m.segment_id}
+                for row, m in zip(rows, matches) if m is not None]
+        orphans = [row for row, m in zip(rows, matches) if m is None and row.received_at < a.orphan_deadline]
+        done += [{"b_id": row.id, "b_state": "orphan", "b_seg": None} for row in orphans]
+        if done:
+            conn.execute(update(reports).where(rp.id == bindparam("b_id"))
+                         .values(state=bindparam("b_state"), segment_id=bindparam("b_seg")), done)
+        matched = sum(1 for m in matches if m is not None)
+        return matched, [(row.link, row.msg_id, row.stat) for row in orphans]
+
+    # outbox -------------------------------------------------------------------------
+
+    def outbox_done(self, conn: Connection, items: list[tuple[int, float, str | None, float | None]]) -> list[None]:
+        """(outbox id, now, error, retry_at): done when error is None, else retried at retry_at (None: dead)."""
+        ob = outbox.c
+        for oid, now, error, retry_at in items:
+            if error is None:
+                values: dict[str, Any] = {"state": "done", "done_at": now, "last_error": None}
+            elif retry_at is None:
+                values = {"state": "dead", "done_at": now, "last_error": error[:255]}
+            else:
+                values = {"next_at": retry_at, "last_error": error[:255], "attempts": ob.attempts + 1}
+            conn.execute(update(outbox).where(ob.id == oid).values(lease_owner=None, **values))
+        return [None] * len(items)
+
+    # recipient transitions: the one place they are applied -----------------------------
+
+    def _recipients(self, conn: Connection, ids: list[int]) -> dict[int, Any]:
+        r = recipients.c
+        out = {}
+        for chunk in _chunks(sorted(set(ids)), 500):
+            stmt = select(r.id, r.message_id, r.phone, r.state, r.attempts, r.segments, r.reported,
+                          r.failed, r.stat).where(r.id.in_(chunk))
+            if self._lock_rows:
+                stmt = stmt.with_for_update()
+            for row in conn.execute(stmt):
+                out[row.id] = row
+        return out
+
+    def _apply(self, conn: Connection, current: dict[int, Any], changes: list[_Change]) -> list[str | None]:
+        """Apply legal transitions in bulk; returns the new state per change (None: refused)."""
+        results: list[str | None] = []
+        pending: dict[int, dict[str, Any]] = {}  # recipient -> merged values (a batch may move one twice)
+        closing: dict[int, int] = defaultdict(int)
+        notify: list[tuple[int, int, str]] = []
+        states = {rid: row.state for rid, row in current.items()}  # as this batch moves them
+        for ch in changes:
+            row = current.get(ch.recipient_id)
+            if row is None or not lifecycle.allowed(states[ch.recipient_id], ch.new) or (
+                    ch.attempt is not None and ch.attempt != row.attempts):
+                results.append(None)  # stale (a newer attempt owns it) or already moved on
+                continue
+            pending.setdefault(ch.recipient_id, {}).update(ch.values())
+            if lifecycle.closes(states[ch.recipient_id], ch.new):
+                closing[row.message_id] += 1
+                notify.append((row.message_id, ch.recipient_id, ch.new))
+            states[ch.recipient_id] = ch.new
+            results.append(ch.new)
+        rows_by_kind: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for rid, values in pending.items():
+            rows_by_kind[tuple(sorted(values))].append({"b_id": rid, **{f"b_{k}": v for k, v in values.items()}})
+        r = recipients.c
+        for keys, rows in rows_by_kind.items():
+            conn.execute(update(recipients).where(r.id == bindparam("b_id"))
+                         .values({k: bindparam(f"b_{k}") for k in keys}), rows)
+        if closing:
+            self._close_recipients(conn, closing, notify, changes[0].now if changes else 0.0)
+        return results
+
+    def _close_recipients(self, conn: Connection, closing: dict[int, int],
+                          notify: list[tuple[int, int, str]], now: float) -> None:
+        m = messages.c
+        left = m.open_recipients - bindparam("b_n")
+        conn.execute(update(messages).where(m.id == bindparam("b_id")).values(
+            open_recipients=left, state=case((left <= 0, M.COMPLETED), else_=m.state), updated_at=now),
+            [{"b_id": mid, "b_n": n} for mid, n in closing.items()])
+        wanting = {}
+        for chunk in _chunks(sorted(closing), 500):
+            for row in conn.execute(select(m.id, m.notify, m.ref, m.account)
+                                    .where(m.id.in_(chunk), m.notify.is_not(None))):
+                wanting[row.id] = row
+        rows = []
+        for message_id, recipient_id, state in notify:
+            msg = wanting.get(message_id)
+            if msg is None:
+                continue
+            payload = json.dumps({"message_id": str(message_id), "recipient_id": str(recipient_id),
+                                  "ref": msg.ref, "account": msg.account, "state": state}, ensure_ascii=False)
+            rows.append({"id": self.ids.next(), "kind": msg.notify, "event": "recipient_final",
+                         "message_id": message_id, "recipient_id": recipient_id, "payload": payload,
+                         "state": "pending", "attempts": 0, "next_at": now, "lease_owner": None,
+                         "created_at": now, "done_at": None, "last_error": None})
+        if rows:
+            conn.execute(outbox.insert(), rows)
+
+
+@dataclass(slots=True)
+class _SegmentRow:
+    segment_id: int
+    recipient_id: int
+    attempt: int
+    state: str
+
+
+@dataclass(slots=True)
+class _Change:
+    recipient_id: int
+    new: str
+    now: float
+    error: str | None = None
+    stat: str | None = None
+    due_at: float | None = None
+    submitted_at: float | None = None
+    attempt: int | None = None  # only apply if the recipient is still on this attempt
+
+    def values(self) -> dict[str, Any]:
+        v: dict[str, Any] = {"state": self.new, "updated_at": self.now}
+        if self.new == R.QUEUED:
+            v.update(lease_owner=None, lease_until=None, due_at=self.due_at if self.due_at is not None else self.now)
+        elif self.new in (R.SUBMITTED, R.SENT):
+            v.update(lease_owner=None, lease_until=None, submitted_at=self.submitted_at, reported=0, failed=0)
+        elif self.new == R.FAILED:
+            v.update(lease_owner=None, lease_until=None)
+        if self.new in lifecycle.FINAL:
+            v["final_at"] = self.now
+        if self.error is not None or self.new in (R.SUBMITTED, R.SENT, R.DELIVERED):
+            v["error"] = self.error
+        if self.stat is not None:
+            v["stat"] = self.stat
+        return v
+
+
+def _chunks(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
