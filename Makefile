@@ -22,9 +22,10 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml $(PKG_DIRS)
 	$(BIN)/pip install --quiet -e . --config-settings editable_mode=strict
 	touch $@
 
-## make run: the ISMG simulator plus a demo carrier link that sends a few messages
+## make run: the full daemon on conf/smsgw.yaml (SQLite under var/, embedded simulator, REST API on 127.0.0.1:8080)
 run: $(VENV)/.installed
-	$(BIN)/smsgw demo
+	$(BIN)/smsgw db upgrade -c conf/smsgw.yaml
+	$(BIN)/smsgw run -c conf/smsgw.yaml
 
 ## make test: type check, then the whole suite
 test: $(VENV)/.installed-test
@@ -39,4 +40,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python scripts/bench/cmpp_throughput.py --count 200000 --connections 1 --reports on
 
 clean:
-	rm -rf $(VENV) build *.egg-info .hypothesis .mypy_cache
+	rm -rf var $(VENV) build *.egg-info .hypothesis .mypy_cache

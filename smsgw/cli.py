@@ -89,6 +89,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--version", dest="cmpp_version", default="3.0", choices=("3.0", "2.0"))
     demo.add_argument("--exit-after", type=float, default=None, metavar="SECONDS",
                       help="stop by itself after this long (default: run until interrupted)")
+    run = sub.add_parser("run", help="run the gateway daemon (foreground; systemd Type=notify aware)",
+                         description="Runs the daemon described by the config file until SIGTERM/SIGINT.")
+    run.add_argument("-c", "--config", required=True, metavar="FILE")
+
+    check = sub.add_parser("check-config", help="check a config file and print every problem",
+                           description="Exits 0 when the file is fine, 1 when it has problems.")
+    check.add_argument("-c", "--config", required=True, metavar="FILE")
+
+    db = sub.add_parser("db", help="store maintenance", description="Store maintenance commands.")
+    db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND")
+    db_sub.required = True
+    upgrade = db_sub.add_parser("upgrade", help="create or upgrade the store's schema (back it up first)")
+    upgrade.add_argument("-c", "--config", required=True, metavar="FILE")
+
+    send = sub.add_parser("send", help="send a message through the daemon's REST API",
+                          description="POSTs one message to the running daemon and prints its id.")
+    send.add_argument("-c", "--config", required=True, metavar="FILE")
+    send.add_argument("--to", required=True, action="append", metavar="NUMBER", help="repeatable; or comma-separated")
+    send.add_argument("--text", required=True)
+    send.add_argument("--priority", type=int, default=None)
+    send.add_argument("--ext", default=None)
+    send.add_argument("--ref", default=None)
+    send.add_argument("--key", default=None, help="API key (default: $SMSGW_API_KEY)")
+
+    status = sub.add_parser("status", help="show the running daemon's links, queues and rates")
+    status.add_argument("-c", "--config", required=True, metavar="FILE")
+    status.add_argument("--key", default=None, help="API key (default: $SMSGW_API_KEY)")
+
+    hash_key = sub.add_parser("hash-key", help="print the api_key_sha256 value for an API key",
+                              description="Reads the key from stdin when not given (keeps it out of shell history).")
+    hash_key.add_argument("key", nargs="?", default=None)
     return parser
 
 
@@ -96,8 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from smsgw import logs
 
-    logs.configure(args.log_level)
-    handler: Any = {"simulate": _simulate, "demo": _demo}[args.command]
+    if args.command in ("simulate", "demo"):
+        logs.configure(args.log_level)
+    from smsgw import cli_daemon
+
+    handler: Any = {"simulate": _simulate, "demo": _demo, "run": cli_daemon.run,
+                    "check-config": cli_daemon.check_config, "db": cli_daemon.db, "send": cli_daemon.send,
+                    "status": cli_daemon.status, "hash-key": cli_daemon.hash_key}[args.command]
     result: int = handler(args)
     return result
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, TypeVar
 
 from sqlalchemy import Connection, Engine, func, select
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads
 from twisted.python.threadpool import ThreadPool
 
@@ -91,11 +91,11 @@ class Store:
 
     # --- writes and reads ---------------------------------------------------------
 
-    def write(self, kind: str, args: Any) -> Any:
+    def write(self, kind: str, args: Any) -> defer.Deferred[Any]:
         """Queue one operation; the Deferred fires with its result after COMMIT."""
         return self.writer.submit(kind, args)
 
-    def read(self, fn: Callable[..., T], *args: Any) -> Any:
+    def read(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
         """Run `fn(conn, *args)` on a reader thread; returns a Deferred of its result."""
         assert IReactorThreads.providedBy(self._reactor)
 
@@ -135,6 +135,11 @@ class Store:
                              row.received_at, row.parts, bool(row.complete)) for row in rows)
         # The cursor moves on with every page; an empty page keeps the caller's.
         return MoPage(items, items[-1].id if items else (str(cursor) if cursor else None))
+
+    @staticmethod
+    def queued_origins(conn: Connection, link: str) -> list[str]:
+        r = schema.recipients.c
+        return list(conn.execute(select(r.account).where(r.link == link, r.state == "queued").distinct()).scalars())
 
     @staticmethod
     def queue_counts(conn: Connection) -> dict[str, int]:

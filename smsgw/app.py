@@ -1,0 +1,155 @@
+"""The daemon's service tree, built from one Config (STYLE.md §6).
+
+Start order: store → embedded simulator (if configured) → carrier links →
+gateway (requeues this node's unfinished work, starts the dispatchers) →
+REST API → READY=1 to systemd.
+
+Stop order (SIGTERM) is the reverse, one step after another: the API stops
+listening (nothing new is accepted), the dispatchers stop claiming and wait
+up to `shutdown.drain_timeout` for the answers to what they sent, the links
+close with TERMINATE, and the store commits what is queued and stops.
+Anything still unanswered stays leased to this node and is resent when it
+starts again (at-least-once).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import structlog
+from twisted.application.service import Service
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IListeningPort
+
+from smsgw import sdnotify
+from smsgw.api import make_api
+from smsgw.carrier import CarrierLink, LinkReport, MoMessage
+from smsgw.config import Config
+from smsgw.dispatch import Dispatcher
+from smsgw.pipeline import AutoReplyRule, Gateway, MoRule, Timing
+from smsgw.simulator import IsmgSimulator
+from smsgw.store import Store
+from smsgw.validation import Router, Validator
+
+log = structlog.get_logger("smsgw.app")
+
+
+class Daemon(Service):
+    """Everything one `smsgw run` keeps alive."""
+
+    name = "smsgw"
+
+    def __init__(self, config: Config, reactor: Any, *, notifier: sdnotify.Notifier | None = None) -> None:
+        self.config = config
+        self._reactor = reactor
+        self._notifier = notifier or sdnotify.Notifier(None)
+        self.store = Store(config.store_url(), reactor, node_id=config.node.id, owner=config.node.name,
+                           batch_max=config.store.batch_max, readers=config.store.readers,
+                           busy_timeout=config.store.busy_timeout)
+        self.simulator: IsmgSimulator | None = None
+        if config.simulator.enabled:
+            self.simulator = IsmgSimulator(config.simulator_config(), reactor,
+                                           listen=(config.simulator.host, config.simulator.port))
+        self.links: dict[str, CarrierLink] = {}
+        for link_config in config.link_configs():
+            self.links[link_config.name] = CarrierLink(link_config, reactor, on_report=self._on_report,
+                                                       on_mo=self._on_mo)
+        d = config.dispatch
+        self.dispatchers = {
+            name: Dispatcher(link, self.store, reactor, claim_batch=d.claim_batch, max_attempts=d.max_attempts,
+                             retry_initial=d.retry_initial, retry_max=d.retry_max,
+                             lease_seconds=config.store.lease_seconds)
+            for name, link in self.links.items()}
+        default_name = config.default_link() or ""
+        default = self.links[default_name].config if default_name in self.links else None
+        v = config.validation
+        validator = Validator(max_recipients=v.max_recipients, max_segments=v.max_segments,
+                              prefixes=v.number_prefixes, allow_other=v.allow_other_numbers,
+                              prefer_gbk=default.prefer_gbk if default else False,
+                              ref16=default.ref16 if default else False)
+        router = Router([(rule.link, rule.prefixes) for rule in config.routing.rules], default_name)
+        self.gateway = Gateway(
+            self.store, validator, router, self.links, self.dispatchers, reactor, node=config.node.name,
+            mo_rules=[MoRule(r.consumer, r.ext, r.keyword) for r in config.mo.routes],
+            mo_default=config.mo.default_consumer,
+            auto_replies=[AutoReplyRule(r.keyword, r.text, r.ext) for r in config.mo.auto_replies],
+            timing=Timing(d.report_timeout, d.orphan_keep, d.sweep_interval, config.store.lease_seconds))
+        self.api_port: IListeningPort | None = None
+        self._watchdog: sdnotify.WatchdogService | None = None
+
+    # --- callbacks the links hold (bound late: the gateway owns the logic) -----------
+
+    def _on_report(self, report: LinkReport) -> Any:
+        return self.gateway.on_report(report)
+
+    def _on_mo(self, mo: MoMessage) -> Any:
+        return self.gateway.on_mo(mo)
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def start(self) -> Any:
+        """Start everything; fails (and leaves nothing running) if a part cannot start."""
+        Service.startService(self)
+        self.store.start()
+        if self.simulator is not None:
+            self.simulator.startService()
+        for link in self.links.values():
+            link.startService()
+        yield self.gateway.start()
+        api = self.config.api
+        if api.enabled:
+            site = make_api(self.gateway, self.config.account_objects(), max_body_bytes=api.max_body_bytes,
+                            max_batch=api.max_batch, request_timeout=api.request_timeout, clock=self._reactor)
+            self.api_port = self._reactor.listenTCP(api.port, site, interface=api.listen)
+        interval = sdnotify.watchdog_interval()
+        if interval is not None and self._notifier.enabled:
+            self._watchdog = sdnotify.WatchdogService(self._notifier, self._reactor, interval, self.healthy)
+            self._watchdog.startService()
+        self._notifier.notify(ready=True, status=self._status_line())
+        log.info("daemon_started", node=self.config.node.name, store=self.config.store_url(hide_password=True),
+                 links=list(self.links), api=self.api_address(), simulator=self.simulator is not None)
+
+    def startService(self) -> None:
+        self.start()
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        if not self.running:
+            return
+        Service.stopService(self)
+        self._notifier.notify(stopping=True, status="draining")
+        log.info("daemon_stopping", drain_timeout=self.config.shutdown.drain_timeout)
+        self.gateway.stop_accepting()
+        if self.api_port is not None:
+            yield self.api_port.stopListening()
+        drained = self.gateway.stop()
+        drained.addTimeout(self.config.shutdown.drain_timeout, self._reactor)
+        try:
+            yield drained
+        except defer.TimeoutError:
+            left = sum(d.inflight for d in self.dispatchers.values())
+            log.warning("drain_timeout", inflight=left,
+                        action="left leased to this node: resent when it starts again")
+        yield defer.DeferredList([defer.maybeDeferred(link.stopService) for link in self.links.values()])
+        if self.simulator is not None:
+            yield defer.maybeDeferred(self.simulator.stopService)
+        if self._watchdog is not None:
+            self._watchdog.stopService()
+        yield threads.deferToThread(self.store.stop)
+        log.info("daemon_stopped")
+
+    def healthy(self) -> bool:
+        """For the systemd watchdog: the store's writer thread is alive."""
+        thread = self.store.writer._thread
+        return isinstance(thread, threading.Thread) and thread.is_alive()
+
+    def api_address(self) -> str | None:
+        if self.api_port is None:
+            return None
+        host = self.api_port.getHost()
+        return f"{host.host}:{host.port}"  # type: ignore[attr-defined]
+
+    def _status_line(self) -> str:
+        return f"{len(self.links)} link(s); api {self.api_address() or 'off'}"

@@ -1,0 +1,165 @@
+"""The daemon's subcommands: run, check-config, db upgrade, send, status, hash-key."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import structlog
+
+from smsgw.config import Config, ConfigError, check_config as _check, load_config
+
+
+def _load(path: str, command: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"smsgw {command}: {path} has {len(exc.problems)} problem(s); nothing was started:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def check_config(args: argparse.Namespace) -> int:
+    problems = _check(args.config)
+    if not problems:
+        print(f"{args.config}: OK")
+        return 0
+    print(f"{args.config}: {len(problems)} problem(s):", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
+
+
+def db(args: argparse.Namespace) -> int:
+    from smsgw.store import make_engine, migrations
+
+    config = _load(args.config, "db upgrade")
+    if config is None:
+        return 2
+    shown = config.store_url(hide_password=True)
+    try:
+        engine = make_engine(config.store_url(), writer=True)
+        applied = migrations.upgrade(engine)
+        version = migrations.current_version(engine)
+        engine.dispose()
+    except migrations.SchemaOutdated as exc:
+        print(f"smsgw db upgrade: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a database error is the operator's to read
+        print(f"smsgw db upgrade: cannot upgrade {shown}: {str(exc).splitlines()[0]}\n"
+              f"  fix: check store.url in {args.config} and that the database server is reachable",
+              file=sys.stderr)
+        return 1
+    if applied:
+        print(f"{shown}: applied migration(s) {', '.join(map(str, applied))}; schema version {version}")
+    else:
+        print(f"{shown}: schema version {version}, up to date")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    config = _load(args.config, "run")
+    if config is None:
+        return 2
+    from twisted.internet import reactor as _reactor
+
+    from smsgw import logs, sdnotify
+    from smsgw.app import Daemon
+    from smsgw.store import migrations
+
+    reactor: Any = _reactor
+    logs.configure_daemon(config.log.level, config.log_file(), config.log.format, config.log.mask_content)
+    try:
+        daemon = Daemon(config, reactor, notifier=sdnotify.Notifier.from_env())
+    except Exception as exc:  # noqa: BLE001 - e.g. a driver that is not installed
+        print(f"smsgw run: cannot build the daemon: {exc}", file=sys.stderr)
+        return 1
+    failures: list[str] = []
+
+    def failed(failure: Any) -> None:
+        error = failure.value
+        text = str(error) if isinstance(error, (migrations.SchemaOutdated, OSError)) else failure.getErrorMessage()
+        failures.append(text)
+        print(f"smsgw run: cannot start: {text}", file=sys.stderr)
+        structlog.get_logger("smsgw.app").error("daemon_start_failed", error=text)
+        d = daemon.stopService() if daemon.running else None
+        if d is not None:
+            d.addBoth(lambda _: reactor.stop())
+        else:
+            reactor.stop()
+
+    def start() -> None:
+        d = daemon.start()
+        d.addErrback(failed)
+
+    def reopen(signum: int, frame: Any) -> None:
+        reactor.callFromThread(logs.reopen_log_files)
+
+    signal.signal(signal.SIGHUP, reopen)
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: daemon.stopService() if daemon.running else None)
+    reactor.run()
+    return 1 if failures else 0
+
+
+def _api(config: Config, key: str | None, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    key = key or os.environ.get("SMSGW_API_KEY")
+    if not key:
+        raise SystemExit("smsgw: no API key: give --key KEY or set SMSGW_API_KEY")
+    host = config.api.listen if config.api.listen not in ("0.0.0.0", "::") else "127.0.0.1"
+    url = f"http://{host}:{config.api.port}{path}"
+    data = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(f"smsgw: cannot reach the daemon at {url}: {exc}; is `smsgw run` running?") from None
+
+
+def send(args: argparse.Namespace) -> int:
+    config = _load(args.config, "send")
+    if config is None:
+        return 2
+    to = [n.strip() for item in args.to for n in item.split(",") if n.strip()]
+    body: dict[str, Any] = {"to": to, "text": args.text}
+    for name in ("priority", "ext", "ref"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    code, answer = _api(config, args.key, "POST", "/api/v1/messages", body)
+    if code == 202:
+        for message in answer["messages"]:
+            print(f"accepted: id {message['id']} ({message['recipients']} recipient(s), "
+                  f"{message['segments']} segment(s) each)")
+        return 0
+    print(f"smsgw send: refused ({code}): {json.dumps(answer, ensure_ascii=False, indent=2)}", file=sys.stderr)
+    return 1
+
+
+def status(args: argparse.Namespace) -> int:
+    config = _load(args.config, "status")
+    if config is None:
+        return 2
+    code, answer = _api(config, args.key, "GET", "/api/v1/status")
+    print(json.dumps(answer, ensure_ascii=False, indent=2))
+    return 0 if code == 200 else 1
+
+
+def hash_key(args: argparse.Namespace) -> int:
+    key = args.key if args.key is not None else sys.stdin.readline().rstrip("\n")
+    if not key:
+        print("smsgw hash-key: empty key", file=sys.stderr)
+        return 2
+    print(hashlib.sha256(key.encode()).hexdigest())
+    return 0

@@ -1,0 +1,313 @@
+"""The gateway core: accept → validate → persist → route; reports and MO in; sweeps.
+
+`Gateway` is what business-side interfaces call (`smsgw.model.GatewayApi`).
+It validates a request completely, commits it, and only then answers; the
+dispatchers (`smsgw.dispatch`) take it from the store to the carrier links.
+Status reports and MO messages from the links are committed before their
+DELIVER is acknowledged (the link waits for the Deferred returned here).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import structlog
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+from smsgw.carrier import CarrierLink, LinkReport, MoMessage
+from smsgw.dispatch import Dispatcher
+from smsgw.protocol.cmpp import msg_id_to_text
+from smsgw.model import (
+    PRIORITY_NORMAL,
+    Account,
+    AcceptedMessage,
+    GatewayStatus,
+    MessageView,
+    MoPage,
+    Problem,
+    RequestRejected,
+    SendRequest,
+    ServiceUnavailable,
+)
+from smsgw.store import MoArgs, NewMessage, ReportArgs, ReportOutcome, Store, StoreUnavailable, SweepArgs, SweepResult
+from smsgw.validation import PreparedMessage, Router, Validator
+
+log = structlog.get_logger("smsgw.pipeline")
+
+AUTO_REPLY_ACCOUNT = Account(name="auto_reply")
+
+
+@dataclass(frozen=True, slots=True)
+class MoRule:
+    consumer: str
+    ext: str | None = None  # prefix of the extension after the service code
+    keyword: str | None = None  # first word, case-insensitive
+
+
+@dataclass(frozen=True, slots=True)
+class AutoReplyRule:
+    keyword: str
+    text: str
+    ext: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    report_timeout: float = 259_200.0
+    orphan_keep: float = 600.0
+    sweep_interval: float = 5.0
+    lease_seconds: float = 60.0
+
+
+class Gateway:
+    """Accepts messages, answers queries, and takes reports and MO from the links."""
+
+    def __init__(self, store: Store, validator: Validator, router: Router, links: dict[str, CarrierLink],
+                 dispatchers: dict[str, Dispatcher], clock: IReactorTime, *, node: str,
+                 mo_rules: Sequence[MoRule] = (), mo_default: str | None = None,
+                 auto_replies: Sequence[AutoReplyRule] = (), timing: Timing = Timing()) -> None:
+        self._store = store
+        self._validator = validator
+        self._router = router
+        self._links = links
+        self._dispatchers = dispatchers
+        self._clock = clock
+        self._node = node
+        self._mo_rules = tuple(mo_rules)
+        self._mo_default = mo_default
+        self._auto = {rule.keyword.upper(): rule for rule in auto_replies}
+        self._timing = timing
+        self.accepting = False
+        self._sweeper: IDelayedCall | None = None
+        self._sweeping = False
+        self._counts = {"accepted": 0, "reported": 0}
+        self._samples: deque[tuple[float, dict[str, int]]] = deque(maxlen=64)
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def start(self) -> defer.Deferred[None]:
+        """Requeue what this node had in flight when it last stopped, then start the dispatchers."""
+        d = self._store.write("release", self._store.owner)
+
+        def started(released: int) -> None:
+            if released:
+                log.warning("inflight_requeued", count=released,
+                            reason="in flight without SUBMIT_RESP when this node last stopped: resent")
+            self.accepting = True
+            for dispatcher in self._dispatchers.values():
+                dispatcher.start([])
+            self._sweeper = self._clock.callLater(0, self._sweep)
+            self._discover_origins()
+        return d.addCallback(started)
+
+    def _discover_origins(self) -> None:
+        """Wake each dispatcher for every origin with queued work (left from before a restart, or
+        queued by another node or an adapter)."""
+        for name, dispatcher in self._dispatchers.items():
+            d = self._store.read(Store.queued_origins, name)
+            d.addCallbacks(lambda origins, disp=dispatcher: [disp.wake(o) for o in origins],
+                           lambda f: log.error("alarm", alarm="store_read_failed", error=f.getErrorMessage()))
+
+    def stop_accepting(self) -> None:
+        self.accepting = False
+
+    def stop(self) -> defer.Deferred[Any]:
+        """Stop sweeping and claiming; fires when the dispatchers' in-flight work has outcomes."""
+        self.accepting = False
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+        return defer.DeferredList([d.stop() for d in self._dispatchers.values()])
+
+    # --- GatewayApi ----------------------------------------------------------------
+
+    def accept(self, account: Account, interface: str,
+               requests: Sequence[SendRequest]) -> defer.Deferred[list[AcceptedMessage]]:
+        if not self.accepting:
+            return defer.fail(ServiceUnavailable("the gateway is not accepting messages (starting or draining)"))
+        if account.interfaces and interface.split(":")[0] not in account.interfaces:
+            return defer.fail(RequestRejected([Problem("", "interface_not_allowed",
+                                                       f"account {account.name!r} may not use {interface!r}")]))
+        now = self._clock.seconds()
+        try:
+            prepared = self._validator.prepare(account, requests, now)
+        except RequestRejected as exc:
+            return defer.fail(exc)
+        return self.accept_prepared(account, interface, prepared, now)
+
+    def accept_prepared(self, account: Account, interface: str, prepared: Sequence[PreparedMessage],
+                        now: float, notify: str | None = None) -> defer.Deferred[list[AcceptedMessage]]:
+        """Persist already-validated messages (adapters that validate row by row call this)."""
+        items = []
+        for message in prepared:
+            links = [self._router.route(phone) for phone in message.to]
+            items.append(NewMessage(self._store.ids.next(), account.name, interface, message, links,
+                                    self._store.ids.many(len(message.to)), now,
+                                    needs_review=account.needs_review, notify=notify))
+        writes = [self._store.write("accept", item) for item in items]
+        d = defer.gatherResults(writes, consumeErrors=True)
+        return d.addCallbacks(lambda _: self._accepted(account, interface, items),
+                              lambda f: self._accept_failed(f, account))
+
+    def _accepted(self, account: Account, interface: str, items: list[NewMessage]) -> list[AcceptedMessage]:
+        out = []
+        for item in items:
+            m = item.message
+            log.info("message_accepted", message_id=str(item.id), account=account.name, interface=interface,
+                     recipients=len(m.to), segments=m.segments, priority=m.priority, ref=m.ref,
+                     send_at=m.send_at, text=m.text)
+            for link in set(item.links):
+                dispatcher = self._dispatchers.get(link)
+                if dispatcher is not None:
+                    dispatcher.wake(account.name)
+            out.append(AcceptedMessage(str(item.id), m.ref, len(m.to), m.segments, m.duplicates))
+        self._counts["accepted"] += sum(len(item.message.to) for item in items)
+        return out
+
+    def _accept_failed(self, failure: Failure, account: Account) -> Failure:
+        error = failure.value
+        if isinstance(error, defer.FirstError):
+            error = error.subFailure.value
+        if isinstance(error, StoreUnavailable):
+            log.error("alarm", alarm="store_unreachable", action="refusing new messages until it is back",
+                      account=account.name, error=str(error))
+            return Failure(ServiceUnavailable("the message store is unreachable; nothing was accepted"))
+        return Failure(error)
+
+    def get_message(self, account: Account, message_id: str) -> defer.Deferred[MessageView | None]:
+        if not message_id.isdigit() or len(message_id) > 19:
+            return defer.succeed(None)
+        d: defer.Deferred[MessageView | None] = self._store.read(Store.message_view, account.name, int(message_id))
+        return d
+
+    def list_mo(self, account: Account, cursor: str | None, limit: int) -> defer.Deferred[MoPage]:
+        if cursor is not None and (not cursor.isdigit() or len(cursor) > 19):
+            return defer.fail(RequestRejected([Problem("cursor", "bad_cursor",
+                                                       "cursor must be the next_cursor of an earlier page")]))
+        consumers = (account.name, *account.mo_consumers)
+        d: defer.Deferred[MoPage] = self._store.read(Store.mo_page, consumers, int(cursor or 0), limit)
+        return d
+
+    def status(self) -> defer.Deferred[GatewayStatus]:
+        links = tuple({"name": name, "live_connections": link.live_connections,
+                       "connections": link.config.connections, "pending": link.pending,
+                       "inflight": self._dispatchers[name].inflight if name in self._dispatchers else 0,
+                       "state": "up" if link.live_connections else "down"} for name, link in self._links.items())
+        d: defer.Deferred[dict[str, int]] = self._store.read(Store.queue_counts)
+        return d.addCallback(lambda queues: GatewayStatus(self._node, self.accepting, links, queues, self.rates()))
+
+    def rates(self) -> dict[str, float]:
+        now = self._clock.seconds()
+        current = self.counters()
+        window = [(t, c) for t, c in self._samples if now - t <= 60.0]
+        if not window:
+            return {key: 0.0 for key in current}
+        t0, c0 = window[0]
+        span = max(now - t0, 1e-6)
+        return {key: round((current[key] - c0.get(key, 0)) / span, 1) for key in current}
+
+    def counters(self) -> dict[str, int]:
+        out = dict(self._counts)
+        out["submitted"] = sum(d.submitted for d in self._dispatchers.values())
+        out["failed"] = sum(d.failed for d in self._dispatchers.values())
+        return out
+
+    # --- from the links -------------------------------------------------------------
+
+    def on_report(self, report: LinkReport) -> defer.Deferred[ReportOutcome]:
+        """Commit a status report; the link acknowledges the DELIVER once this fires."""
+        args = ReportArgs(report.link, msg_id_to_text(report.msg_id), report.stat, report.dest, report.submit_time, report.done_time, self._clock.seconds())
+        d: defer.Deferred[ReportOutcome] = self._store.write("report", args)
+
+        def logged(outcome: ReportOutcome) -> ReportOutcome:
+            self._counts["reported"] += 1
+            log.info("report_received", link=args.link, msg_id=args.msg_id, stat=args.stat,
+                     matched=outcome.matched, message_id=_text(outcome.message_id), to=outcome.phone or args.dest)
+            if outcome.final_state is not None:
+                log.info("recipient_final", message_id=_text(outcome.message_id), to=outcome.phone,
+                         state=outcome.final_state, stat=args.stat)
+            return outcome
+        return d.addCallback(logged)
+
+    def on_mo(self, mo: MoMessage) -> defer.Deferred[int]:
+        """Route and commit an uplink message; acknowledged once committed; auto-reply if configured."""
+        link = self._links.get(mo.link)
+        service_code = link.config.service_code if link is not None else ""
+        ext = mo.dest_id[len(service_code):] if service_code and mo.dest_id.startswith(service_code) else ""
+        keyword = mo.text.strip().split(maxsplit=1)[0].upper()[:32] if mo.text.strip() else None
+        consumer = route_mo(self._mo_rules, self._mo_default, ext, keyword)
+        args = MoArgs(mo.link, mo.src, mo.dest_id, ext, mo.text, mo.service_id, keyword, consumer,
+                      mo.parts, mo.complete, self._clock.seconds())
+        d: defer.Deferred[int] = self._store.write("mo", args)
+
+        def stored(mo_id: int) -> int:
+            log.info("mo_received", mo_id=str(mo_id), link=mo.link, src=mo.src, dest=mo.dest_id, ext=ext,
+                     keyword=keyword, consumer=consumer, parts=mo.parts, complete=mo.complete, text=mo.text)
+            if keyword is not None and keyword in self._auto:
+                self._auto_reply(self._auto[keyword], mo, ext)
+            return mo_id
+        return d.addCallback(stored)
+
+    def _auto_reply(self, rule: AutoReplyRule, mo: MoMessage, ext: str) -> None:
+        request = SendRequest(to=(mo.src,), text=rule.text, priority=PRIORITY_NORMAL,
+                              ext=rule.ext if rule.ext is not None else ext)
+        d = self.accept(AUTO_REPLY_ACCOUNT, "auto_reply", [request])
+        d.addErrback(lambda f: log.error("auto_reply_failed", to=mo.src, keyword=rule.keyword,
+                                         error=f.getErrorMessage()))
+
+    # --- periodic sweep ----------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        if self._sweeping:
+            return
+        now = self._clock.seconds()
+        self._samples.append((now, self.counters()))
+        t = self._timing
+        args = SweepArgs(now, self._store.owner, now + t.lease_seconds, now - t.report_timeout,
+                         now - t.orphan_keep)
+        self._sweeping = True
+        d = self._store.write("sweep", args)
+        d.addCallbacks(self._swept, self._sweep_failed)
+
+    def _swept(self, result: SweepResult) -> None:
+        self._sweeping = False
+        for rid in result.expired:
+            log.warning("recipient_expired", recipient_id=str(rid),
+                        reason=f"no status report within {self._timing.report_timeout:g}s")
+        for link, msg_id, stat in result.orphans:
+            log.warning("report_orphaned", link=link, msg_id=msg_id, stat=stat,
+                        reason=f"matched no submitted segment within {self._timing.orphan_keep:g}s")
+        if result.requeued:
+            log.warning("leases_expired", count=result.requeued, reason="another node stopped renewing them")
+        self._discover_origins()
+        self._schedule_sweep()
+
+    def _sweep_failed(self, failure: Failure) -> None:
+        self._sweeping = False
+        log.error("alarm", alarm="sweep_failed", error=failure.getErrorMessage())
+        self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        if self.accepting:
+            self._sweeper = self._clock.callLater(self._timing.sweep_interval, self._sweep)
+
+
+def route_mo(rules: Sequence[MoRule], default: str | None, ext: str, keyword: str | None) -> str | None:
+    """The first rule whose ext (prefix) and keyword both match names the consumer."""
+    for rule in rules:
+        if rule.ext is not None and not ext.startswith(rule.ext):
+            continue
+        if rule.keyword is not None and (keyword is None or keyword != rule.keyword.upper()):
+            continue
+        return rule.consumer
+    return default
+
+
+def _text(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
