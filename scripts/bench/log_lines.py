@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What one log line costs on the daemon's file sink.
 
-    python scripts/bench/logging.py [--lines 100000] [--dir /tmp]
+    python scripts/bench/log_lines.py [--lines 100000] [--dir /tmp]
 
 Configures logging as `smsgw run` does with a log file (`logs.configure_daemon`), logs a
 6-field lifecycle event (the shape of segment_submitted) N times and prints figures as
