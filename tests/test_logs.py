@@ -426,8 +426,8 @@ def test_shipped_logrotate_config_rotates_and_the_daemon_follows(tmp_path: pathl
 
 
 def test_the_benchmark_prints_the_figure_per_line(tmp_path: pathlib.Path) -> None:
-    """scripts/bench/logging.py runs (despite its name shadowing the logging module) and prints log_line_us."""
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "logging.py"), "--lines", "2000",
+    """scripts/bench/log_lines.py runs and prints log_line_us among its figures."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "log_lines.py"), "--lines", "2000",
                            "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     figures = dict(line.split("=") for line in done.stdout.split())

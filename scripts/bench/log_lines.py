@@ -5,28 +5,23 @@
 
 Configures logging as `smsgw run` does with a log file (`logs.configure_daemon`), logs a
 6-field lifecycle event (the shape of segment_submitted) N times and prints figures as
-`name=value` lines: `log_line_us` (wall time per line, best of 3: level filter, context,
+`name=value` lines: `log_line_us` (wall time per line, best batch: level filter, context,
 timestamp, masking, JSON, write), the same through a bound logger and with message-text
 masking on, a debug line filtered out by level, the processors alone without the write,
 and for comparison structlog's stock JSON pipeline (JSONRenderer, TimeStamper, PrintLogger).
 """
 
-# This file is called logging.py: keep `import logging` (structlog needs it) meaning the
-# standard library rather than this script, whose folder Python put first on sys.path.
+from __future__ import annotations
+
+import argparse
 import os
-import sys
+import tempfile
+import time
+from typing import Any, Callable
 
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
+import structlog
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any, Callable  # noqa: E402
-
-import structlog  # noqa: E402
-
-from smsgw import logs  # noqa: E402
+from smsgw import logs
 
 
 def per_call(fn: Callable[[], Any], n: int) -> float:
