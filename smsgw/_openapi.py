@@ -1,0 +1,210 @@
+"""The OpenAPI 3.1 document of the REST API, written out by hand.
+
+It is kept apart from the router on purpose: tests/test_api.py checks that both
+name the same operations and that real responses validate against these schemas,
+so a change to one without the other fails a test instead of misleading a reader.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smsgw._api_codec import MAX_EPOCH, MO_LIMIT_DEFAULT, MO_LIMIT_MAX, SEND_FIELDS
+
+ERROR_CODES = ("bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed",
+               "payload_too_large", "unsupported_media_type", "validation_failed", "unavailable",
+               "internal_error")
+
+_TIME = {"type": "string", "format": "date-time",
+         "description": 'ISO-8601 in UTC with milliseconds, e.g. "2024-03-05T00:00:00.000Z"'}
+_TIME_OR_NULL = {**_TIME, "type": ["string", "null"]}
+_STRING_OR_NULL = {"type": ["string", "null"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict[str, Any], *, required: tuple[str, ...] | None = None, **extra: Any) -> dict[str, Any]:
+    """A closed object schema; every property is required unless `required` says otherwise."""
+    return {"type": "object", "properties": properties,
+            "required": list(properties if required is None else required),
+            "additionalProperties": False, **extra}
+
+
+def _schemas(max_batch: int) -> dict[str, Any]:
+    send_request = _obj({
+        "to": {"description": "One mobile number or several (the same text goes to each).",
+               "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
+               "examples": ["13800138000", ["13800138000", "13900139000"]]},
+        "text": {"type": "string", "description": "The message text; long texts are sent as several segments."},
+        "priority": {"description": "0 (bulk) to 9 (urgent), or a name: urgent = 9, normal = 5, bulk = 0.",
+                     "anyOf": [{"type": "integer", "minimum": 0, "maximum": 9},
+                               {"type": "string", "enum": ["urgent", "normal", "bulk"]}],
+                     "default": "normal"},
+        "send_at": {"description": "When to send: ISO-8601 with a UTC offset (a time without one is "
+                                   "refused) or epoch seconds; null or absent: now.",
+                    "anyOf": [{"type": "string", "format": "date-time"},
+                              {"type": "number", "minimum": 0, "maximum": MAX_EPOCH}, {"type": "null"}]},
+        "ext": {**_STRING_OR_NULL, "description": "Extension appended to the service number; "
+                                                  "null or absent: the account's default."},
+        "ref": {**_STRING_OR_NULL, "description": "Your own reference, echoed back. Resending with the same "
+                                                  "ref is how to retry safely after a timeout."},
+        "report": {"type": "boolean", "default": True, "description": "Whether a status report is wanted."},
+    }, required=("to", "text"))
+    assert tuple(send_request["properties"]) == SEND_FIELDS
+    problem = _obj({"where": {"type": "string", "description": 'Where in the request, e.g. "[0].to[2]"; '
+                                                               '"" for the body as a whole.'},
+                    "code": {"type": "string", "description": "required, unknown_field, wrong_type, ..."},
+                    "message": {"type": "string"}})
+    segment = _obj({"number": {"type": "integer"}, "total": {"type": "integer"},
+                    "msg_id": _STRING_OR_NULL, "state": {"type": "string"},
+                    "stat": {**_STRING_OR_NULL, "description": "The carrier's report code, e.g. DELIVRD."},
+                    "submitted_at": _TIME_OR_NULL, "reported_at": _TIME_OR_NULL})
+    recipient = _obj({"to": {"type": "string"}, "state": {"type": "string"}, "link": _STRING_OR_NULL,
+                      "attempts": {"type": "integer"}, "error": _STRING_OR_NULL, "stat": _STRING_OR_NULL,
+                      "updated_at": _TIME, "segments": {"type": "array", "items": _ref("SegmentView")}})
+    return {
+        "SendRequest": send_request,
+        "SendBody": {"anyOf": [_ref("SendRequest"), {"type": "array", "items": _ref("SendRequest"),
+                                                      "minItems": 1, "maxItems": max_batch}]},
+        "AcceptedMessage": _obj({"id": {"type": "string"}, "ref": _STRING_OR_NULL,
+                                 "recipients": {"type": "integer"},
+                                 "segments": {"type": "integer", "description": "Segments per recipient."},
+                                 "dropped_duplicates": {"type": "array", "items": {"type": "string"}}}),
+        "AcceptResponse": _obj({"messages": {"type": "array", "items": _ref("AcceptedMessage"),
+                                             "description": "One entry per message sent, in order."}}),
+        "SegmentView": segment,
+        "RecipientView": recipient,
+        "MessageView": _obj({"id": {"type": "string"}, "account": {"type": "string"},
+                             "interface": {"type": "string"}, "ref": _STRING_OR_NULL, "text": {"type": "string"},
+                             "priority": {"type": "integer"}, "send_at": _TIME_OR_NULL,
+                             "state": {"type": "string"}, "created_at": _TIME, "updated_at": _TIME,
+                             "recipients": {"type": "array", "items": _ref("RecipientView")}}),
+        "MoMessage": _obj({"id": {"type": "string"}, "link": {"type": "string"}, "src": {"type": "string"},
+                           "dest": {"type": "string", "description": "Service number plus extension."},
+                           "ext": {"type": "string"}, "text": {"type": "string"}, "consumer": _STRING_OR_NULL,
+                           "received_at": _TIME, "parts": {"type": "integer"}, "complete": {"type": "boolean"}}),
+        "MoPage": _obj({"items": {"type": "array", "items": _ref("MoMessage")},
+                        "next_cursor": {**_STRING_OR_NULL,
+                                        "description": "Pass as cursor to get what follows. An empty "
+                                                       "page keeps the cursor: poll again later with it. "
+                                                       "null: nothing yet and no cursor was given."}}),
+        "GatewayStatus": _obj({"node": {"type": "string"}, "accepting": {"type": "boolean"},
+                               "links": {"type": "array", "items": {"type": "object"}},
+                               "queues": {"type": "object", "additionalProperties": {"type": "integer"}},
+                               "rates": {"type": "object", "additionalProperties": {"type": "number"}}}),
+        "Problem": problem,
+        "Error": _obj({"error": _obj({"code": {"type": "string", "enum": list(ERROR_CODES)},
+                                      "message": {"type": "string"},
+                                      "details": {"type": "array", "items": _ref("Problem")}})}),
+    }
+
+
+def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}, **extra}
+
+
+def _error(description: str, header: str | None = None) -> dict[str, Any]:
+    extra = {"headers": {header: {"$ref": f"#/components/headers/{header}"}}} if header else {}
+    return _json(_ref("Error"), description, **extra)
+
+
+_AUTH_ERRORS = {
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "403": {"$ref": "#/components/responses/Forbidden"},
+    "default": {"$ref": "#/components/responses/Error"},
+}
+
+
+def _paths(max_body_bytes: int) -> dict[str, Any]:
+    return {
+        "/api/v1/messages": {"post": {
+            "operationId": "sendMessages",
+            "summary": "Send one message or a batch",
+            "description": "Answers 202 once every message is committed to the store: an accepted message "
+                           "survives a restart. A 503 after a timeout may still have committed: resend with "
+                           "the same ref to find out without sending twice.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SendBody")}},
+                            "description": f"At most {max_body_bytes} bytes of UTF-8 JSON."},
+            "responses": {
+                "202": _json(_ref("AcceptResponse"), "Committed; ids in the order sent."),
+                "400": _error("Malformed JSON or not UTF-8."),
+                "413": _error("The body is larger than the limit."),
+                "415": _error("Content-Type is not application/json."),
+                "422": _error("Not a valid request: details lists every problem."),
+                "503": _error("Not accepting now, or no answer in time: retry later.", "Retry-After"),
+                **_AUTH_ERRORS,
+            },
+        }},
+        "/api/v1/messages/{id}": {"get": {
+            "operationId": "getMessage",
+            "summary": "One of your messages, with each recipient's and segment's state",
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json(_ref("MessageView"), "The message."),
+                          "404": _error("No such message for this account."),
+                          "503": _error("No answer in time: retry later.", "Retry-After"),
+                          **_AUTH_ERRORS},
+        }},
+        "/api/v1/mo": {"get": {
+            "operationId": "listMo",
+            "summary": "Uplink (MO) messages for your account, oldest first",
+            "parameters": [
+                {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+                 "description": "next_cursor of the previous page; absent: from the start."},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": MO_LIMIT_MAX,
+                            "default": MO_LIMIT_DEFAULT}},
+            ],
+            "responses": {"200": _json(_ref("MoPage"), "A page of messages."),
+                          "422": _error("An unknown or invalid query parameter."),
+                          "503": _error("No answer in time: retry later.", "Retry-After"),
+                          **_AUTH_ERRORS},
+        }},
+        "/api/v1/status": {"get": {
+            "operationId": "getStatus",
+            "summary": "Links, queue depths and rates (any account may read it)",
+            "responses": {"200": _json(_ref("GatewayStatus"), "The gateway's state."),
+                          "401": {"$ref": "#/components/responses/Unauthorized"},
+                          "503": _error("No answer in time: retry later.", "Retry-After"),
+                          "default": {"$ref": "#/components/responses/Error"}},
+        }},
+        "/api/v1/openapi.json": {"get": {
+            "operationId": "getOpenapi",
+            "summary": "This document (no API key needed)",
+            "security": [],
+            "responses": {"200": _json({"type": "object"}, "The OpenAPI 3.1 document."),
+                          "default": {"$ref": "#/components/responses/Error"}},
+        }},
+    }
+
+
+def build_openapi(*, max_batch: int, max_body_bytes: int) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for an API built with these limits."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "smsgw REST API", "version": "1.0.0",
+                 "description": "Send SMS through the gateway, follow their delivery, read uplink messages. "
+                                "Every error is {\"error\": {\"code\", \"message\", \"details\"}}."},
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "paths": _paths(max_body_bytes),
+        "components": {
+            "schemas": _schemas(max_batch),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+            "headers": {
+                "Retry-After": {"description": "Seconds to wait before retrying.",
+                                "schema": {"type": "integer"}},
+                "WWW-Authenticate": {"description": 'Bearer realm="smsgw"', "schema": {"type": "string"}},
+                "Allow": {"description": "The methods the path supports.", "schema": {"type": "string"}},
+            },
+            "responses": {
+                "Unauthorized": _error("No API key, or not a known one.", "WWW-Authenticate"),
+                "Forbidden": _error("The account may not use the REST interface."),
+                "Error": _error("Any other error (404 unknown path, 405 with Allow, 500 with an incident id "
+                                "to quote to the operator)."),
+            },
+        },
+    }

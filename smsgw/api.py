@@ -1,0 +1,486 @@
+"""The daemon's REST API on twisted.web (docs/rest-api.md; schema at /api/v1/openapi.json).
+
+Thin glue: one leaf resource routes on the raw path, authenticates, parses the
+body once into `SendRequest`s (smsgw._api_codec) and talks to the gateway only
+through `GatewayApi`. Every answer, errors included, is JSON; every request logs
+one `http_request` line. A POST is answered 202 only after `accept` fires,
+which means the messages are committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any, Callable, Sequence, cast
+from urllib.parse import unquote_to_bytes
+
+import structlog
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.python.failure import Failure
+from twisted.web import http, server
+from twisted.web.resource import Resource
+
+from smsgw._api_codec import (
+    ApiError,
+    accepted_json,
+    decode_json,
+    encode,
+    error_body,
+    message_json,
+    mo_page_json,
+    parse_mo_query,
+    parse_send_body,
+    rebase,
+    rejected,
+    status_json,
+)
+from smsgw._openapi import build_openapi
+from smsgw.model import Account, GatewayApi, RequestRejected, ServiceUnavailable
+
+__all__ = ["ROUTES", "Route", "make_api"]
+
+INTERFACE = "rest"  # the name accounts list in `interfaces`, and what the gateway records
+RETRY_AFTER_S = 5
+_AUTH_CHALLENGE = b'Bearer realm="smsgw"'
+_JSON = [b"application/json"]
+_SERVER = [b"smsgw"]
+_REASONS = {413: b"Content Too Large", 422: b"Unprocessable Content"}  # RFC 9110 names Twisted lacks
+_HASH = re.compile("[0-9a-f]{64}")
+_log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One operation: `template` as in the OpenAPI document, `auth` one of rest / account / none."""
+
+    template: str
+    method: str
+    operation: str  # the OpenAPI operationId
+    handler: str  # the _ApiResource method that serves it
+    auth: str
+
+
+ROUTES = (
+    Route("/api/v1/messages", "POST", "sendMessages", "send_messages", "rest"),
+    Route("/api/v1/messages/{id}", "GET", "getMessage", "get_message", "rest"),
+    Route("/api/v1/mo", "GET", "listMo", "list_mo", "rest"),
+    Route("/api/v1/status", "GET", "getStatus", "get_status", "account"),
+    Route("/api/v1/openapi.json", "GET", "getOpenapi", "get_openapi", "none"),
+)
+
+
+def make_api(gateway: GatewayApi, accounts: Sequence[Account], *, max_body_bytes: int = 4 * 1024 * 1024,
+             max_batch: int = 1000, request_timeout: float = 30.0,
+             clock: IReactorTime | None = None) -> server.Site:
+    """The REST API as a twisted.web Site, ready for `listenTCP` or an endpoint.
+
+    Args:
+        gateway: where messages go and views come from.
+        accounts: who may call; an account without `api_key_sha256` cannot.
+        max_body_bytes: larger bodies get 413 before they are read.
+        max_batch: most messages in one POST.
+        request_timeout: seconds to wait for the gateway before answering 503.
+        clock: the reactor (tests pass a `Clock`); default the global reactor.
+
+    Raises:
+        ValueError: a limit is not positive, or a key hash is malformed or shared.
+    """
+    if clock is None:
+        from twisted.internet import reactor
+
+        clock = cast(IReactorTime, reactor)
+    for name, value in (("max_body_bytes", max_body_bytes), ("max_batch", max_batch),
+                        ("request_timeout", request_timeout)):
+        if not value > 0:
+            raise ValueError(f"make_api: {name} must be positive, got {value!r}")
+    openapi = encode(build_openapi(max_batch=max_batch, max_body_bytes=max_body_bytes))
+    resource = _ApiResource(gateway, _accounts_by_hash(accounts), max_batch=max_batch,
+                            request_timeout=request_timeout, clock=clock, openapi=openapi)
+    return _ApiSite(resource, max_body_bytes, clock)
+
+
+def _accounts_by_hash(accounts: Sequence[Account]) -> dict[str, Account]:
+    """Accounts by the SHA-256 hex of their key.
+
+    Looking the presented key's hash up in a dict is not a timing leak worth a
+    constant-time compare: the timing can at most reveal how much of a *hash*
+    matches, and learning a stored hash still leaves a preimage to find, which
+    is hopeless for a random key (docs/rest-api.md asks for 128+ random bits).
+    """
+    by_hash: dict[str, Account] = {}
+    for account in accounts:
+        digest = account.api_key_sha256.strip().lower()
+        if not digest:
+            continue
+        if not _HASH.fullmatch(digest):
+            raise ValueError(f"account {account.name!r}: api_key_sha256 must be 64 hex digits (the SHA-256 of "
+                             f"the key, e.g. from `printf %s KEY | sha256sum`), got {account.api_key_sha256!r}")
+        if digest in by_hash:
+            raise ValueError(f"accounts {by_hash[digest].name!r} and {account.name!r} have the same API key: "
+                             "give each account its own")
+        by_hash[digest] = account
+    return by_hash
+
+
+class _ApiSite(server.Site):
+    """A Site whose requests enforce the body limit while the body arrives."""
+
+    def __init__(self, resource: _ApiResource, max_body_bytes: int, clock: IReactorTime) -> None:
+        super().__init__(resource, requestFactory=_ApiRequest, parsePOSTFormSubmission=False, reactor=clock)
+        self.api = resource
+        self.max_body_bytes = max_body_bytes
+        self.displayTracebacks = False
+
+    def log(self, request: http.Request) -> None:
+        """No Combined Log Format line: _ApiResource logs one structured line per request."""
+
+
+class _ApiRequest(server.Request):
+    """A request that refuses an oversized body as soon as it can tell (Content-Length or streaming)."""
+
+    refused = False
+    lost = False
+    body: BytesIO  # set by gotLength, which Twisted calls once the headers are in
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        # Our limit bounds the body, so it always goes to memory (Twisted would
+        # spool bodies of unknown or 100 kB+ length to a temporary file).
+        self.content = self.body = BytesIO()
+        limit = self._limit()
+        if length is not None and length > limit:
+            self._refuse(f"the body is {length} bytes; at most {limit} are accepted: send fewer messages "
+                         "per request")
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.refused:
+            return
+        self._received += len(data)
+        limit = self._limit()
+        if self._received > limit:
+            self._refuse(f"the body is more than {limit} bytes, the most accepted: send fewer messages "
+                         "per request")
+        else:
+            self.body.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self.refused:  # the rest of a refused body arrived before the connection closed
+            super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost = True
+        super().connectionLost(reason)
+
+    def _limit(self) -> int:
+        return cast(_ApiSite, self.channel.site).max_body_bytes  # type: ignore[attr-defined]
+
+    def _refuse(self, message: str) -> None:
+        """Answer 413 before reading the body, and close: HTTP cannot skip an unread body."""
+        self.refused = True
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
+        channel = self.channel
+        body = error_body("payload_too_large", message)
+        cast(ITransport, channel.transport).write(
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\nServer: smsgw\r\n\r\n%s" % (len(body), body))
+        channel.loseConnection()
+        # The request line is parsed but not yet handed to the request object.
+        method = getattr(channel, "_command", b"?")
+        path = getattr(channel, "_path", b"?").split(b"?", 1)[0]
+        _log.info("http_request", method=_text(method), path=_text(path), status=413, account=None,
+                  duration_ms=0.0, messages=None)
+
+
+def _text(raw: bytes, limit: int = 200) -> str:
+    return raw[:limit].decode("utf-8", "replace")
+
+
+class _Exchange:
+    """One request in flight: what its log line and its late answers need."""
+
+    __slots__ = ("request", "started", "account", "messages", "single", "arg", "done")
+
+    def __init__(self, request: _ApiRequest, started: float) -> None:
+        self.request = request
+        self.started = started
+        self.account: Account | None = None
+        self.messages: int | None = None
+        self.single = True
+        self.arg = ""
+        self.done = False
+
+
+_Handler = Callable[[_Exchange, bytes], None]
+_OnResult = Callable[[_Exchange, Any], tuple[int, bytes]]
+
+
+class _ApiResource(Resource):
+    """Routes, authenticates and answers every request under /api/v1/."""
+
+    isLeaf = True
+
+    def __init__(self, gateway: GatewayApi, accounts: dict[str, Account], *, max_batch: int,
+                 request_timeout: float, clock: IReactorTime, openapi: bytes) -> None:
+        super().__init__()
+        self._gateway = gateway
+        self._accounts = accounts
+        self._max_batch = max_batch
+        self._timeout = request_timeout
+        self._clock = clock
+        self._openapi = openapi
+        # Requests waiting for the gateway, oldest first: every request has the same
+        # timeout, so insertion order is deadline order and one timer serves them all
+        # (a callLater and a cancel per request cost more than the rest of the routing).
+        self._waiting: dict[_Exchange, None] = {}
+        self._sweeper: IDelayedCall | None = None
+        # path -> method -> (route, handler); templates ending in /{x} match on their prefix
+        self._static: dict[bytes, dict[bytes, tuple[Route, _Handler]]] = {}
+        self._prefixed: dict[bytes, dict[bytes, tuple[Route, _Handler]]] = {}
+        for route in ROUTES:
+            head, brace, _ = route.template.partition("{")
+            table = self._prefixed if brace else self._static
+            table.setdefault(head.encode(), {})[route.method.encode()] = (route, getattr(self, route.handler))
+
+    def render(self, request: _ApiRequest) -> int:
+        ex = _Exchange(request, self._clock.seconds())
+        try:
+            route, handler, arg = self._match(request.method, request.path)
+            if route.auth != "none":
+                ex.account = self._authenticate(request, route.auth == "rest")
+            handler(ex, arg)
+        except ApiError as e:
+            self._fail(ex, e)
+        except Exception:
+            self._crash(ex, Failure())
+        return server.NOT_DONE_YET
+
+    # -- routing and checks -----------------------------------------------------------------
+
+    def _match(self, method: bytes, path: bytes) -> tuple[Route, _Handler, bytes]:
+        arg = b""
+        methods = self._static.get(path)
+        if methods is None:
+            for prefix, table in self._prefixed.items():
+                if path.startswith(prefix) and len(path) > len(prefix) and b"/" not in path[len(prefix):]:
+                    methods, arg = table, path[len(prefix):]
+                    break
+            else:
+                raise ApiError(404, "not_found", f"no such path {_text(path)!r}: the API's paths are listed in "
+                               "/api/v1/openapi.json")
+        entry = methods.get(method)
+        if entry is None:
+            allowed = b", ".join(sorted(methods))
+            raise ApiError(405, "method_not_allowed", f"{_text(method)} is not allowed on {_text(path)!r}: use "
+                           f"{allowed.decode()}", headers={b"allow": allowed})
+        return entry[0], entry[1], arg
+
+    def _authenticate(self, request: _ApiRequest, needs_rest: bool) -> Account:
+        headers = request.requestHeaders
+        authorization = headers.getRawHeaders(b"authorization")
+        if authorization is not None:
+            scheme, _, key = authorization[0].partition(b" ")
+            key = key.strip()
+            if scheme.lower() != b"bearer" or not key:
+                raise _unauthorized("the Authorization header must be \"Bearer <API key>\"")
+        else:
+            api_key = headers.getRawHeaders(b"x-api-key")
+            if api_key is None or not api_key[0].strip():
+                raise _unauthorized("no API key: send \"Authorization: Bearer <key>\" or \"X-API-Key: <key>\"")
+            key = api_key[0].strip()
+        account = self._accounts.get(hashlib.sha256(key).hexdigest())
+        if account is None:
+            raise _unauthorized("the API key is not known: check it, or ask the operator for one",
+                                b', error="invalid_token"')
+        if needs_rest and account.interfaces and INTERFACE not in account.interfaces:
+            raise ApiError(403, "forbidden", f"account {account.name!r} may not use the REST interface (it may "
+                           f"use: {', '.join(account.interfaces)}); the operator can add \"rest\" to its "
+                           "interfaces")
+        return account
+
+    @staticmethod
+    def _check_json_type(request: _ApiRequest) -> None:
+        ctype = request.requestHeaders.getRawHeaders(b"content-type")
+        if ctype is not None and (ctype[0] == b"application/json" or _is_json_type(ctype[0])):
+            return
+        got = f"not {_text(ctype[0])!r}" if ctype else "no Content-Type was sent"
+        raise ApiError(415, "unsupported_media_type",
+                       f"the body must be Content-Type: application/json (charset=utf-8 optional); {got}")
+
+    # -- handlers (named in ROUTES) ---------------------------------------------------------
+
+    def send_messages(self, ex: _Exchange, _: bytes) -> None:
+        self._check_json_type(ex.request)
+        body = decode_json(ex.request.body.getvalue())
+        ex.messages = len(body) if type(body) is list else 1
+        requests, ex.single = parse_send_body(body, self._max_batch)
+        self._call(ex, self._gateway.accept, (ex.account, INTERFACE, requests), _accepted)
+
+    def get_message(self, ex: _Exchange, raw_id: bytes) -> None:
+        try:
+            ex.arg = unquote_to_bytes(raw_id).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(404, "not_found", "no such message: the id is not UTF-8") from None
+        self._call(ex, self._gateway.get_message, (ex.account, ex.arg), _message_found)
+
+    def list_mo(self, ex: _Exchange, _: bytes) -> None:
+        cursor, limit = parse_mo_query(ex.request.args)
+        self._call(ex, self._gateway.list_mo, (ex.account, cursor, limit), _mo_page)
+
+    def get_status(self, ex: _Exchange, _: bytes) -> None:
+        self._call(ex, self._gateway.status, (), _status)
+
+    def get_openapi(self, ex: _Exchange, _: bytes) -> None:
+        self._respond(ex, 200, self._openapi)
+
+    # -- the gateway's answers --------------------------------------------------------------
+
+    def _call(self, ex: _Exchange, method: Callable[..., Deferred[Any]], args: tuple[Any, ...],
+              on_result: _OnResult) -> None:
+        try:
+            d = method(*args)
+        except Exception:  # a gateway that raises instead of failing its Deferred
+            self._gateway_failed(Failure(), ex)
+            return
+        d.addCallbacks(self._answered, self._gateway_failed, callbackArgs=(ex, on_result), errbackArgs=(ex,))
+        if not ex.done:
+            self._waiting[ex] = None
+            if self._sweeper is None:
+                self._sweeper = self._clock.callLater(self._timeout, self._sweep)
+
+    def _answered(self, result: Any, ex: _Exchange, on_result: _OnResult) -> None:
+        if ex.done:
+            _log.info("http_late_answer", **_where(ex), outcome="answered", result=_summary(result))
+            return
+        try:
+            status, body = on_result(ex, result)
+        except ApiError as e:
+            self._fail(ex, e)
+        except Exception:
+            self._crash(ex, Failure())
+        else:
+            self._respond(ex, status, body)
+
+    def _gateway_failed(self, failure: Failure, ex: _Exchange) -> None:
+        exc = failure.value
+        if ex.done:
+            if isinstance(exc, (RequestRejected, ServiceUnavailable)):
+                _log.info("http_late_answer", **_where(ex), outcome=type(exc).__name__)
+            else:
+                _log.error("http_late_answer", **_where(ex), outcome="error", exc_info=_exc_info(failure))
+        elif isinstance(exc, RequestRejected):
+            self._fail(ex, _rejected(exc, ex.single))
+        elif isinstance(exc, ServiceUnavailable):
+            reason = f" ({exc})" if str(exc) else ""
+            self._fail(ex, ApiError(503, "unavailable", f"the gateway is not taking requests now{reason}: "
+                                    f"retry in {RETRY_AFTER_S} s", headers={b"retry-after": b"%d" % RETRY_AFTER_S}))
+        else:
+            self._crash(ex, failure)
+
+    def _sweep(self) -> None:
+        """Answer 503 to every request that has waited `request_timeout`; re-arm for the next one."""
+        self._sweeper = None
+        now = self._clock.seconds()
+        while self._waiting:
+            ex = next(iter(self._waiting))
+            if ex.started + self._timeout > now:
+                self._sweeper = self._clock.callLater(ex.started + self._timeout - now, self._sweep)
+                return
+            del self._waiting[ex]
+            self._timed_out(ex)
+
+    def _timed_out(self, ex: _Exchange) -> None:
+        _log.warning("http_gateway_timeout", **_where(ex), waited_s=self._timeout)
+        if ex.messages is None:
+            message = f"the gateway did not answer within {self._timeout:g} s: retry later"
+        else:
+            message = (f"the gateway did not answer within {self._timeout:g} s; the messages may still have been "
+                       "committed: resend them with the same ref to find out without sending twice")
+        self._fail(ex, ApiError(503, "unavailable", message, headers={b"retry-after": b"%d" % RETRY_AFTER_S}))
+
+    # -- answering --------------------------------------------------------------------------
+
+    def _fail(self, ex: _Exchange, error: ApiError) -> None:
+        self._respond(ex, error.status, error_body(error.code, error.message, error.details), error.headers)
+
+    def _crash(self, ex: _Exchange, failure: Failure) -> None:
+        """A bug or an unexpected gateway error: log it in full, tell the client only an incident id."""
+        incident = secrets.token_hex(6)
+        _log.error("http_internal_error", **_where(ex), incident=incident, exc_info=_exc_info(failure))
+        if not ex.done:
+            self._respond(ex, 500, error_body("internal_error", f"an internal error occurred; incident "
+                                              f"{incident} has the details in the gateway's log"))
+
+    def _respond(self, ex: _Exchange, status: int, body: bytes, headers: dict[bytes, bytes] | None = None) -> None:
+        ex.done = True
+        self._waiting.pop(ex, None)
+        request = ex.request
+        if not request.lost:
+            request.setResponseCode(status, _REASONS.get(status))
+            out = request.responseHeaders
+            out.setRawHeaders(b"server", _SERVER)
+            out.setRawHeaders(b"content-type", _JSON)
+            out.setRawHeaders(b"content-length", [b"%d" % len(body)])
+            if headers:
+                for name, value in headers.items():
+                    out.setRawHeaders(name, [value])
+            request.write(body)
+            request.finish()
+        fields = _where(ex)
+        if request.lost:
+            fields["client_gone"] = True
+        _log.info("http_request", **fields, status=status,
+                  duration_ms=round((self._clock.seconds() - ex.started) * 1000, 2), messages=ex.messages)
+
+
+def _where(ex: _Exchange) -> dict[str, Any]:
+    request = ex.request
+    return {"method": _text(request.method), "path": _text(request.path),
+            "account": ex.account.name if ex.account else None}
+
+
+def _exc_info(failure: Failure) -> tuple[Any, ...]:
+    return (failure.type, failure.value, failure.getTracebackObject())
+
+
+def _summary(result: Any) -> Any:
+    if isinstance(result, list):
+        return [getattr(item, "id", "?") for item in result]
+    return type(result).__name__
+
+
+def _unauthorized(message: str, extra: bytes = b"") -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={b"www-authenticate": _AUTH_CHALLENGE + extra})
+
+
+def _is_json_type(value: bytes) -> bool:
+    """application/json, any case, with nothing but an optional charset=utf-8 parameter."""
+    media, *params = value.lower().split(b";")
+    if media.strip() != b"application/json":
+        return False
+    return all(p.replace(b" ", b"") in (b"charset=utf-8", b'charset="utf-8"') for p in params)
+
+
+def _rejected(exc: RequestRejected, single: bool) -> ApiError:
+    return rejected(rebase(exc.problems, single))
+
+
+def _accepted(ex: _Exchange, accepted: Any) -> tuple[int, bytes]:
+    return 202, encode(accepted_json(accepted))
+
+
+def _message_found(ex: _Exchange, view: Any) -> tuple[int, bytes]:
+    if view is None:
+        raise ApiError(404, "not_found", f"no message {ex.arg!r} for this account")
+    return 200, encode(message_json(view))
+
+
+def _mo_page(ex: _Exchange, page: Any) -> tuple[int, bytes]:
+    return 200, encode(mo_page_json(page))
+
+
+def _status(ex: _Exchange, status: Any) -> tuple[int, bytes]:
+    return 200, encode(status_json(status))

@@ -1,0 +1,176 @@
+"""An in-memory `GatewayApi` for interface tests: real rules, real state, no store or carrier.
+
+It checks requests the way a gateway must (numbers, empty text, priority over
+the account's limit, extension digits), reports every problem at once with
+`where` relative to the request list ("[i].to[j]"), dedupes recipients and
+refs, and keeps messages and uplink messages in dicts. `mode` makes it fail
+the ways a real gateway can: "unavailable" (draining), "broken" (a bug or a
+driver error) or "hold" (commits hang until `release()`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import replace
+from typing import Sequence
+
+from twisted.internet.defer import Deferred, fail, succeed
+
+from smsgw.model import (
+    Account,
+    AcceptedMessage,
+    GatewayStatus,
+    MessageView,
+    MoPage,
+    MoView,
+    Problem,
+    RecipientView,
+    RequestRejected,
+    SegmentView,
+    SendRequest,
+    ServiceUnavailable,
+)
+
+_MOBILE = re.compile(r"(?:\+?86)?1[3-9]\d{9}")
+SECRET_IN_ERROR = "password=hunter2 dsn=oracle://10.0.0.5"  # must never reach a client
+
+
+def segments_of(text: str) -> int:
+    """GSM-free estimate: 70 UCS-2 characters fit one SMS, 67 per part beyond (140 ASCII, 134)."""
+    single, part = (140, 134) if text.isascii() else (70, 67)
+    return 1 if len(text) <= single else math.ceil(len(text) / part)
+
+
+class FakeGateway:
+    """`GatewayApi` in memory; answers synchronously unless `mode` is "hold"."""
+
+    def __init__(self, node: str = "test-node", now: float = 1_700_000_000.0, *, retain: bool = True) -> None:
+        self.node = node
+        self.now = now
+        self.retain = retain  # False: keep nothing (benchmarks), so memory and GC stay flat
+        self.mode = "normal"
+        self.accepted_requests: list[tuple[str, str, tuple[SendRequest, ...]]] = []
+        self.held: list[tuple[Deferred[list[AcceptedMessage]], list[AcceptedMessage]]] = []
+        self._messages: dict[str, MessageView] = {}
+        self._by_ref: dict[tuple[str, str], AcceptedMessage] = {}
+        self._mo: list[MoView] = []
+        self._ids = itertools.count(1)
+
+    # -- GatewayApi -------------------------------------------------------------------------
+
+    def accept(self, account: Account, interface: str,
+               requests: Sequence[SendRequest]) -> Deferred[list[AcceptedMessage]]:
+        """Validate and commit; fires once every message is committed."""
+        if self.mode == "broken":
+            return fail(RuntimeError(f"store exploded: {SECRET_IN_ERROR}"))
+        if self.mode == "unavailable":
+            return fail(ServiceUnavailable("draining for shutdown"))
+        for request in requests:
+            _assert_well_typed(request)
+        problems = [p for i, r in enumerate(requests) for p in self._check(account, i, r)]
+        if problems:
+            return fail(RequestRejected(problems))
+        if self.retain:
+            self.accepted_requests.append((account.name, interface, tuple(requests)))
+        accepted = [self._commit(account, interface, r) for r in requests]
+        if self.mode == "hold":
+            d: Deferred[list[AcceptedMessage]] = Deferred()
+            self.held.append((d, accepted))
+            return d
+        return succeed(accepted)
+
+    def get_message(self, account: Account, message_id: str) -> Deferred[MessageView | None]:
+        """One of the account's own messages, or None (unknown id or someone else's)."""
+        if self.mode == "hold":
+            return Deferred()
+        view = self._messages.get(message_id)
+        return succeed(view if view is not None and view.account == account.name else None)
+
+    def list_mo(self, account: Account, cursor: str | None, limit: int) -> Deferred[MoPage]:
+        """Uplink messages routed to the account's consumers, oldest first, after `cursor`."""
+        consumers = {account.name, *account.mo_consumers}
+        mine = [m for m in self._mo if m.consumer in consumers and (cursor is None or m.id > cursor)]
+        items = tuple(mine[:limit])
+        return succeed(MoPage(items, items[-1].id if items else cursor))
+
+    def status(self) -> Deferred[GatewayStatus]:
+        """Links, queue depths and rates."""
+        if self.mode == "broken":
+            return fail(ZeroDivisionError("rate over an empty window"))
+        queued = sum(len(m.recipients) for m in self._messages.values() if m.state == "queued")
+        return succeed(GatewayStatus(
+            self.node, self.mode != "unavailable",
+            links=({"name": "cmcc", "live_connections": 2, "connections": 2, "pending": 0, "state": "up"},),
+            queues={"queued": queued}, rates={"accepted": 12.5, "submitted": 12.0, "reported": 11.0}))
+
+    # -- test controls ----------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Fire every held accept (the commit finally completes)."""
+        held, self.held = self.held, []
+        for d, accepted in held:
+            d.callback(accepted)
+
+    def deliver(self, message_id: str, stat: str = "DELIVRD") -> None:
+        """Mark every segment of every recipient submitted and reported with `stat`."""
+        view = self._messages[message_id]
+        recipients = []
+        for r in view.recipients:
+            total = segments_of(view.text)
+            segs = tuple(SegmentView(k, total, f"{next(self._ids):016x}", "delivered", stat,
+                                     self.now + 1, self.now + 2.5) for k in range(1, total + 1))
+            recipients.append(replace(r, state="delivered", link="cmcc", attempts=1, stat=stat,
+                                      updated_at=self.now + 2.5, segments=segs))
+        self._messages[message_id] = replace(view, state="done", updated_at=self.now + 2.5,
+                                             recipients=tuple(recipients))
+
+    def add_mo(self, text: str, *, consumer: str | None, ext: str = "01", src: str = "13800138000") -> MoView:
+        mo = MoView(f"{len(self._mo) + 1:012d}", "cmcc", src, "10690001" + ext, ext, text, consumer,
+                    self.now + len(self._mo))
+        self._mo.append(mo)
+        return mo
+
+    # -- inside -----------------------------------------------------------------------------
+
+    def _check(self, account: Account, i: int, request: SendRequest) -> list[Problem]:
+        problems = [Problem(f"[{i}].to[{j}]", "bad_number", f"{n!r} is not a mainland mobile number "
+                            "(11 digits starting with 1, optionally +86)")
+                    for j, n in enumerate(request.to) if not _MOBILE.fullmatch(n)]
+        if not request.text:
+            problems.append(Problem(f"[{i}].text", "empty_text", "text is empty"))
+        if request.priority > account.max_priority:
+            problems.append(Problem(f"[{i}].priority", "not_allowed", f"priority {request.priority} is above "
+                                    f"this account's maximum, {account.max_priority}"))
+        if request.ext is not None and not request.ext.isdigit():
+            problems.append(Problem(f"[{i}].ext", "bad_ext", f"ext {request.ext!r} must be digits"))
+        return problems
+
+    def _commit(self, account: Account, interface: str, request: SendRequest) -> AcceptedMessage:
+        if request.ref is not None and (account.name, request.ref) in self._by_ref:
+            return self._by_ref[account.name, request.ref]
+        unique = tuple(dict.fromkeys(request.to))
+        dropped = tuple(n for j, n in enumerate(request.to) if n in request.to[:j])
+        message_id = f"m{next(self._ids):08d}"
+        accepted = AcceptedMessage(message_id, request.ref, len(unique), segments_of(request.text), dropped)
+        if not self.retain:
+            return accepted
+        self._messages[message_id] = MessageView(
+            message_id, account.name, interface, request.ref, request.text, request.priority, request.send_at,
+            "queued", self.now, self.now,
+            tuple(RecipientView(n, "queued", None, 0, None, None, self.now) for n in unique))
+        if request.ref is not None:
+            self._by_ref[account.name, request.ref] = accepted
+        return accepted
+
+
+def _assert_well_typed(request: SendRequest) -> None:
+    """What the gateway may take for granted from an interface; a TypeError here is an interface bug."""
+    ok = (type(request.to) is tuple and request.to and all(type(n) is str for n in request.to)
+          and type(request.text) is str and type(request.priority) is int and 0 <= request.priority <= 9
+          and (request.send_at is None or type(request.send_at) is float)
+          and all(v is None or type(v) is str for v in (request.ext, request.ref))
+          and type(request.report) is bool)
+    if not ok:
+        raise TypeError(f"ill-typed SendRequest from the interface: {request!r}")
