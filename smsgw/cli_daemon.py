@@ -76,7 +76,13 @@ def run(args: argparse.Namespace) -> int:
     from smsgw.store import migrations
 
     reactor: Any = _reactor
-    logs.configure_daemon(config.log.level, config.log_file(), config.log.format, config.log.mask_content)
+    try:
+        logs.configure_daemon(config.log.level, config.log_file(), config.log.format, config.log.mask_content)
+    except (ValueError, OSError) as exc:
+        # exit 2: a configuration error, which the unit does not restart (RestartPreventExitStatus=2)
+        print(f"smsgw run: cannot set up logging: {exc}\n  fix: check the log section of {args.config}",
+              file=sys.stderr)
+        return 2
     try:
         daemon = Daemon(config, reactor, notifier=sdnotify.Notifier.from_env())
     except Exception as exc:  # noqa: BLE001 - e.g. a driver that is not installed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
+import structlog
 from sqlalchemy import Connection, Engine, func, select
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = structlog.get_logger("smsgw.store")
 
 
 class Store:
@@ -82,6 +84,9 @@ class Store:
             return
         self._running = False
         self.writer.stop()
+        if self.writer.batches:
+            log.info("store_stopped", transactions=self.writer.batches, ops=self.writer.ops,
+                     ops_per_transaction=round(self.writer.ops / self.writer.batches, 1))
         self._pool.stop()
         self.engine.dispose()
         self.read_engine.dispose()

@@ -364,15 +364,16 @@ class Ops:
             failed_stats = [r.stat for _, r in counted if r.stat != DELIVERED_STAT]
             failed = row.failed + len(failed_stats)
             first_failure = failed_stats[0] if failed_stats and row.failed == 0 else row.stat
-            counters.append({"b_id": recipient_id, "b_reported": reported, "b_failed": failed,
-                             "b_stat": first_failure})
+            counts = {"reported": reported, "failed": failed, "stat": first_failure}
             if reported >= row.segments:
                 last_index, last = counted[-1]
                 new = R.DELIVERED if failed == 0 else R.UNDELIVERABLE
-                stat = first_failure if failed else last.stat
                 if lifecycle.allowed(row.state, new):
-                    changes.append(_Change(recipient_id, new, last.now, stat=stat))
+                    counts["stat"] = first_failure if failed else last.stat
+                    changes.append(_Change(recipient_id, new, last.now, extra=counts))
                     outcomes[last_index].final_state = new
+                    continue
+            counters.append({"b_id": recipient_id, **{f"b_{k}": v for k, v in counts.items()}})
         if counters:
             conn.execute(update(recipients).where(recipients.c.id == bindparam("b_id"))
                          .values(reported=bindparam("b_reported"), failed=bindparam("b_failed"),
@@ -543,6 +544,7 @@ class _Change:
     due_at: float | None = None
     submitted_at: float | None = None
     attempt: int | None = None  # only apply if the recipient is still on this attempt
+    extra: dict[str, Any] | None = None  # more columns to set in the same UPDATE
 
     def values(self) -> dict[str, Any]:
         v: dict[str, Any] = {"state": self.new, "updated_at": self.now}
@@ -558,6 +560,8 @@ class _Change:
             v["error"] = self.error
         if self.stat is not None:
             v["stat"] = self.stat
+        if self.extra:
+            v.update(self.extra)
         return v
 
 

@@ -84,7 +84,7 @@ recipients = Table(
 Index("ix_recipients_claim", recipients.c.link, recipients.c.state, recipients.c.account,
       recipients.c.priority.desc(), recipients.c.due_at)
 Index("ix_recipients_message", recipients.c.message_id)
-Index("ix_recipients_phone", recipients.c.phone, recipients.c.updated_at)
+Index("ix_recipients_phone", recipients.c.phone)
 Index("ix_recipients_state_submitted", recipients.c.state, recipients.c.submitted_at)
 Index("ix_recipients_lease", recipients.c.lease_owner, recipients.c.state)
 
