@@ -24,7 +24,8 @@ from twisted.internet.interfaces import IListeningPort
 
 from smsgw import sdnotify
 from smsgw.api import make_api
-from smsgw.carrier import CarrierLink, LinkReport, MoMessage
+from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
+from smsgw.protocol.cmpp import ConcatInfo
 from smsgw.config import Config
 from smsgw.dispatch import Dispatcher
 from smsgw.pipeline import AutoReplyRule, Gateway, MoRule, Timing
@@ -54,7 +55,7 @@ class Daemon(Service):
         self.links: dict[str, CarrierLink] = {}
         for link_config in config.link_configs():
             self.links[link_config.name] = CarrierLink(link_config, reactor, on_report=self._on_report,
-                                                       on_mo=self._on_mo)
+                                                       on_mo=self._on_mo, on_mo_part=self._on_mo_part)
         d = config.dispatch
         self.dispatchers = {
             name: Dispatcher(link, self.store, reactor, claim_batch=d.claim_batch, max_attempts=d.max_attempts,
@@ -86,6 +87,24 @@ class Daemon(Service):
     def _on_mo(self, mo: MoMessage) -> Any:
         return self.gateway.on_mo(mo)
 
+    def _on_mo_part(self, part: MoPart) -> Any:
+        return self.gateway.on_mo_part(part)
+
+    def _restore_mo_parts(self, kept: list[tuple[str, str, int, bytes, int, float]]) -> None:
+        """Long MO parts committed before a restart go back into their link's reassembler."""
+        for link_name, part_set, number, payload, msg_fmt, received_at in kept:
+            link = self.links.get(link_name)
+            head, ref16, reference, total = part_set.rsplit("|", 3)
+            src, dest_id, service_id, link_id = head.split("|", 3)
+            if link is None:
+                log.warning("mo_part_orphaned", link=link_name, part_set=part_set, reason="link no longer configured")
+                continue
+            info = ConcatInfo(int(reference), int(total), number, ref16 == "16")
+            link.restore_mo_part(MoPart(link_name, (src, dest_id, service_id, link_id), info, payload, msg_fmt,
+                                        received_at))
+        if kept:
+            log.info("mo_parts_restored", parts=len(kept))
+
     # --- lifecycle ---------------------------------------------------------------
 
     @defer.inlineCallbacks
@@ -93,6 +112,7 @@ class Daemon(Service):
         """Start everything; fails (and leaves nothing running) if a part cannot start."""
         Service.startService(self)
         self.store.start()
+        self._restore_mo_parts((yield self.store.read(Store.mo_parts_kept)))
         if self.simulator is not None:
             self.simulator.startService()
         for link in self.links.values():

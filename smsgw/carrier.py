@@ -211,9 +211,28 @@ class MoMessage:
     parts: int = 1
     complete: bool = True
     missing: tuple[int, ...] = ()
+    part_set: str = ""  # for a long message: `part_set_id` of its parts (the owner may have kept them)
+
+
+def part_set_id(key: tuple[str, str, str, str], ref16: bool, reference: int, total: int) -> str:
+    """A text id for the parts of one long MO message (stable across restarts)."""
+    return "|".join((*key, "16" if ref16 else "8", str(reference), str(total)))
+
+
+@dataclass(frozen=True, slots=True)
+class MoPart:
+    """One part of a long MO message, for an owner that keeps parts durable until the set is whole."""
+
+    link: str
+    key: tuple[str, str, str, str]  # (src, dest_id, service_id, link_id)
+    info: ConcatInfo
+    payload: bytes
+    msg_fmt: int
+    received_at: float
 
 
 ReportCallback = Callable[[LinkReport], Any]
+MoPartCallback = Callable[[MoPart], Any]
 MoCallback = Callable[[MoMessage], Any]
 
 
@@ -247,7 +266,7 @@ class CarrierLink(MultiService):
     """A service per configured ISMG account that keeps `connections` CMPP sessions."""
 
     def __init__(self, config: LinkConfig, clock: IReactorTime, *,
-                 on_report: ReportCallback, on_mo: MoCallback,
+                 on_report: ReportCallback, on_mo: MoCallback, on_mo_part: MoPartCallback | None = None,
                  endpoint: IStreamClientEndpoint | None = None) -> None:
         super().__init__()
         self.config = config
@@ -255,6 +274,7 @@ class CarrierLink(MultiService):
         self._clock = clock
         self._on_report = on_report
         self._on_mo = on_mo
+        self._on_mo_part = on_mo_part
         self._session_config = config.session_config()
         if endpoint is None:
             assert IReactorTCP.providedBy(clock), "a reactor with TCP is needed without an endpoint"
@@ -581,13 +601,32 @@ class CarrierLink(MultiService):
             return
         key = (src, d.dest_id, d.service_id, d.link_id)
         now = self._clock.seconds()
-        # The part is safe in the reassembler (memory: the daemon's store makes it durable).
-        proto.session.respond(event.seq, DeliverResp(d.msg_id, 0))
-        proto.pump()
         set_id = (key, info.ref16, info.reference, info.total)
         if self._completed.get(set_id, 0.0) > now:
-            return  # a repeated part of a message already handed over
-        done = self._reassembler.add(key, info, payload, d.msg_fmt, now)
+            # a repeated part of a message already handed over
+            proto.session.respond(event.seq, DeliverResp(d.msg_id, 0))
+            proto.pump()
+            return
+        if self._on_mo_part is not None:
+            # The owner makes the part durable first; the DELIVER is answered once it has.
+            part = MoPart(self.config.name, key, info, payload, d.msg_fmt, now)
+            self._acknowledge(proto, event.seq, d.msg_id, self._on_mo_part, part,
+                              then=lambda: self._add_part(key, set_id, info, payload, d.msg_fmt, now))
+            return
+        # Without an owner that keeps parts, they live in memory until the set is whole.
+        proto.session.respond(event.seq, DeliverResp(d.msg_id, 0))
+        proto.pump()
+        self._add_part(key, set_id, info, payload, d.msg_fmt, now)
+
+    def restore_mo_part(self, part: MoPart) -> None:
+        """Put back a part the owner kept durable across a restart (before the link starts)."""
+        set_id = (part.key, part.info.ref16, part.info.reference, part.info.total)
+        self._add_part(part.key, set_id, part.info, part.payload, part.msg_fmt, part.received_at)
+
+    def _add_part(self, key: Any, set_id: Any, info: ConcatInfo, payload: bytes, msg_fmt: int, now: float) -> None:
+        if self._completed.get(set_id, 0.0) > now:
+            return
+        done = self._reassembler.add((key, info.ref16, info.reference), info, payload, msg_fmt, now)
         if done is not None:
             self._completed[set_id] = now + self.config.mo_reassembly_timeout
             if len(self._completed) > 10_000:
@@ -597,28 +636,34 @@ class CarrierLink(MultiService):
         else:
             self._arm_timer()
 
-    def _emit_mo(self, key: Any, text: str, parts: int, complete: bool, missing: tuple[int, ...]) -> None:
+    def _emit_mo(self, full_key: Any, text: str, parts: int, complete: bool, missing: tuple[int, ...]) -> None:
+        key, ref16, reference = full_key
         src, dest_id, service_id, link_id = key
-        mo = MoMessage(self.config.name, src, dest_id, text, service_id, link_id, parts, complete, missing)
+        mo = MoMessage(self.config.name, src, dest_id, text, service_id, link_id, parts, complete, missing,
+                       part_set_id(key, ref16, reference, parts))
         try:
             self._on_mo(mo)
         except Exception:
             log.exception("mo_callback_failed", link=self.name, src=src)
 
     def _acknowledge(self, proto: CmppProtocol, seq: int, deliver_msg_id: int,
-                     callback: Callable[[Any], Any], item: Any) -> None:
-        """Run the owner's callback; answer the DELIVER once it (or its Deferred) succeeded."""
+                     callback: Callable[[Any], Any], item: Any, then: Callable[[], None] | None = None) -> None:
+        """Run the owner's callback; answer the DELIVER once it (or its Deferred) succeeded, then `then()`."""
         try:
             outcome = callback(item)
         except Exception:
             log.exception("deliver_callback_failed", link=self.name)
             self._answer(proto, seq, deliver_msg_id, 9)  # non-zero: the ISMG keeps it and retries
             return
-        if isinstance(outcome, defer.Deferred):
-            outcome.addCallbacks(lambda _: self._answer(proto, seq, deliver_msg_id, 0),
-                                 lambda f: self._callback_failed(f, proto, seq, deliver_msg_id))
-        else:
+
+        def succeeded(_: Any = None) -> None:
             self._answer(proto, seq, deliver_msg_id, 0)
+            if then is not None:
+                then()
+        if isinstance(outcome, defer.Deferred):
+            outcome.addCallbacks(succeeded, lambda f: self._callback_failed(f, proto, seq, deliver_msg_id))
+        else:
+            succeeded()
 
     def _callback_failed(self, failure: Failure, proto: CmppProtocol, seq: int, deliver_msg_id: int) -> None:
         log.error("deliver_callback_failed", link=self.name, error=failure.getErrorMessage())

@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from smsgw.carrier import CarrierLink, LinkReport, MoMessage
+from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart, part_set_id
 from smsgw.dispatch import Dispatcher
 from smsgw.protocol.cmpp import msg_id_to_text
 from smsgw.model import (
@@ -33,7 +33,7 @@ from smsgw.model import (
     SendRequest,
     ServiceUnavailable,
 )
-from smsgw.store import MoArgs, NewMessage, ReportArgs, ReportOutcome, Store, StoreUnavailable, SweepArgs, SweepResult
+from smsgw.store import MoArgs, MoPartArgs, NewMessage, ReportArgs, ReportOutcome, Store, StoreUnavailable, SweepArgs, SweepResult
 from smsgw.validation import PreparedMessage, Router, Validator
 
 log = structlog.get_logger("smsgw.pipeline")
@@ -241,7 +241,7 @@ class Gateway:
         keyword = mo.text.strip().split(maxsplit=1)[0].upper()[:32] if mo.text.strip() else None
         consumer = route_mo(self._mo_rules, self._mo_default, ext, keyword)
         args = MoArgs(mo.link, mo.src, mo.dest_id, ext, mo.text, mo.service_id, keyword, consumer,
-                      mo.parts, mo.complete, self._clock.seconds())
+                      mo.parts, mo.complete, self._clock.seconds(), mo.part_set or None)
         d: defer.Deferred[int] = self._store.write("mo", args)
 
         def stored(mo_id: int) -> int:
@@ -251,6 +251,12 @@ class Gateway:
                 self._auto_reply(self._auto[keyword], mo, ext)
             return mo_id
         return d.addCallback(stored)
+
+    def on_mo_part(self, part: MoPart) -> defer.Deferred[int]:
+        """Keep one part of a long MO durable until its set is whole (acknowledged once committed)."""
+        part_set = part_set_id(part.key, part.info.ref16, part.info.reference, part.info.total)
+        return self._store.write("mo_part", MoPartArgs(part.link, part_set, part.info.number, part.payload,
+                                                       part.msg_fmt, part.received_at))
 
     def _auto_reply(self, rule: AutoReplyRule, mo: MoMessage, ext: str) -> None:
         request = SendRequest(to=(mo.src,), text=rule.text, priority=PRIORITY_NORMAL,

@@ -17,7 +17,17 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from smsgw._cmpp_protocol import CmppProtocol
-from smsgw.carrier import CarrierLink, LinkConfig, LinkReport, MoMessage, OutboundMessage, SubmitResult, _LinkFactory
+from smsgw.carrier import (
+    CarrierLink,
+    LinkConfig,
+    LinkReport,
+    MoMessage,
+    MoPart,
+    OutboundMessage,
+    SubmitResult,
+    _LinkFactory,
+    part_set_id,
+)
 from smsgw.protocol.cmpp import (
     ActiveTest,
     CommandId,
@@ -289,3 +299,48 @@ def test_wallclock_goes_into_connect_timestamp() -> None:
     (cmd, _, body), = frames.frames()
     connect = decode_body(cmd, body, Version.V30)
     assert getattr(connect, "timestamp") == 305080910
+
+
+def long_mo_part(reference: int, number: int, total: int, text: str) -> Deliver:
+    udh = bytes([5, 0, 3, reference, total, number])
+    return Deliver(77, "10690001", "13800138000", udh + text.encode("utf-16-be"), 8, 0, tp_udhi=1)
+
+
+def test_long_mo_parts_are_acknowledged_after_the_owner_keeps_them() -> None:
+    """With on_mo_part, each part's DELIVER_RESP waits for the owner; kept parts restore after a restart."""
+    clock = Clock()
+    kept: list[defer.Deferred[None]] = []
+    parts: list[MoPart] = []
+    messages: list[MoMessage] = []
+
+    def on_mo_part(part: MoPart) -> defer.Deferred[None]:
+        parts.append(part)
+        d: defer.Deferred[None] = defer.Deferred()
+        kept.append(d)
+        return d
+
+    config = LinkConfig("unit", "127.0.0.1", 7890, SP_ID, SECRET, "10690001")
+    link = CarrierLink(config, clock, on_report=lambda r: None, on_mo=messages.append, on_mo_part=on_mo_part,
+                       endpoint=NeverConnects())
+    link.startService()
+    a = attach(link, clock, 0)
+    a.transport.clear()
+    a.server.send(long_mo_part(7, 1, 2, "您好"), clock.seconds())
+    a.write_to_link()
+    assert CommandId.DELIVER_RESP not in commands_in(a.transport.value())
+    kept[0].callback(None)
+    assert commands_in(a.transport.value()) == [CommandId.DELIVER_RESP]
+    # A new link (after a restart) gets part 1 back from the owner, then part 2 arrives.
+    fresh: list[MoMessage] = []
+    again = CarrierLink(config, clock, on_report=lambda r: None, on_mo=fresh.append, on_mo_part=lambda p: None,
+                        endpoint=NeverConnects())
+    again.restore_mo_part(parts[0])
+    again.startService()
+    b = attach(again, clock, 0)
+    b.server.send(long_mo_part(7, 2, 2, "世界"), clock.seconds())
+    b.write_to_link()
+    assert [(m.text, m.parts, m.complete) for m in fresh] == [("您好世界", 2, True)]
+    assert fresh[0].part_set == part_set_id(parts[0].key, False, 7, 2)
+    assert messages == []
+    link.stopService()
+    again.stopService()

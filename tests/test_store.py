@@ -16,6 +16,7 @@ from smsgw.store import (
     FailedArgs,
     IdGenerator,
     MoArgs,
+    MoPartArgs,
     NewMessage,
     ReportArgs,
     SegmentIds,
@@ -279,3 +280,16 @@ def test_concurrent_claims_skip_locked_rows(dialect: str, tmp_path: Path) -> Non
     eng.dispose()
     assert len(got["n1"]) == len(got["n2"]) == 10
     assert not set(got["n1"]) & set(got["n2"])
+
+
+def test_kept_mo_parts_are_deleted_with_the_reassembled_message(engine: Engine, ops: Ops) -> None:
+    """Long-MO parts stay in the store until the whole message is stored, in the same transaction."""
+    run(engine, ops.mo_part, MoPartArgs("cmcc", "13800000001|106900001|svc||8|7|2", 1, "您好".encode("utf-16-be"),
+                                        8, NOW))
+    with engine.connect() as conn:
+        assert Store.mo_parts_kept(conn) == [("cmcc", "13800000001|106900001|svc||8|7|2", 1,
+                                              "您好".encode("utf-16-be"), 8, NOW)]
+    run(engine, ops.mo, MoArgs("cmcc", "13800000001", "106900001", "", "您好世界", "svc", None, None, 2, True, NOW,
+                               "13800000001|106900001|svc||8|7|2"))
+    with engine.connect() as conn:
+        assert Store.mo_parts_kept(conn) == []

@@ -28,6 +28,7 @@ from smsgw.store._ops import (
     ClaimArgs,
     FailedArgs,
     MoArgs,
+    MoPartArgs,
     NewMessage,
     Ops,
     ReportArgs,
@@ -41,7 +42,7 @@ from smsgw.store._writer import Writer
 from smsgw.store.ids import IdGenerator
 
 __all__ = [
-    "Claimed", "ClaimArgs", "FailedArgs", "IdGenerator", "MoArgs", "NewMessage", "ReportArgs", "ReportOutcome",
+    "Claimed", "ClaimArgs", "FailedArgs", "IdGenerator", "MoArgs", "MoPartArgs", "NewMessage", "ReportArgs", "ReportOutcome",
     "SegmentIds", "Store", "StoreUnavailable", "SubmittedArgs", "SweepArgs", "SweepResult", "dialect_of",
     "make_engine", "migrations", "schema",
 ]
@@ -140,6 +141,13 @@ class Store:
                              row.received_at, row.parts, bool(row.complete)) for row in rows)
         # The cursor moves on with every page; an empty page keeps the caller's.
         return MoPage(items, items[-1].id if items else (str(cursor) if cursor else None))
+
+    @staticmethod
+    def mo_parts_kept(conn: Connection) -> list[tuple[str, str, int, bytes, int, float]]:
+        """Every kept MO part: (link, part_set, number, payload, msg_fmt, received_at), oldest first."""
+        p = schema.mo_parts.c
+        return [(row.link, row.part_set, row.number, bytes.fromhex(row.payload), row.msg_fmt, row.received_at)
+                for row in conn.execute(select(schema.mo_parts).order_by(p.id))]
 
     @staticmethod
     def queued_origins(conn: Connection, link: str) -> list[str]:

@@ -18,7 +18,7 @@ from smsgw import lifecycle
 from smsgw.lifecycle import M, R, S
 from smsgw.protocol.cmpp import stat_is_final
 from smsgw.store.ids import IdGenerator
-from smsgw.store.schema import messages, mo_messages, outbox, recipients, reports, segments
+from smsgw.store.schema import messages, mo_messages, mo_parts, outbox, recipients, reports, segments
 from smsgw.validation import PreparedMessage
 
 DELIVERED_STAT = "DELIVRD"
@@ -129,6 +129,17 @@ class MoArgs:
     parts: int
     complete: bool
     now: float
+    part_set: str | None = None  # a long message: delete its kept parts in the same transaction
+
+
+@dataclass(slots=True)
+class MoPartArgs:
+    link: str
+    part_set: str
+    number: int
+    payload: bytes
+    msg_fmt: int
+    now: float
 
 
 @dataclass(slots=True)
@@ -164,10 +175,11 @@ class Ops:
     def handlers(self) -> dict[str, Any]:
         return {"accept": self.accept, "release": self.release, "claim": self.claim,
                 "submitted": self.submitted, "failed": self.failed, "report": self.report,
-                "mo": self.mo, "sweep": self.sweep, "outbox_done": self.outbox_done}
+                "mo": self.mo, "mo_part": self.mo_part, "sweep": self.sweep, "outbox_done": self.outbox_done}
 
-    ORDER = ("accept", "release", "submitted", "failed", "report", "mo", "sweep", "claim", "outbox_done")
-    DURABLE = frozenset({"submitted", "failed", "report", "mo", "outbox_done"})
+    ORDER = ("accept", "release", "submitted", "failed", "report", "mo_part", "mo", "sweep", "claim",
+             "outbox_done")
+    DURABLE = frozenset({"submitted", "failed", "report", "mo_part", "mo", "outbox_done"})
 
     # accept -----------------------------------------------------------------
 
@@ -389,6 +401,16 @@ class Ops:
             {"id": mid, "link": i.link, "src": i.src, "dest": i.dest, "ext": i.ext, "content": i.text,
              "service_id": i.service_id, "keyword": i.keyword, "consumer": i.consumer, "parts": i.parts,
              "complete": i.complete, "received_at": i.now} for mid, i in zip(ids, items)])
+        done = sorted({i.part_set for i in items if i.part_set})
+        for chunk in _chunks(done, 200):
+            conn.execute(mo_parts.delete().where(mo_parts.c.part_set.in_(chunk)))
+        return ids
+
+    def mo_part(self, conn: Connection, items: list[MoPartArgs]) -> list[int]:
+        ids = self.ids.many(len(items))
+        conn.execute(mo_parts.insert(), [
+            {"id": pid, "link": i.link, "part_set": i.part_set, "number": i.number, "payload": i.payload.hex(),
+             "msg_fmt": i.msg_fmt, "received_at": i.now} for pid, i in zip(ids, items)])
         return ids
 
     # sweeps -------------------------------------------------------------------------

@@ -141,6 +141,20 @@ Index("ix_mo_consumer_id", mo_messages.c.consumer, mo_messages.c.id)
 Index("ix_mo_src_received", mo_messages.c.src, mo_messages.c.received_at)
 Index("ix_mo_received", mo_messages.c.received_at)
 
+# Parts of long MO messages whose set is not whole yet: committed before each part's DELIVER_RESP,
+# deleted in the transaction that stores the reassembled message.
+mo_parts = Table(
+    "mo_parts", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("link", String(32), nullable=False),
+    Column("part_set", String(160), nullable=False),  # smsgw.carrier.part_set_id
+    Column("number", SmallInteger, nullable=False),
+    Column("payload", String(400), nullable=False),  # hex of the bytes after the UDH (≤ 140 bytes)
+    Column("msg_fmt", SmallInteger, nullable=False),
+    Column("received_at", Double, nullable=False),
+)
+Index("ix_mo_parts_set", mo_parts.c.part_set)
+
 # Notifications owed to the originating system (write-backs, callbacks), delivered at least once.
 outbox = Table(
     "outbox", metadata,
