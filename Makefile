@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # (the strict editable install is a link tree: mypy sees exactly the installed layout).
 PKG_DIRS := $(shell find smsgw protocol adapters -type d -not -name __pycache__)
 
-.PHONY: run test typecheck bench clean
+.PHONY: run test typecheck bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ typecheck: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python scripts/bench/cmpp_throughput.py --count 200000 --connections 1 --reports off
 	$(BIN)/python scripts/bench/cmpp_throughput.py --count 200000 --connections 1 --reports on
+	$(BIN)/python scripts/bench/e2e.py --count 50000 --mode batch
+	$(BIN)/python scripts/bench/e2e.py --count 20000 --mode single
+
+## make soak: the long kill -9 crash loop (not part of make test)
+soak: $(VENV)/.installed
+	$(BIN)/python scripts/bench/crash_loop.py
 
 clean:
 	rm -rf var $(VENV) build *.egg-info .hypothesis .mypy_cache
