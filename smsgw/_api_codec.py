@@ -117,9 +117,9 @@ def parse_send_body(value: Any, max_batch: int) -> tuple[list[SendRequest], bool
         raise rejected([Problem("", "wrong_type", "the body must be a JSON object (one message) or an "
                                 f"array of them, not {_kind(value)}")])
     if not value:
-        raise rejected([Problem("", "empty", "the array is empty: send at least one message")])
+        raise rejected([Problem("", "no_messages", "the array is empty: send at least one message")])
     if len(value) > max_batch:
-        raise rejected([Problem("", "too_many", f"the array has {len(value)} messages; at most "
+        raise rejected([Problem("", "too_many_messages", f"the array has {len(value)} messages; at most "
                                 f"{max_batch} are allowed per request: split it")])
     requests = []
     for i, item in enumerate(value):
@@ -182,7 +182,7 @@ def _recipients(to: Any, prefix: str, problems: list[Problem]) -> tuple[str, ...
         problems.append(Problem(where, "required", 'to is required: a mobile number like "13800138000" '
                                 "or an array of them"))
     elif type(to) is list and not to:
-        problems.append(Problem(where, "empty", "to is an empty array: name at least one recipient"))
+        problems.append(Problem(where, "no_recipients", "to is an empty array: name at least one recipient"))
     elif type(to) is list:
         for i, n in enumerate(to):
             if type(n) is not str or not _encodable(n):
@@ -250,7 +250,7 @@ def _string_problem(value: Any, where: str, wanted: str, problems: list[Problem]
     if value is _MISSING and required:
         problems.append(Problem(where, "required", f"{name} is required: {wanted}"))
     elif type(value) is str:
-        problems.append(Problem(where, "bad_text", f"{name} contains an unpaired UTF-16 surrogate "
+        problems.append(Problem(where, "unencodable_text", f"{name} contains an unpaired UTF-16 surrogate "
                                 "(a lone \\ud800-\\udfff escape): send real characters"))
     else:
         problems.append(Problem(where, "wrong_type", f"{name} must be {wanted}, not {_kind(value)}"))

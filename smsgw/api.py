@@ -13,15 +13,14 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any, Callable, Sequence, cast
 from urllib.parse import unquote_to_bytes
 
 import structlog
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
-from twisted.web import http, server
+from twisted.web import server
 from twisted.web.resource import Resource
 
 from smsgw._api_codec import (
@@ -38,6 +37,7 @@ from smsgw._api_codec import (
     rejected,
     status_json,
 )
+from smsgw._api_http import ApiRequest, ApiSite, text
 from smsgw._openapi import build_openapi
 from smsgw.model import Account, GatewayApi, RequestRejected, ServiceUnavailable
 
@@ -47,7 +47,6 @@ INTERFACE = "rest"  # the name accounts list in `interfaces`, and what the gatew
 RETRY_AFTER_S = 5
 _AUTH_CHALLENGE = b'Bearer realm="smsgw"'
 _JSON = [b"application/json"]
-_SERVER = [b"smsgw"]
 _REASONS = {413: b"Content Too Large", 422: b"Unprocessable Content"}  # RFC 9110 names Twisted lacks
 _HASH = re.compile("[0-9a-f]{64}")
 _log = structlog.get_logger()
@@ -100,7 +99,7 @@ def make_api(gateway: GatewayApi, accounts: Sequence[Account], *, max_body_bytes
     openapi = encode(build_openapi(max_batch=max_batch, max_body_bytes=max_body_bytes))
     resource = _ApiResource(gateway, _accounts_by_hash(accounts), max_batch=max_batch,
                             request_timeout=request_timeout, clock=clock, openapi=openapi)
-    return _ApiSite(resource, max_body_bytes, clock)
+    return ApiSite(resource, max_body_bytes, clock)
 
 
 def _accounts_by_hash(accounts: Sequence[Account]) -> dict[str, Account]:
@@ -126,85 +125,12 @@ def _accounts_by_hash(accounts: Sequence[Account]) -> dict[str, Account]:
     return by_hash
 
 
-class _ApiSite(server.Site):
-    """A Site whose requests enforce the body limit while the body arrives."""
-
-    def __init__(self, resource: _ApiResource, max_body_bytes: int, clock: IReactorTime) -> None:
-        super().__init__(resource, requestFactory=_ApiRequest, parsePOSTFormSubmission=False, reactor=clock)
-        self.api = resource
-        self.max_body_bytes = max_body_bytes
-        self.displayTracebacks = False
-
-    def log(self, request: http.Request) -> None:
-        """No Combined Log Format line: _ApiResource logs one structured line per request."""
-
-
-class _ApiRequest(server.Request):
-    """A request that refuses an oversized body as soon as it can tell (Content-Length or streaming)."""
-
-    refused = False
-    lost = False
-    body: BytesIO  # set by gotLength, which Twisted calls once the headers are in
-    _received = 0
-
-    def gotLength(self, length: int | None) -> None:
-        # Our limit bounds the body, so it always goes to memory (Twisted would
-        # spool bodies of unknown or 100 kB+ length to a temporary file).
-        self.content = self.body = BytesIO()
-        limit = self._limit()
-        if length is not None and length > limit:
-            self._refuse(f"the body is {length} bytes; at most {limit} are accepted: send fewer messages "
-                         "per request")
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self.refused:
-            return
-        self._received += len(data)
-        limit = self._limit()
-        if self._received > limit:
-            self._refuse(f"the body is more than {limit} bytes, the most accepted: send fewer messages "
-                         "per request")
-        else:
-            self.body.write(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if not self.refused:  # the rest of a refused body arrived before the connection closed
-            super().requestReceived(command, path, version)
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.lost = True
-        super().connectionLost(reason)
-
-    def _limit(self) -> int:
-        return cast(_ApiSite, self.channel.site).max_body_bytes  # type: ignore[attr-defined]
-
-    def _refuse(self, message: str) -> None:
-        """Answer 413 before reading the body, and close: HTTP cannot skip an unread body."""
-        self.refused = True
-        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
-        channel = self.channel
-        body = error_body("payload_too_large", message)
-        cast(ITransport, channel.transport).write(
-            b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\nServer: smsgw\r\n\r\n%s" % (len(body), body))
-        channel.loseConnection()
-        # The request line is parsed but not yet handed to the request object.
-        method = getattr(channel, "_command", b"?")
-        path = getattr(channel, "_path", b"?").split(b"?", 1)[0]
-        _log.info("http_request", method=_text(method), path=_text(path), status=413, account=None,
-                  duration_ms=0.0, messages=None)
-
-
-def _text(raw: bytes, limit: int = 200) -> str:
-    return raw[:limit].decode("utf-8", "replace")
-
-
 class _Exchange:
     """One request in flight: what its log line and its late answers need."""
 
     __slots__ = ("request", "started", "account", "messages", "single", "arg", "done")
 
-    def __init__(self, request: _ApiRequest, started: float) -> None:
+    def __init__(self, request: ApiRequest, started: float) -> None:
         self.request = request
         self.started = started
         self.account: Account | None = None
@@ -245,7 +171,7 @@ class _ApiResource(Resource):
             table = self._prefixed if brace else self._static
             table.setdefault(head.encode(), {})[route.method.encode()] = (route, getattr(self, route.handler))
 
-    def render(self, request: _ApiRequest) -> int:
+    def render(self, request: ApiRequest) -> int:
         ex = _Exchange(request, self._clock.seconds())
         try:
             route, handler, arg = self._match(request.method, request.path)
@@ -258,6 +184,11 @@ class _ApiResource(Resource):
             self._crash(ex, Failure())
         return server.NOT_DONE_YET
 
+    def stop(self) -> None:
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+
     # -- routing and checks -----------------------------------------------------------------
 
     def _match(self, method: bytes, path: bytes) -> tuple[Route, _Handler, bytes]:
@@ -269,16 +200,16 @@ class _ApiResource(Resource):
                     methods, arg = table, path[len(prefix):]
                     break
             else:
-                raise ApiError(404, "not_found", f"no such path {_text(path)!r}: the API's paths are listed in "
+                raise ApiError(404, "not_found", f"no such path {text(path)!r}: the API's paths are listed in "
                                "/api/v1/openapi.json")
         entry = methods.get(method)
         if entry is None:
             allowed = b", ".join(sorted(methods))
-            raise ApiError(405, "method_not_allowed", f"{_text(method)} is not allowed on {_text(path)!r}: use "
+            raise ApiError(405, "method_not_allowed", f"{text(method)} is not allowed on {text(path)!r}: use "
                            f"{allowed.decode()}", headers={b"allow": allowed})
         return entry[0], entry[1], arg
 
-    def _authenticate(self, request: _ApiRequest, needs_rest: bool) -> Account:
+    def _authenticate(self, request: ApiRequest, needs_rest: bool) -> Account:
         headers = request.requestHeaders
         authorization = headers.getRawHeaders(b"authorization")
         if authorization is not None:
@@ -302,11 +233,11 @@ class _ApiResource(Resource):
         return account
 
     @staticmethod
-    def _check_json_type(request: _ApiRequest) -> None:
+    def _check_json_type(request: ApiRequest) -> None:
         ctype = request.requestHeaders.getRawHeaders(b"content-type")
         if ctype is not None and (ctype[0] == b"application/json" or _is_json_type(ctype[0])):
             return
-        got = f"not {_text(ctype[0])!r}" if ctype else "no Content-Type was sent"
+        got = f"not {text(ctype[0])!r}" if ctype else "no Content-Type was sent"
         raise ApiError(415, "unsupported_media_type",
                        f"the body must be Content-Type: application/json (charset=utf-8 optional); {got}")
 
@@ -374,9 +305,9 @@ class _ApiResource(Resource):
         elif isinstance(exc, RequestRejected):
             self._fail(ex, _rejected(exc, ex.single))
         elif isinstance(exc, ServiceUnavailable):
-            reason = f" ({exc})" if str(exc) else ""
-            self._fail(ex, ApiError(503, "unavailable", f"the gateway is not taking requests now{reason}: "
-                                    f"retry in {RETRY_AFTER_S} s", headers={b"retry-after": b"%d" % RETRY_AFTER_S}))
+            reason = str(exc) or "the gateway is not taking requests now"
+            self._fail(ex, ApiError(503, "unavailable", f"{reason}: retry in {RETRY_AFTER_S} s",
+                                    headers={b"retry-after": b"%d" % RETRY_AFTER_S}))
         else:
             self._crash(ex, failure)
 
@@ -421,7 +352,6 @@ class _ApiResource(Resource):
         if not request.lost:
             request.setResponseCode(status, _REASONS.get(status))
             out = request.responseHeaders
-            out.setRawHeaders(b"server", _SERVER)
             out.setRawHeaders(b"content-type", _JSON)
             out.setRawHeaders(b"content-length", [b"%d" % len(body)])
             if headers:
@@ -438,7 +368,7 @@ class _ApiResource(Resource):
 
 def _where(ex: _Exchange) -> dict[str, Any]:
     request = ex.request
-    return {"method": _text(request.method), "path": _text(request.path),
+    return {"method": text(request.method), "path": text(request.path),
             "account": ex.account.name if ex.account else None}
 
 

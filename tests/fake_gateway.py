@@ -53,6 +53,7 @@ class FakeGateway:
         self.mode = "normal"
         self.accepted_requests: list[tuple[str, str, tuple[SendRequest, ...]]] = []
         self.held: list[tuple[Deferred[list[AcceptedMessage]], list[AcceptedMessage]]] = []
+        self.held_reads: list[str] = []  # ids asked for while holding (those never answer)
         self._messages: dict[str, MessageView] = {}
         self._by_ref: dict[tuple[str, str], AcceptedMessage] = {}
         self._mo: list[MoView] = []
@@ -84,6 +85,7 @@ class FakeGateway:
     def get_message(self, account: Account, message_id: str) -> Deferred[MessageView | None]:
         """One of the account's own messages, or None (unknown id or someone else's)."""
         if self.mode == "hold":
+            self.held_reads.append(message_id)
             return Deferred()
         view = self._messages.get(message_id)
         return succeed(view if view is not None and view.account == account.name else None)

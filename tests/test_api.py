@@ -155,14 +155,14 @@ class ApiCase(TestCase):
         self.doc = build_openapi(max_batch=options.get("max_batch", 1000),
                                  max_body_bytes=options.get("max_body_bytes", 4 * 1024 * 1024))
         self.connections = _Connections(make_api(self.gateway, ACCOUNTS, **options))
-        port = R.listenTCP(0, self.connections, interface="127.0.0.1")
+        port = self.listening = R.listenTCP(0, self.connections, interface="127.0.0.1")
         self.port = port.getHost().port
         pool = HTTPConnectionPool(R, persistent=True)
         self.agent = Agent(R, pool=pool)
 
         async def stop() -> None:
             await pool.closeCachedConnections()
-            await port.stopListening()
+            await defer.maybeDeferred(port.stopListening)  # a test may have stopped it already
             await wait_for(lambda: not self.connections.protocols, what="the server to close its connections")
 
         self.addCleanup(lambda: defer.ensureDeferred(stop()))
@@ -230,6 +230,7 @@ class SendTests(ApiCase):
         [message] = reply.json["messages"]
         assert message == {"id": message["id"], "ref": "otp-1", "recipients": 1, "segments": 1,
                            "dropped_duplicates": []}
+        assert reply.headers["server"] == "smsgw" and reply.headers["date"].endswith(" GMT")
         assert gateway.accepted_requests == [("demo", "rest", (SendRequest((MOBILE,), "Your code is 493021",
                                                                            ref="otp-1"),))]
 
@@ -320,14 +321,14 @@ class SendTests(ApiCase):
     async def test_shape_errors_of_the_whole_body(self) -> None:
         """An empty array, too many messages, or a body that is no object or array is a 422 at ""."""
         self.start(max_batch=2)
-        for body, code in (([], "empty"), ([{"to": MOBILE, "text": "x"}] * 3, "too_many"), ("text", "wrong_type"),
-                           (42, "wrong_type"), ({"to": [], "text": "x"}, "empty")):
+        for body, code in (([], "no_messages"), ([{"to": MOBILE, "text": "x"}] * 3, "too_many_messages"),
+                           ("text", "wrong_type"), (42, "wrong_type"), ({"to": [], "text": "x"}, "no_recipients")):
             reply = await self.send(body)
             assert reply.status == 422, body
             [detail] = reply.error["details"]
             assert detail["code"] == code
         reply = await self.send(None, raw=b'{"to": "13800138000", "text": "x", "ref": "\\ud800"}')
-        assert reply.error["details"][0]["code"] == "bad_text"
+        assert reply.error["details"][0]["code"] == "unencodable_text"
 
     async def test_malformed_json_is_400_with_line_and_column(self) -> None:
         """Broken JSON is a 400 that says where it broke."""
@@ -441,6 +442,35 @@ class SendTests(ApiCase):
         gateway.mode = "normal"
         again = await self.send(body)
         assert again.status == 202 and again.json["messages"][0]["id"] == held.id
+
+    async def test_each_waiting_request_times_out_on_its_own_deadline(self) -> None:
+        """Requests that started 10 s apart get their 503s 10 s apart, and a read says to retry later."""
+        clock = Clock()
+        gateway = self.start(clock=clock, request_timeout=30)
+        gateway.mode = "hold"
+        first = defer.ensureDeferred(self.call("GET", "/api/v1/messages/m1"))
+        await wait_for(lambda: gateway.held_reads == ["m1"], what="the first request to reach the gateway")
+        clock.advance(10)
+        second = defer.ensureDeferred(self.call("GET", "/api/v1/messages/m2"))
+        await wait_for(lambda: gateway.held_reads == ["m1", "m2"], what="the second request to reach the gateway")
+        clock.advance(20)
+        reply = await first
+        assert reply.status == 503 and reply.error["message"].endswith("retry later")
+        assert not second.called
+        clock.advance(10)
+        assert (await second).status == 503
+
+    async def test_stopping_the_site_cancels_the_timeout_timer(self) -> None:
+        """Once the port stops listening, no API timer is left in the reactor."""
+        gateway = self.start(request_timeout=30)
+        gateway.mode = "hold"
+        pending = defer.ensureDeferred(self.send({"to": MOBILE, "text": "x"}))
+        await wait_for(lambda: gateway.held, what="the accept to reach the gateway")
+        gateway.release()
+        assert (await pending).status == 202
+        assert [c for c in R.getDelayedCalls() if c.func.__name__ == "_sweep"]
+        await self.listening.stopListening()
+        assert [c for c in R.getDelayedCalls() if c.func.__name__ == "_sweep"] == []
 
     async def test_each_request_logs_one_line_without_the_key(self) -> None:
         """Every request logs one http_request line with method, path, status, account, duration and count."""
@@ -712,7 +742,8 @@ _MESSAGE = (st.dictionaries(_FIELDS, _VALUES, max_size=8)
                                               "send_at": st.integers(0, 2**31) | _SCALARS,
                                               "ext": st.sampled_from(["01", "x", None]), "ref": _SCALARS,
                                               "report": st.booleans() | _SCALARS}))
-_SCHEMA_CODES = {"wrong_type", "unknown_field", "required", "empty", "too_many", "out_of_range"}
+_SCHEMA_CODES = {"wrong_type", "unknown_field", "required", "no_messages", "no_recipients", "too_many_messages",
+                 "out_of_range"}
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])

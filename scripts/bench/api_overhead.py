@@ -19,22 +19,16 @@ api_us_per_request includes Twisted's HTTP handling and the fake gateway's accep
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
+import pathlib
+import resource
+import selectors
+import socket
 import sys
-
-# Python puts this folder first on sys.path, and a sibling script is called logging.py:
-# drop the folder so `import logging` (structlog, Twisted) means the standard library.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
-
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import pathlib  # noqa: E402
-import resource  # noqa: E402
-import selectors  # noqa: E402
-import socket  # noqa: E402
-import time  # noqa: E402
-from typing import Any, cast  # noqa: E402
+import time
+from typing import Any, cast
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEY = b"demo-key"
