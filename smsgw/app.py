@@ -144,15 +144,19 @@ class Daemon(Service):
         self.gateway.stop_accepting()
         if self.api_port is not None:
             yield self.api_port.stopListening()
+        budget = self.config.shutdown.drain_timeout
+        started = self._reactor.seconds()
         drained = self.gateway.stop()
-        drained.addTimeout(self.config.shutdown.drain_timeout, self._reactor)
+        drained.addTimeout(budget, self._reactor)
         try:
             yield drained
         except defer.TimeoutError:
             left = sum(d.inflight for d in self.dispatchers.values())
             log.warning("drain_timeout", inflight=left,
                         action="left leased to this node: resent when it starts again")
-        yield defer.DeferredList([defer.maybeDeferred(link.stopService) for link in self.links.values()])
+        # The links get what is left of the budget (at least 2 s): TERMINATE, then abort.
+        left = max(2.0, budget - (self._reactor.seconds() - started))
+        yield defer.DeferredList([link.stop(left) for link in self.links.values()])
         if self.simulator is not None:
             yield defer.maybeDeferred(self.simulator.stopService)
         if self._watchdog is not None:

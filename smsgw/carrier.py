@@ -292,6 +292,7 @@ class CarrierLink(MultiService):
         self._timer: IDelayedCall | None = None
         self._stopped: defer.Deferred[None] | None = None
         self._clients: list[ClientService] = []
+        self._closing_time = config.response_timeout
         # Twisted's ClientService cannot take a connection that closes after a
         # failed prepareConnection (automat NoTransition), so a refused login is
         # not reported through it: the retry policy adds the slot's consecutive
@@ -367,12 +368,26 @@ class CarrierLink(MultiService):
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop taking submits, wait (bounded) for answers, TERMINATE every session, close."""
+        return self.stop()
+
+    def stop(self, budget: float | None = None) -> defer.Deferred[None]:
+        """Like stopService, but done within `budget` seconds when given.
+
+        Answers are awaited for at most `stop_timeout` (and 70% of the budget),
+        the TERMINATE_RESP for at most `response_timeout` (and the rest of the
+        budget, at least 0.5 s); a connection still open then is aborted.
+        """
         self._accepting = False
         self._fail_pending(LinkDown(f"link {self.name} stopping", sent=False))
         d: defer.Deferred[None] = defer.Deferred()
         self._stopped = d
-        deadline = self._clock.seconds() + self.config.stop_timeout
-        self._wait_drained(deadline)
+        answers = self.config.stop_timeout
+        closing = self.config.response_timeout
+        if budget is not None:
+            answers = min(answers, budget * 0.7)
+            closing = min(closing, max(0.5, budget - answers))
+        self._closing_time = closing
+        self._wait_drained(self._clock.seconds() + answers)
         d.addCallback(self._stop_children)
         return d
 
@@ -389,12 +404,17 @@ class CarrierLink(MultiService):
         for proto in closing:
             proto.session.terminate(self._clock.seconds())
             proto.pump()
-        self._wait_closed(closing, deadline + self.config.response_timeout)
+        self._wait_closed(closing, self._clock.seconds() + self._closing_time)
 
     def _wait_closed(self, protos: list[CmppProtocol], deadline: float) -> None:
         if any(p in self._live for p in protos) and self._clock.seconds() < deadline:
             self._clock.callLater(0.05, self._wait_closed, protos, deadline)
             return
+        for proto in protos:
+            if proto in self._live and proto.transport is not None:
+                log.warning("link_aborted", link=self.name, conn=proto.label,
+                            reason="no TERMINATE_RESP in time; connection aborted")
+                proto.transport.abortConnection()  # type: ignore[attr-defined]
         log.info("link_stopped", link=self.name, unanswered=len(self._inflight))
         assert self._stopped is not None
         self._stopped.callback(None)
