@@ -178,7 +178,10 @@ class Dispatcher:
         code, reason, transient = classify(error)
         accepted = [SegmentIds(s.pk_number, s.pk_total, msg_id_to_text(s.msg_id)) for s in error.accepted]
         retry_at = None
-        if transient and item.attempt < self._max_attempts:
+        if isinstance(error, LinkDown) and not error.sent and not error.accepted:
+            # It never left us (link stopping, or no room in time): no attempt was used up.
+            retry_at = now + self._retry_initial
+        elif transient and item.attempt < self._max_attempts:
             retry_at = now + min(self._retry_max, self._retry_initial * 2 ** (item.attempt - 1))
         self._store.write("failed", FailedArgs(item.recipient_id, item.attempt, reason, code, retry_at,
                                                accepted, now))
