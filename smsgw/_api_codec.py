@@ -13,7 +13,7 @@ import datetime
 import difflib
 import json
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from smsgw.model import (
     PRIORITY_BULK,
@@ -31,6 +31,9 @@ SEND_FIELDS = ("to", "text", "priority", "send_at", "ext", "ref", "report")
 PRIORITY_NAMES = {"urgent": PRIORITY_URGENT, "normal": PRIORITY_NORMAL, "bulk": PRIORITY_BULK}
 MO_LIMIT_DEFAULT, MO_LIMIT_MAX = 100, 1000
 MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z: the last second datetime can show
+# A 4 MiB body can hold a million bad items: name the first few of a kind, and cap the list,
+# so a refusal costs neither much CPU nor a huge answer.
+PER_FIELD_MAX, PROBLEMS_MAX = 20, 200
 _FIELD_SET = frozenset(SEND_FIELDS)
 _MISSING: Any = object()
 
@@ -49,12 +52,16 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-def rejected(problems: Iterable[Problem | dict[str, str]]) -> ApiError:
-    """The 422 for a request that is well-formed JSON but not a valid request."""
-    details = [p.as_dict() if isinstance(p, Problem) else p for p in problems]
-    noun = "problem" if len(details) == 1 else "problems"
-    return ApiError(422, "validation_failed",
-                    f"the request was not accepted: {len(details)} {noun}, listed in details", details)
+def rejected(problems: Sequence[Problem | dict[str, str]]) -> ApiError:
+    """The 422 for a request that is well-formed JSON but not a valid request (at most PROBLEMS_MAX listed)."""
+    details = [p.as_dict() if isinstance(p, Problem) else p for p in problems[:PROBLEMS_MAX]]
+    if len(problems) == 1:
+        message = "the request was not accepted: 1 problem, listed in details"
+    elif len(problems) <= PROBLEMS_MAX:
+        message = f"the request was not accepted: {len(problems)} problems, listed in details"
+    else:
+        message = f"the request was not accepted: {len(problems)} problems, the first {PROBLEMS_MAX} listed in details"
+    return ApiError(422, "validation_failed", message, details)
 
 
 # -- request bodies ---------------------------------------------------------------------------
@@ -165,11 +172,15 @@ def _send_request(obj: Any, prefix: str, problems: list[Problem]) -> SendRequest
 
 
 def _unknown_fields(obj: dict[str, Any], prefix: str, problems: list[Problem]) -> None:
-    for name in sorted(obj.keys() - _FIELD_SET):
+    unknown = sorted(obj.keys() - _FIELD_SET)
+    for name in unknown[:PER_FIELD_MAX]:
         close = difflib.get_close_matches(name, SEND_FIELDS, n=1)
         hint = f"did you mean {_show(close[0])}? " if close else ""
         problems.append(Problem(_at(prefix, _safe(name)), "unknown_field", f"unknown field {_show(name)}: "
                                 f"{hint}the fields are {', '.join(SEND_FIELDS)}"))
+    if len(unknown) > PER_FIELD_MAX:
+        problems.append(Problem(prefix, "unknown_field", f"and {len(unknown) - PER_FIELD_MAX} more unknown "
+                                "fields"))
 
 
 def _recipients(to: Any, prefix: str, problems: list[Problem]) -> tuple[str, ...]:
@@ -184,9 +195,12 @@ def _recipients(to: Any, prefix: str, problems: list[Problem]) -> tuple[str, ...
     elif type(to) is list and not to:
         problems.append(Problem(where, "no_recipients", "to is an empty array: name at least one recipient"))
     elif type(to) is list:
-        for i, n in enumerate(to):
-            if type(n) is not str or not _encodable(n):
-                _string_problem(n, f"{where}[{i}]", 'a string like "13800138000"', problems)
+        bad = [i for i, n in enumerate(to) if type(n) is not str or not _encodable(n)]
+        for i in bad[:PER_FIELD_MAX]:
+            _string_problem(to[i], f"{where}[{i}]", 'a string like "13800138000"', problems)
+        if len(bad) > PER_FIELD_MAX:
+            problems.append(Problem(where, "wrong_type", f"and {len(bad) - PER_FIELD_MAX} more items of to "
+                                    "are not strings"))
     else:
         problems.append(Problem(where, "wrong_type", 'to must be a string like "13800138000" or an array of '
                                 f"them, not {_kind(to)}"))

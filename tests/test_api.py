@@ -306,6 +306,18 @@ class SendTests(ApiCase):
         assert messages["[1].to[1]"] == 'to[1] must be a string like "13800138000", not a number'
         assert gateway.accepted_requests == []
 
+    async def test_floods_of_problems_are_summarised(self) -> None:
+        """Thousands of bad items name the first 20 of a kind and the answer lists at most 200 problems."""
+        self.start()
+        reply = await self.send({"to": list(range(5000)), "text": "x", **{f"k{i:03d}": 1 for i in range(300)}})
+        details = reply.error["details"]
+        assert len(details) == 42
+        assert details[20] == {"where": "", "code": "unknown_field", "message": "and 280 more unknown fields"}
+        assert details[-1]["message"] == "and 4980 more items of to are not strings"
+        reply = await self.send([{"to": 1, "text": 2, "ref": 3}] * 100)
+        assert len(reply.error["details"]) == 200
+        assert reply.error["message"].endswith("300 problems, the first 200 listed in details")
+
     async def test_gateway_problems_are_located_in_the_body_sent(self) -> None:
         """The gateway's "[i]." locations lose the "[0]" for a single object and keep it in an array."""
         self.start()
