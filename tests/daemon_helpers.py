@@ -132,20 +132,6 @@ async def stop_daemon(daemon: Daemon) -> None:
     """Stop `daemon` if it is still running (safe as a cleanup after a test stopped it itself)."""
     if daemon.running:
         await daemon.stopService()
-    _cancel_api_timer(daemon)
-
-
-def _cancel_api_timer(daemon: Daemon) -> None:
-    # WORKAROUND: the REST API's request-timeout timer (smsgw/api.py _ApiResource._sweeper)
-    # stays armed for api.request_timeout seconds after the daemon stops: nothing in
-    # Daemon.stopService cancels it, and trial fails a test that leaves a DelayedCall.
-    # Remove this once the API has a stop hook that app.py calls.
-    port = daemon.api_port
-    resource = getattr(getattr(port, "factory", None), "api", None)
-    timer = getattr(resource, "_sweeper", None)
-    if timer is not None and timer.active():
-        timer.cancel()
-        resource._sweeper = None  # type: ignore[union-attr]
 
 
 def start_simulator(config: Config, **options: Any) -> IsmgSimulator:

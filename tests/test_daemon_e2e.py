@@ -150,6 +150,22 @@ class SendAndReportTests(DaemonCase):
             assert r["stat"] == seg["stat"] and seg["stat"] in FAIL_STATS
         assert view["state"] == "completed"
 
+    async def test_a_recipient_without_a_report_expires_and_a_late_report_still_delivers_it(self) -> None:
+        """With no report within report_timeout the recipient expires; the report arriving later delivers it."""
+        config = make_config(self.tmp, {"simulator": {"report_delay": 1.5}, "dispatch": {"report_timeout": 0.3}})
+        with capture_logs() as logs:
+            api = ApiClient.for_daemon(await self.daemon(config))
+            [mid] = await api.send({"to": "13800138000", "text": "迟到的状态报告"})
+            await wait_for(lambda: recipient_states(config) == {"expired": 1}, what="the recipient to expire")
+            assert rows(config, "SELECT state, open_recipients FROM messages") == [("completed", 0)]
+            await wait_for(lambda: recipient_states(config) == {"delivered": 1}, what="the late report")
+        assert [e["event"] for e in logs if e["event"] in ("recipient_expired", "recipient_final")] == [
+            "recipient_expired", "recipient_final"]
+        # The message was completed once: the late report does not count the recipient again.
+        assert rows(config, "SELECT state, open_recipients FROM messages") == [("completed", 0)]
+        view = await self.final_view(api, mid)
+        assert (view["recipients"][0]["state"], view["recipients"][0]["stat"]) == ("delivered", "DELIVRD")
+
     async def test_invalid_requests_are_refused_with_every_problem_and_nothing_stored(self) -> None:
         """Bad numbers and empty text get 422 listing every problem, and no row is written."""
         config = make_config(self.tmp)
@@ -338,7 +354,7 @@ class StopAndStatusTests(DaemonCase):
         "when app.py's drain_timeout cancels it, each Dispatcher's drain Deferred fails with "
         "CancelledError that nobody handles ('Unhandled error in Deferred' at shutdown)"))
     async def test_stop_without_drain_requeues_in_flight_work_on_the_next_start(self) -> None:
-        """With no time to drain, unanswered work stays leased and the next start requeues and finishes it."""
+        """Stopping with no time to drain loses nothing: the next start requeues and finishes what was left."""
         config = make_config(self.tmp, {"shutdown": {"drain_timeout": 0}},
                              carrier={"rate_limit": 100}, embedded_simulator=False)
         sim = self.simulator(config)
@@ -353,6 +369,8 @@ class StopAndStatusTests(DaemonCase):
             await self.daemon(config)
             await wait_for(lambda: recipient_states(config) == {"delivered": 200}, timeout=30,
                            what="all 200 recipients delivered after the restart")
+        # The links settle what they hold as they stop (answered, or failed and requeued), so
+        # usually nothing is left leased; whatever is, the second start requeues and says so.
         requeued = sum(e["count"] for e in events(logs, "inflight_requeued"))
         assert requeued == left.get("dispatching", 0)
         await wait_for(lambda: sim.stats.reports_acked >= 200, what="every report acknowledged")
