@@ -121,7 +121,7 @@ class Gateway:
         if self._sweeper is not None and self._sweeper.active():
             self._sweeper.cancel()
         self._sweeper = None
-        return defer.DeferredList([d.stop() for d in self._dispatchers.values()])
+        return defer.DeferredList([d.stop() for d in self._dispatchers.values()], consumeErrors=True)
 
     # --- GatewayApi ----------------------------------------------------------------
 
@@ -148,15 +148,20 @@ class Gateway:
             items.append(NewMessage(self._store.ids.next(), account.name, interface, message, links,
                                     self._store.ids.many(len(message.to)), now,
                                     needs_review=account.needs_review, notify=notify))
-        writes = [self._store.write("accept", item) for item in items]
-        d = defer.gatherResults(writes, consumeErrors=True)
-        return d.addCallbacks(lambda _: self._accepted(account, interface, items),
+        d = self._store.write("accept", items)  # one request: all its messages in one transaction
+        return d.addCallbacks(lambda ids: self._accepted(account, interface, items, ids),
                               lambda f: self._accept_failed(f, account))
 
-    def _accepted(self, account: Account, interface: str, items: list[NewMessage]) -> list[AcceptedMessage]:
+    def _accepted(self, account: Account, interface: str, items: list[NewMessage],
+                  ids: list[int]) -> list[AcceptedMessage]:
         out = []
-        for item in items:
+        for item, stored_id in zip(items, ids):
             m = item.message
+            if stored_id != item.id:
+                log.info("message_ref_repeated", message_id=str(stored_id), account=account.name, ref=m.ref,
+                         reason="this ref was accepted before: answered with the stored message, not sent again")
+                out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates))
+                continue
             log.info("message_accepted", message_id=str(item.id), account=account.name, interface=interface,
                      recipients=len(m.to), segments=m.segments, priority=m.priority, ref=m.ref,
                      send_at=m.send_at, text=m.text)
@@ -165,7 +170,7 @@ class Gateway:
                 if dispatcher is not None:
                     dispatcher.wake(account.name)
             out.append(AcceptedMessage(str(item.id), m.ref, len(m.to), m.segments, m.duplicates))
-        self._counts["accepted"] += sum(len(item.message.to) for item in items)
+        self._counts["accepted"] += sum(len(item.message.to) for item, i in zip(items, ids) if i == item.id)
         return out
 
     def _accept_failed(self, failure: Failure, account: Account) -> Failure:

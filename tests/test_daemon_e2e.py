@@ -14,7 +14,6 @@ import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
-import pytest
 from structlog.testing import capture_logs
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
@@ -349,10 +348,6 @@ class StopAndStatusTests(DaemonCase):
         assert second.links["sim"].live_connections == 1
         assert sim.stats.reports_acked >= 300
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "BUG: smsgw/pipeline.py Gateway.stop returns DeferredList(...) without consumeErrors=True; "
-        "when app.py's drain_timeout cancels it, each Dispatcher's drain Deferred fails with "
-        "CancelledError that nobody handles ('Unhandled error in Deferred' at shutdown)"))
     async def test_stop_without_drain_requeues_in_flight_work_on_the_next_start(self) -> None:
         """Stopping with no time to drain loses nothing: the next start requeues and finishes what was left."""
         config = make_config(self.tmp, {"shutdown": {"drain_timeout": 0}},

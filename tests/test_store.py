@@ -61,8 +61,8 @@ def prepared(to: tuple[str, ...], text: str = "hello", segments: int = 1, priori
 def accept(engine: Engine, ops: Ops, to: tuple[str, ...], account: str = "a", notify: str | None = None,
            **kw: Any) -> int:
     mid = ops.ids.next()
-    run(engine, ops.accept, NewMessage(mid, account, "rest", prepared(to, **kw), ["cmcc"] * len(to),
-                                       ops.ids.many(len(to)), NOW, notify=notify))
+    run(engine, ops.accept, [NewMessage(mid, account, "rest", prepared(to, **kw), ["cmcc"] * len(to),
+                                        ops.ids.many(len(to)), NOW, notify=notify)])
     return mid
 
 
@@ -293,3 +293,16 @@ def test_kept_mo_parts_are_deleted_with_the_reassembled_message(engine: Engine, 
                                "13800000001|106900001|svc||8|7|2"))
     with engine.connect() as conn:
         assert Store.mo_parts_kept(conn) == []
+
+
+def test_a_repeated_ref_is_answered_with_the_stored_message(engine: Engine, ops: Ops) -> None:
+    """Accepting a ref the account already used stores nothing new and returns the first id."""
+    first = NewMessage(ops.ids.next(), "a", "rest", PreparedMessage(("13800000001",), (), "hi", 1, 0, 5, None, "",
+                                                                    "order-1", True), ["cmcc"], ops.ids.many(1), NOW)
+    again = NewMessage(ops.ids.next(), "a", "rest", first.message, ["cmcc"], ops.ids.many(1), NOW)
+    other = NewMessage(ops.ids.next(), "b", "rest", first.message, ["cmcc"], ops.ids.many(1), NOW)
+    assert run(engine, ops.accept, [first]) == [[first.id]]
+    assert run(engine, ops.accept, [again, other]) == [[first.id, other.id]]
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.messages.c.id).order_by(schema.messages.c.id)).scalars().all() == [
+            first.id, other.id]

@@ -183,9 +183,20 @@ class Ops:
 
     # accept -----------------------------------------------------------------
 
-    def accept(self, conn: Connection, items: list[NewMessage]) -> list[int]:
+    def accept(self, conn: Connection, requests: list[list[NewMessage]]) -> list[list[int]]:
+        """Each argument is one request's messages: they commit together or not at all.
+
+        A message whose `ref` this account already used is not stored again: its
+        result is the id of the stored one (callers retry with the same ref safely).
+        """
+        items = [item for request in requests for item in request]
+        known = self._known_refs(conn, items)
         message_rows, recipient_rows = [], []
         for item in items:
+            if item.message.ref is not None and (item.account, item.message.ref) in known:
+                continue
+            if item.message.ref is not None:
+                known[(item.account, item.message.ref)] = item.id  # a repeat within this batch
             m = item.message
             state = M.ACCEPTED
             message_rows.append({
@@ -207,7 +218,21 @@ class Ops:
             conn.execute(messages.insert(), message_rows)
         if recipient_rows:
             conn.execute(recipients.insert(), recipient_rows)
-        return [item.id for item in items]
+        return [[known.get((item.account, item.message.ref), item.id) if item.message.ref is not None else item.id
+                 for item in request] for request in requests]
+
+    def _known_refs(self, conn: Connection, items: list[NewMessage]) -> dict[tuple[str, str], int]:
+        m = messages.c
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for item in items:
+            if item.message.ref is not None:
+                wanted[item.account].add(item.message.ref)
+        known: dict[tuple[str, str], int] = {}
+        for account, refs in wanted.items():
+            for chunk in _chunks(sorted(refs), 500):
+                for row in conn.execute(select(m.id, m.ref).where(m.account == account, m.ref.in_(chunk))):
+                    known.setdefault((account, row.ref), row.id)
+        return known
 
     # claims and leases ---------------------------------------------------------
 
