@@ -19,7 +19,6 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads
 from twisted.python.threadpool import ThreadPool
 
-from smsgw.lifecycle import FINAL
 from smsgw.model import MessageView, MoPage, MoView, RecipientView, SegmentView
 from smsgw.store import migrations, schema
 from smsgw.store._engine import StoreUnavailable, dialect_of, make_engine
@@ -163,5 +162,3 @@ class Store:
         out.update({state: count for state, count in rows})
         return out
 
-
-assert "queued" not in FINAL
