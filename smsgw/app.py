@@ -14,18 +14,17 @@ starts again (at-least-once).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import structlog
 from twisted.application.service import Service
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IListeningPort
+from twisted.python.failure import Failure
 
 from smsgw import sdnotify
 from smsgw.api import make_api
 from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
-from smsgw.protocol.cmpp import ConcatInfo
 from smsgw.config import Config
 from smsgw.dispatch import Dispatcher
 from smsgw.pipeline import AutoReplyRule, Gateway, MoRule, Timing
@@ -92,24 +91,30 @@ class Daemon(Service):
 
     def _restore_mo_parts(self, kept: list[tuple[str, str, int, bytes, int, float]]) -> None:
         """Long MO parts committed before a restart go back into their link's reassembler."""
-        for link_name, part_set, number, payload, msg_fmt, received_at in kept:
-            link = self.links.get(link_name)
-            head, ref16, reference, total = part_set.rsplit("|", 3)
-            src, dest_id, service_id, link_id = head.split("|", 3)
+        for row in kept:
+            part = MoPart.kept(*row)
+            link = self.links.get(part.link)
             if link is None:
-                log.warning("mo_part_orphaned", link=link_name, part_set=part_set, reason="link no longer configured")
+                log.warning("mo_part_orphaned", link=part.link, part_set=part.part_set,
+                            reason="link no longer configured")
                 continue
-            info = ConcatInfo(int(reference), int(total), number, ref16 == "16")
-            link.restore_mo_part(MoPart(link_name, (src, dest_id, service_id, link_id), info, payload, msg_fmt,
-                                        received_at))
+            link.restore_mo_part(part)
         if kept:
             log.info("mo_parts_restored", parts=len(kept))
 
     # --- lifecycle ---------------------------------------------------------------
 
+    def start(self) -> defer.Deferred[None]:
+        """Start everything; fails (the caller then stops what did start) if a part cannot start."""
+        d: defer.Deferred[None] = self._start()
+        return d.addErrback(self._start_failed)
+
+    def _start_failed(self, failure: Failure) -> Failure:
+        log.error("daemon_start_failed", error=failure.getErrorMessage())
+        return failure
+
     @defer.inlineCallbacks
-    def start(self) -> Any:
-        """Start everything; fails (and leaves nothing running) if a part cannot start."""
+    def _start(self) -> Any:
         Service.startService(self)
         self.store.start()
         self._restore_mo_parts((yield self.store.read(Store.mo_parts_kept)))
@@ -166,8 +171,7 @@ class Daemon(Service):
 
     def healthy(self) -> bool:
         """For the systemd watchdog: the store's writer thread is alive."""
-        thread = self.store.writer._thread
-        return isinstance(thread, threading.Thread) and thread.is_alive()
+        return self.store.writer.alive()
 
     def api_address(self) -> str | None:
         if self.api_port is None:

@@ -230,6 +230,20 @@ class MoPart:
     msg_fmt: int
     received_at: float
 
+    @property
+    def part_set(self) -> str:
+        """The id of the long message this part belongs to (`MoMessage.part_set` once whole)."""
+        return part_set_id(self.key, self.info.ref16, self.info.reference, self.info.total)
+
+    @classmethod
+    def kept(cls, link: str, part_set: str, number: int, payload: bytes, msg_fmt: int,
+             received_at: float) -> MoPart:
+        """Rebuild a part the owner stored under its `part_set` id."""
+        head, bits, reference, total = part_set.rsplit("|", 3)
+        src, dest_id, service_id, link_id = head.split("|", 3)
+        info = ConcatInfo(int(reference), int(total), number, bits == "16")
+        return cls(link, (src, dest_id, service_id, link_id), info, payload, msg_fmt, received_at)
+
 
 ReportCallback = Callable[[LinkReport], Any]
 MoPartCallback = Callable[[MoPart], Any]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from smsgw import __version__
 
@@ -173,19 +173,21 @@ def _demo(args: argparse.Namespace) -> int:
                                              exit_after=args.exit_after))
 
 
-def _run_service(reactor: Any, service: Any) -> int:
-    """Start a service under the reactor; SIGINT/SIGTERM stop it gracefully."""
-    failures: list[BaseException] = []
+def _run_service(reactor: Any, service: Any, start: Callable[[], Any] | None = None,
+                 command: str = "smsgw") -> int:
+    """Start a service under the reactor (with `start`, which may return a Deferred, or startService);
+    SIGINT/SIGTERM stop it gracefully. A start that fails stops what did start and exits 1."""
+    from twisted.internet import defer
 
-    def start() -> None:
-        try:
-            service.startService()
-        except Exception as exc:  # listen failures and the like: report them, exit non-zero
-            failures.append(exc)
-            print(f"smsgw: cannot start: {exc}", file=sys.stderr)
-            reactor.stop()
+    failures: list[str] = []
 
-    reactor.callWhenRunning(start)
+    def failed(failure: Any) -> None:  # listen failures, an outdated schema and the like
+        failures.append(failure.getErrorMessage())
+        print(f"{command}: cannot start: {failures[-1]}", file=sys.stderr)
+        stopped = defer.maybeDeferred(service.stopService) if service.running else defer.succeed(None)
+        stopped.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(lambda: defer.maybeDeferred(start or service.startService).addErrback(failed))
     reactor.addSystemEventTrigger("before", "shutdown", lambda: service.stopService() if service.running else None)
     reactor.run()
     return 1 if failures else 0

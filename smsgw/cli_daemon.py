@@ -12,8 +12,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import structlog
-
 from smsgw.config import Config, ConfigError, check_config as _check, load_config
 
 
@@ -73,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from smsgw import logs, sdnotify
     from smsgw.app import Daemon
-    from smsgw.store import migrations
+    from smsgw.cli import _run_service
 
     reactor: Any = _reactor
     try:
@@ -88,32 +86,11 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - e.g. a driver that is not installed
         print(f"smsgw run: cannot build the daemon: {exc}", file=sys.stderr)
         return 1
-    failures: list[str] = []
-
-    def failed(failure: Any) -> None:
-        error = failure.value
-        text = str(error) if isinstance(error, (migrations.SchemaOutdated, OSError)) else failure.getErrorMessage()
-        failures.append(text)
-        print(f"smsgw run: cannot start: {text}", file=sys.stderr)
-        structlog.get_logger("smsgw.app").error("daemon_start_failed", error=text)
-        d = daemon.stopService() if daemon.running else None
-        if d is not None:
-            d.addBoth(lambda _: reactor.stop())
-        else:
-            reactor.stop()
-
-    def start() -> None:
-        d = daemon.start()
-        d.addErrback(failed)
-
     def reopen(signum: int, frame: Any) -> None:
         reactor.callFromThread(logs.reopen_log_files)
 
     signal.signal(signal.SIGHUP, reopen)
-    reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("before", "shutdown", lambda: daemon.stopService() if daemon.running else None)
-    reactor.run()
-    return 1 if failures else 0
+    return _run_service(reactor, daemon, daemon.start, "smsgw run")
 
 
 def _api(config: Config, key: str | None, method: str, path: str, body: Any = None) -> tuple[int, Any]:

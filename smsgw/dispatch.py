@@ -29,12 +29,11 @@ from smsgw.carrier import (
     SubmitResult,
     SubmitTimedOut,
 )
-from smsgw.protocol.cmpp import msg_id_to_text, submit_result_text
+from smsgw.protocol.cmpp import RESULT_FLOW_CONTROL, msg_id_to_text, submit_result_text
 from smsgw.store import Claimed, ClaimArgs, FailedArgs, SegmentIds, Store, SubmittedArgs
 
 log = structlog.get_logger("smsgw.dispatch")
 
-RESULT_FLOW_CONTROL = 8
 IDLE_POLL = 1.0  # seconds between looks at an idle or down link's queue (scheduled sends become due)
 
 
@@ -88,9 +87,6 @@ class Dispatcher:
         self._origins[origin] = True
         if self._running and not self._claiming:
             self.pump()
-
-    def origins(self) -> list[str]:
-        return list(self._origins)
 
     # --- claiming ----------------------------------------------------------------
 

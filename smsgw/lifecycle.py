@@ -9,7 +9,7 @@ own (see docs/message-lifecycle.md for the picture):
                                                                     (a late report still moves expired on)
 
 Bulk SQL updates (claims, sweeps) select their rows with `sources(target)`;
-row-by-row updates call `check(old, new)`. Nothing else decides.
+row-by-row updates ask `allowed(old, new)`. Nothing else decides.
 """
 
 from __future__ import annotations
@@ -60,15 +60,6 @@ TRANSITIONS: Final[frozenset[tuple[str, str]]] = frozenset({
 
 FINAL: Final[frozenset[str]] = frozenset({R.DELIVERED, R.UNDELIVERABLE, R.EXPIRED, R.FAILED, R.SENT})
 """States that close a recipient (the message's open count drops once, on the first)."""
-
-
-class IllegalTransition(Exception):
-    """A bug: some code tried a move the table does not allow."""
-
-
-def check(old: str, new: str) -> None:
-    if (old, new) not in TRANSITIONS:
-        raise IllegalTransition(f"recipient cannot go from {old!r} to {new!r}")
 
 
 def allowed(old: str, new: str) -> bool:

@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart, part_set_id
+from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
 from smsgw.dispatch import Dispatcher
 from smsgw.protocol.cmpp import msg_id_to_text
 from smsgw.model import (
@@ -259,8 +259,7 @@ class Gateway:
 
     def on_mo_part(self, part: MoPart) -> defer.Deferred[int]:
         """Keep one part of a long MO durable until its set is whole (acknowledged once committed)."""
-        part_set = part_set_id(part.key, part.info.ref16, part.info.reference, part.info.total)
-        return self._store.write("mo_part", MoPartArgs(part.link, part_set, part.info.number, part.payload,
+        return self._store.write("mo_part", MoPartArgs(part.link, part.part_set, part.info.number, part.payload,
                                                        part.msg_fmt, part.received_at))
 
     def _auto_reply(self, rule: AutoReplyRule, mo: MoMessage, ext: str) -> None:

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,18 +29,14 @@ from typing import Any, Callable
 
 import yaml
 
+from ports import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SP_ID, SECRET = "901234", "secret"
 API_KEY = "demo-key"  # the demo account of conf/smsgw.yaml
 FINAL_STATES = frozenset({"delivered", "undeliverable", "failed", "expired", "sent"})
 LONG_TEXT = "Crash test: " + "0123456789" * 19  # 202 ASCII characters: two segments
 POST_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float, interval: float = 0.05) -> None:

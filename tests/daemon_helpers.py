@@ -17,7 +17,6 @@ import copy
 import hashlib
 import json
 import pathlib
-import socket
 import sqlite3
 import time
 import urllib.error
@@ -34,6 +33,8 @@ from smsgw.config import Config, load_config
 from smsgw.simulator import IsmgSimulator, SimulatorConfig
 from smsgw.store import make_engine, migrations
 
+from ports import free_port
+
 R: Any = reactor
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEMO_KEY = "demo-key"  # the key of conf/smsgw.yaml's demo account
@@ -48,13 +49,6 @@ FAST: dict[str, Any] = {
 }
 FAST_CARRIER: dict[str, Any] = {"reconnect_initial": 0.1, "reconnect_max": 0.5, "response_timeout": 5.0,
                                 "stop_timeout": 2.0, "submit_wait": 5.0}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def key_hash(key: str) -> str:

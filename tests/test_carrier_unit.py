@@ -340,7 +340,8 @@ def test_long_mo_parts_are_acknowledged_after_the_owner_keeps_them() -> None:
     b.server.send(long_mo_part(7, 2, 2, "世界"), clock.seconds())
     b.write_to_link()
     assert [(m.text, m.parts, m.complete) for m in fresh] == [("您好世界", 2, True)]
-    assert fresh[0].part_set == part_set_id(parts[0].key, False, 7, 2)
+    assert fresh[0].part_set == parts[0].part_set == part_set_id(parts[0].key, False, 7, 2)
+    assert MoPart.kept("unit", parts[0].part_set, 1, parts[0].payload, 8, parts[0].received_at) == parts[0]
     assert messages == []
     link.stopService()
     again.stopService()

@@ -22,7 +22,7 @@ import pytest
 
 from smsgw.store import make_engine, migrations, schema
 
-from crash_harness import Accepted, Outcomes, Poster, Rig, RigConfig, ShutdownTooSlow, audit, wait_until
+from crash_harness import Accepted, Outcomes, Poster, Rig, RigConfig, audit, wait_until
 
 KILLS = 5
 SETTLE_TIMEOUT = 60.0

@@ -14,18 +14,13 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from smsgw.carrier import CarrierLink, LinkConfig, LinkReport, OutboundMessage
+from ports import free_port
 from test_carrier_loopback import wait_for
 
 R: Any = reactor
 SP_ID, SECRET = "901234", "restart"
 TOTAL = 3000
 WINDOW, CONNECTIONS = 16, 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_simulator(port: int) -> subprocess.Popen[bytes]:

@@ -23,6 +23,7 @@ from smsgw.store import (
     Store,
     SubmittedArgs,
     SweepArgs,
+    dialect_of,
     make_engine,
     migrations,
     schema,
@@ -45,7 +46,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 @pytest.fixture
 def ops(engine: Engine) -> Ops:
-    return Ops(engine.dialect.name if engine.dialect.name != "mariadb" else "mysql", IdGenerator(1))
+    return Ops(dialect_of(str(engine.url)), IdGenerator(1))
 
 
 def run(engine: Engine, handler: Any, *items: Any) -> list[Any]:

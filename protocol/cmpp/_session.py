@@ -44,7 +44,7 @@ from smsgw.protocol.cmpp._constants import (
     Version,
     connect_status_text,
 )
-from smsgw.protocol.cmpp._errors import CmppError, CmppLocalError, CmppRemoteError
+from smsgw.protocol.cmpp._errors import CmppLocalError, CmppRemoteError
 from smsgw.protocol.cmpp._events import (
     DeliverAcknowledged,
     Event,

@@ -17,14 +17,13 @@ the owner over the time from the first submit to the last report.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
-import socket
 import subprocess
 import sys
 import time
 from typing import Any
 
+from _bench import cpu_of, free_port, wait_port
 from twisted.internet import reactor as _reactor
 from twisted.internet import defer
 
@@ -36,33 +35,9 @@ SP_ID, SECRET = "901234", "bench"
 TEXT = "Your code is 493021 (5 min)..."  # 30 ASCII chars: a 225-byte CMPP 3.0 SUBMIT
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_of(pid: int) -> float:
-    """utime + stime of a live process, in seconds."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def self_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"simulator did not listen on 127.0.0.1:{port} within {timeout}s")
 
 
 class Bench:

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,15 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _bench import cpu_of, free_port, wait_port
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 KEY = "demo-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(tmp: Path, sim_port: int, api_port: int, claim_batch: int) -> Path:
@@ -58,27 +52,11 @@ def write_config(tmp: Path, sim_port: int, api_port: int, claim_batch: int) -> P
     return path
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 # --- the load client --------------------------------------------------------------
@@ -174,7 +152,7 @@ def main() -> None:
                                            "--output", args.profile, "--rate", "200"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         rss_before = rss_mb(daemon.pid)
-        cpu0 = cpu_seconds(daemon.pid)
+        cpu0 = cpu_of(daemon.pid)
         t0 = time.perf_counter()
         accepted = asyncio.run(post_all(api_port, bodies, connections))
         t_accepted = time.perf_counter() - t0
@@ -182,7 +160,7 @@ def main() -> None:
         if args.mode == "hold":
             rss = rss_mb(daemon.pid)
             print(f"accepted_per_s={accepted / t_accepted:.0f} queued={accepted} rss_mb_before={rss_before:.0f} "
-                  f"rss_mb={rss:.0f} cpu_ms_per_msg={(cpu_seconds(daemon.pid) - cpu0) * 1000 / accepted:.3f}")
+                  f"rss_mb={rss:.0f} cpu_ms_per_msg={(cpu_of(daemon.pid) - cpu0) * 1000 / accepted:.3f}")
             return
         t_submitted = t_delivered = None
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -199,7 +177,7 @@ def main() -> None:
             if now > 600:
                 raise SystemExit(f"not done after 600 s: {rows}")
         last_report = conn.execute("SELECT max(received_at) - min(received_at) FROM reports").fetchone()[0]
-        cpu = cpu_seconds(daemon.pid) - cpu0
+        cpu = cpu_of(daemon.pid) - cpu0
         assert t_submitted is not None
         print(f"accepted_per_s={accepted / t_accepted:.0f} submitted_per_s={accepted / t_submitted:.0f} "
               f"delivered_per_s={accepted / t_delivered:.0f} last_report_s={t_delivered:.2f} "

@@ -91,9 +91,6 @@ class Store:
         self.engine.dispose()
         self.read_engine.dispose()
 
-    def upgrade(self) -> list[int]:
-        return migrations.upgrade(self.engine)
-
     # --- writes and reads ---------------------------------------------------------
 
     def write(self, kind: str, args: Any) -> defer.Deferred[Any]:

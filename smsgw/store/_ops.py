@@ -343,9 +343,8 @@ class Ops:
                          "state": "matched" if match else "pending"})
             outcomes.append(ReportOutcome(rid, match is not None))
         conn.execute(reports.insert(), rows)
-        closed = self._apply_reports(conn, [(i, item, m) for i, (item, m) in enumerate(zip(items, matches))
-                                            if m is not None], outcomes)
-        del closed
+        self._apply_reports(conn, [(i, item, m) for i, (item, m) in enumerate(zip(items, matches))
+                                   if m is not None], outcomes)
         return outcomes
 
     def _match(self, conn: Connection, items: Sequence[ReportArgs]) -> list[_SegmentRow | None]:
@@ -362,9 +361,9 @@ class Ops:
         return [found.get(item.msg_id) for item in items]
 
     def _apply_reports(self, conn: Connection, matched: list[tuple[int, ReportArgs, _SegmentRow]],
-                       outcomes: list[ReportOutcome]) -> int:
+                       outcomes: list[ReportOutcome]) -> None:
         if not matched:
-            return 0
+            return
         seg_updates = []
         newly_final: dict[int, list[tuple[int, int, ReportArgs]]] = defaultdict(list)  # recipient -> (idx, attempt, r)
         seen: set[int] = set()
@@ -416,7 +415,6 @@ class Ops:
                          .values(reported=bindparam("b_reported"), failed=bindparam("b_failed"),
                                  stat=bindparam("b_stat")), counters)
         self._apply(conn, current, changes)
-        return len(changes)
 
     # MO ---------------------------------------------------------------------------
 

@@ -82,6 +82,10 @@ class Writer:
         self._queue.put(_Op(kind, args, d))
         return d
 
+    def alive(self) -> bool:
+        """Whether the writer thread is running (the systemd watchdog asks)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def queued(self) -> int:
         return self._queue.qsize()
 
@@ -113,10 +117,10 @@ class Writer:
             results = self._transaction(batch)
         except Exception as exc:  # noqa: BLE001 - isolate per operation below
             if _is_disconnect(exc):
-                fired = self._one_by_one(batch, lost=True)
+                fired = self._one_by_one(batch)
             else:
                 log.warning("store_batch_failed", ops=len(batch), error=_short(exc))
-                fired = self._one_by_one(batch, lost=False)
+                fired = self._one_by_one(batch)
         else:
             fired = [(op.deferred, True, result) for op, result in zip(batch, results)]
         self.batches += 1
@@ -136,7 +140,7 @@ class Writer:
                     results[i] = result
         return results
 
-    def _one_by_one(self, batch: list[_Op], lost: bool) -> list[tuple[defer.Deferred[Any], bool, Any]]:
+    def _one_by_one(self, batch: list[_Op]) -> list[tuple[defer.Deferred[Any], bool, Any]]:
         fired: list[tuple[defer.Deferred[Any], bool, Any]] = []
         for op in batch:
             while True:
