@@ -2,10 +2,12 @@
 
 Start order: store → embedded simulator (if configured) → carrier links →
 gateway (requeues this node's unfinished work, starts the dispatchers) →
-REST API → READY=1 to systemd.
+outbox worker (write-backs, callbacks) → adapters (legacy database pollers)
+→ REST API → READY=1 to systemd.
 
 Stop order (SIGTERM) is the reverse, one step after another: the API stops
-listening (nothing new is accepted), the dispatchers stop claiming and wait
+listening and the adapters stop taking rows (nothing new is accepted), the
+outbox worker records what it was delivering, the dispatchers stop claiming and wait
 up to `shutdown.drain_timeout` for the answers to what they sent, the links
 close with TERMINATE, and the store commits what is queued and stops.
 Anything still unanswered stays leased to this node and is resent when it
@@ -23,10 +25,12 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
 
 from smsgw import sdnotify
+from smsgw.adapter import AdapterContext, AdapterService, load_factories
 from smsgw.api import make_api
 from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
 from smsgw.config import Config
 from smsgw.dispatch import Dispatcher
+from smsgw.outbox import OutboxWorker
 from smsgw.pipeline import AutoReplyRule, Gateway, MoRule, Timing
 from smsgw.simulator import IsmgSimulator
 from smsgw.store import Store
@@ -74,7 +78,15 @@ class Daemon(Service):
             mo_rules=[MoRule(r.consumer, r.ext, r.keyword) for r in config.mo.routes],
             mo_default=config.mo.default_consumer,
             auto_replies=[AutoReplyRule(r.keyword, r.text, r.ext) for r in config.mo.auto_replies],
-            timing=Timing(d.report_timeout, d.orphan_keep, d.sweep_interval, config.store.lease_seconds))
+            timing=Timing(d.report_timeout, d.orphan_keep, d.sweep_interval, config.store.lease_seconds),
+            mo_sinks={s.name: s.interface() for s in config.db_sources if s.inbox or s.mo_inbox})
+        self.outbox = OutboxWorker(self.store, reactor, owner=config.node.name,
+                                   lease_seconds=config.store.lease_seconds)
+        accounts = {a.name: a for a in config.account_objects()}
+        context = AdapterContext(config, self.gateway, self.store, self.outbox, validator, accounts, reactor,
+                                 config.node.name)
+        self.adapters: list[AdapterService] = [
+            service for _, factory in load_factories() for service in factory(context)]
         self.api_port: IListeningPort | None = None
         self._watchdog: sdnotify.WatchdogService | None = None
 
@@ -123,6 +135,9 @@ class Daemon(Service):
         for link in self.links.values():
             link.startService()
         yield self.gateway.start()
+        self.outbox.start()
+        for adapter in self.adapters:
+            adapter.startService()
         api = self.config.api
         if api.enabled:
             site = make_api(self.gateway, self.config.account_objects(), max_body_bytes=api.max_body_bytes,
@@ -134,7 +149,8 @@ class Daemon(Service):
             self._watchdog.startService()
         self._notifier.notify(ready=True, status=self._status_line())
         log.info("daemon_started", node=self.config.node.name, store=self.config.store_url(hide_password=True),
-                 links=list(self.links), api=self.api_address(), simulator=self.simulator is not None)
+                 links=list(self.links), api=self.api_address(), simulator=self.simulator is not None,
+                 adapters=[a.name for a in self.adapters])
 
     def startService(self) -> None:
         self.start()
@@ -149,6 +165,8 @@ class Daemon(Service):
         self.gateway.stop_accepting()
         if self.api_port is not None:
             yield self.api_port.stopListening()
+        yield defer.DeferredList([a.stop_polling() for a in self.adapters], consumeErrors=True)
+        yield self.outbox.stop()
         budget = self.config.shutdown.drain_timeout
         started = self._reactor.seconds()
         drained = self.gateway.stop()
@@ -162,6 +180,7 @@ class Daemon(Service):
         # The links get what is left of the budget (at least 2 s): TERMINATE, then abort.
         left = max(2.0, budget - (self._reactor.seconds() - started))
         yield defer.DeferredList([link.stop(left) for link in self.links.values()])
+        yield defer.DeferredList([defer.maybeDeferred(a.stopService) for a in self.adapters], consumeErrors=True)
         if self.simulator is not None:
             yield defer.maybeDeferred(self.simulator.stopService)
         if self._watchdog is not None:

@@ -102,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.required = True
     upgrade = db_sub.add_parser("upgrade", help="create or upgrade the store's schema (back it up first)")
     upgrade.add_argument("-c", "--config", required=True, metavar="FILE")
+    init = db_sub.add_parser(
+        "init-interface", help="create the standard sms_outbox / sms_inbox tables in a legacy database",
+        description="Creates the tables that do not exist yet (existing ones are left alone). "
+                    "--print shows the DDL instead; scripts/sql/<dialect>/interface.sql holds the same.")
+    where = init.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", metavar="URL", help="the legacy database, e.g. postgresql+psycopg://u@host/erp")
+    where.add_argument("--source", metavar="NAME", help="the db_sources entry of -c FILE")
+    where.add_argument("--dialect", choices=("oracle", "mysql", "postgresql", "mssql", "sqlite"),
+                       help="with --print: the DDL of this dialect, without connecting")
+    init.add_argument("-c", "--config", metavar="FILE", help="with --source")
+    init.add_argument("--print", action="store_true", help="print the statements, create nothing")
 
     send = sub.add_parser("send", help="send a message through the daemon's REST API",
                           description="POSTs one message to the running daemon and prints its id.")

@@ -37,6 +37,8 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def db(args: argparse.Namespace) -> int:
+    if args.db_command == "init-interface":
+        return init_interface(args)
     from smsgw.store import make_engine, migrations
 
     config = _load(args.config, "db upgrade")
@@ -61,6 +63,65 @@ def db(args: argparse.Namespace) -> int:
     else:
         print(f"{shown}: schema version {version}, up to date")
     return 0
+
+
+def init_interface(args: argparse.Namespace) -> int:
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from smsgw.adapters.db import interface
+
+    me = "smsgw db init-interface"
+    url: str | None = args.url
+    if args.source is not None:
+        if args.config is None:
+            print(f"{me}: --source needs -c FILE (the config that names it)", file=sys.stderr)
+            return 2
+        config = _load(args.config, "db init-interface")
+        if config is None:
+            return 2
+        found = [s for s in config.db_sources if s.name == args.source]
+        if not found:
+            names = ", ".join(s.name for s in config.db_sources) or "(none)"
+            print(f"{me}: {args.config} has no db_sources entry named {args.source!r}; it has: {names}",
+                  file=sys.stderr)
+            return 2
+        url = found[0].plain_url()
+    if url is None:  # --dialect
+        if not args.print:
+            print(f"{me}: --dialect only prints the DDL: add --print, or give --url to create the tables",
+                  file=sys.stderr)
+            return 2
+        print(";\n\n".join(interface.ddl(args.dialect)) + ";")
+        return 0
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_backend_name()
+        shown = parsed.render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - the message would show the password
+        print(f"{me}: not a database URL; write it like postgresql+psycopg://user@host:5432/erp", file=sys.stderr)
+        return 2
+    if args.print:
+        print(";\n\n".join(interface.ddl("mysql" if dialect == "mariadb" else dialect)) + ";")
+        return 0
+    try:
+        engine = create_engine(url)
+        created = interface.create(engine)
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - the database's message is the operator's to read
+        print(f"{me}: cannot create the tables in {shown}: {str(exc).splitlines()[0]}\n"
+              "  fix: check the URL and that this user may CREATE TABLE there (or have a DBA run "
+              f"scripts/sql/{_script_dir(dialect)}/interface.sql)", file=sys.stderr)
+        return 1
+    if created:
+        print(f"{shown}: created {', '.join(created)}")
+    else:
+        print(f"{shown}: {interface.OUTBOX} and {interface.INBOX} exist already; nothing changed")
+    return 0
+
+
+def _script_dir(dialect: str) -> str:
+    return {"mssql": "sqlserver", "mariadb": "mysql"}.get(dialect, dialect)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 
+from smsgw._config_db import ActiveWindow, DbSourceConfig, InboxMapping, TableMapping
 from smsgw._yaml_source import CUSTOM_ERROR, Path, Source, path_text, read_source, validation_problems
 from smsgw.model import Account
 from smsgw.protocol.cmpp import Version
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
     from smsgw.simulator import SimulatorConfig
 
 __all__ = [
-    "AccountConfig", "ApiSection", "AutoReply", "CarrierConfig", "Config", "ConfigError", "DispatchSection",
+    "AccountConfig", "ActiveWindow", "ApiSection", "AutoReply", "CarrierConfig", "Config", "ConfigError",
+    "DbSourceConfig", "DispatchSection", "InboxMapping", "TableMapping",
     "LogSection", "MoRoute", "MoSection", "NodeSection", "RoutingRule", "RoutingSection", "ShutdownSection",
     "SimulatorSection", "StoreSection", "ValidationSection", "check_config", "default_config", "load_config",
 ]
@@ -391,6 +393,7 @@ class Config(_Section):
     mo: MoSection = Field(default_factory=MoSection)
     simulator: SimulatorSection = Field(default_factory=SimulatorSection)
     shutdown: ShutdownSection = Field(default_factory=ShutdownSection)
+    db_sources: tuple[DbSourceConfig, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -536,7 +539,8 @@ _Problem = tuple[Path, str, str]  # where, what, fix
 
 def _meaning(cfg: Config, source: Source) -> list[_Problem]:
     return [*_api_problems(cfg, source), *_duplicates(cfg), *_routing_problems(cfg), *_simulator_problems(cfg),
-            *_order_problems(cfg), *_mo_problems(cfg), *_store_problems(cfg), *_ext_problems(cfg)]
+            *_order_problems(cfg), *_mo_problems(cfg), *_store_problems(cfg), *_ext_problems(cfg),
+            *_db_source_problems(cfg)]
 
 
 def _api_problems(cfg: Config, source: Source) -> Iterator[_Problem]:
@@ -556,7 +560,7 @@ def _first_seen(names: Iterable[str]) -> Iterator[tuple[int, str, int]]:
 
 
 def _duplicates(cfg: Config) -> Iterator[_Problem]:
-    for section, items in (("accounts", cfg.accounts), ("carriers", cfg.carriers)):
+    for section, items in (("accounts", cfg.accounts), ("carriers", cfg.carriers), ("db_sources", cfg.db_sources)):
         for i, name, first in _first_seen(item.name for item in items):
             yield ((section, i, "name"), f"the name {name!r} is already used by {section}[{first}]",
                    "give every entry its own name")
@@ -634,3 +638,24 @@ def _ext_problems(cfg: Config) -> Iterator[_Problem]:
             yield (("accounts", i, "default_ext"),
                    f"a service code of {longest} digits plus this extension is longer than CMPP's "
                    f"{SRC_ID_DIGITS}-digit Src_Id", "shorten the extension")
+
+
+def _db_source_problems(cfg: Config) -> Iterator[_Problem]:
+    accounts = {a.name: a for a in cfg.accounts}
+    store = os.path.realpath(cfg.store_url().removeprefix("sqlite:///")) if cfg.store_url().startswith("sqlite") else None
+    for i, src in enumerate(cfg.db_sources):
+        if src.account is not None and src.account not in accounts:
+            yield (("db_sources", i, "account"), f"no account is named {src.account!r}",
+                   "add it under accounts: (its limits, extension and review flag then apply), or leave account out "
+                   "to send as an account named after the source")
+        account = accounts.get(src.account_name())
+        if account is not None and account.interfaces and "db" not in account.interfaces:
+            yield (("db_sources", i, "account"), f"account {account.name!r} may not use the db interface",
+                   "add db to that account's interfaces")
+        url = src.plain_url()
+        if store is not None and url.startswith("sqlite") and os.path.realpath(url.removeprefix("sqlite:///")) == store:
+            yield (("db_sources", i, "url"), "the source is smsgw's own SQLite store file",
+                   "point the source at the legacy system's database; SQLite allows one writer per file")
+        if src.password is not None and url.startswith("sqlite"):
+            yield (("db_sources", i, "password"), "a password is set but the source is SQLite, which has none",
+                   "remove password")

@@ -69,7 +69,8 @@ class Gateway:
     def __init__(self, store: Store, validator: Validator, router: Router, links: dict[str, CarrierLink],
                  dispatchers: dict[str, Dispatcher], clock: IReactorTime, *, node: str,
                  mo_rules: Sequence[MoRule] = (), mo_default: str | None = None,
-                 auto_replies: Sequence[AutoReplyRule] = (), timing: Timing = Timing()) -> None:
+                 auto_replies: Sequence[AutoReplyRule] = (), timing: Timing = Timing(),
+                 mo_sinks: dict[str, str] | None = None) -> None:
         self._store = store
         self._validator = validator
         self._router = router
@@ -81,6 +82,7 @@ class Gateway:
         self._mo_default = mo_default
         self._auto = {rule.keyword.upper(): rule for rule in auto_replies}
         self._timing = timing
+        self._mo_sinks = dict(mo_sinks or {})  # consumer -> outbox kind that delivers its MO (e.g. "db:erp")
         self.accepting = False
         self._sweeper: IDelayedCall | None = None
         self._sweeping = False
@@ -140,14 +142,20 @@ class Gateway:
         return self.accept_prepared(account, interface, prepared, now)
 
     def accept_prepared(self, account: Account, interface: str, prepared: Sequence[PreparedMessage],
-                        now: float, notify: str | None = None) -> defer.Deferred[list[AcceptedMessage]]:
-        """Persist already-validated messages (adapters that validate row by row call this)."""
+                        now: float, notify: str | None = None,
+                        sources: Sequence[tuple[str, str]] | None = None) -> defer.Deferred[list[AcceptedMessage]]:
+        """Persist already-validated messages (adapters that validate row by row call this).
+
+        `notify`: the outbox kind owed submit and final states; `sources`: per message, the
+        (source, row key) it was taken from, stored once: a repeat answers with the stored message.
+        """
         items = []
-        for message in prepared:
+        for i, message in enumerate(prepared):
             links = [self._router.route(phone) for phone in message.to]
             items.append(NewMessage(self._store.ids.next(), account.name, interface, message, links,
                                     self._store.ids.many(len(message.to)), now,
-                                    needs_review=account.needs_review, notify=notify))
+                                    needs_review=account.needs_review, notify=notify,
+                                    source=sources[i] if sources is not None else None))
         d = self._store.write("accept", items)  # one request: all its messages in one transaction
         return d.addCallbacks(lambda ids: self._accepted(account, interface, items, ids),
                               lambda f: self._accept_failed(f, account))
@@ -157,6 +165,11 @@ class Gateway:
         out = []
         for item, stored_id in zip(items, ids):
             m = item.message
+            if stored_id != item.id and item.source is not None:
+                log.info("db_row_reconciled", message_id=str(stored_id), source=item.source[0], key=item.source[1],
+                         reason="taken before, but the legacy database did not commit it: not sent again")
+                out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates))
+                continue
             if stored_id != item.id:
                 log.info("message_ref_repeated", message_id=str(stored_id), account=account.name, ref=m.ref,
                          reason="this ref was accepted before: answered with the stored message, not sent again")
@@ -246,7 +259,8 @@ class Gateway:
         keyword = mo.text.strip().split(maxsplit=1)[0].upper()[:32] if mo.text.strip() else None
         consumer = route_mo(self._mo_rules, self._mo_default, ext, keyword)
         args = MoArgs(mo.link, mo.src, mo.dest_id, ext, mo.text, mo.service_id, keyword, consumer,
-                      mo.parts, mo.complete, self._clock.seconds(), mo.part_set or None)
+                      mo.parts, mo.complete, self._clock.seconds(), mo.part_set or None,
+                      notify=self._mo_sinks.get(consumer) if consumer is not None else None)
         d: defer.Deferred[int] = self._store.write("mo", args)
 
         def stored(mo_id: int) -> int:

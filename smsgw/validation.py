@@ -354,6 +354,17 @@ class Validator:
             raise RequestRejected(problems)
         return out
 
+    def prepare_one(self, account: Account, request: SendRequest, now: float) -> PreparedMessage | list[Problem]:
+        """Validate one message on its own (an adapter's row): the prepared message, or its problems.
+
+        `where` in the problems is relative to the message: "to[2]", "text", "priority"...
+        """
+        problems: list[Problem] = []
+        prepared = self._prepare_one("", account, request, now, problems)
+        if prepared is None:
+            return [Problem(p.where.lstrip("."), p.code, p.message) for p in problems]
+        return prepared
+
     def _prepare_one(
         self, where: str, account: Account, request: SendRequest, now: float, problems: list[Problem]
     ) -> PreparedMessage | None:

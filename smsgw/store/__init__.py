@@ -30,6 +30,9 @@ from smsgw.store._ops import (
     MoPartArgs,
     NewMessage,
     Ops,
+    OutboxClaimArgs,
+    OutboxDone,
+    OutboxEvent,
     ReportArgs,
     ReportOutcome,
     SegmentIds,
@@ -41,7 +44,8 @@ from smsgw.store._writer import Writer
 from smsgw.store.ids import IdGenerator
 
 __all__ = [
-    "Claimed", "ClaimArgs", "FailedArgs", "IdGenerator", "MoArgs", "MoPartArgs", "NewMessage", "ReportArgs", "ReportOutcome",
+    "Claimed", "ClaimArgs", "FailedArgs", "IdGenerator", "MoArgs", "MoPartArgs", "NewMessage", "OutboxClaimArgs",
+    "OutboxDone", "OutboxEvent", "ReportArgs", "ReportOutcome",
     "SegmentIds", "Store", "StoreUnavailable", "SubmittedArgs", "SweepArgs", "SweepResult", "dialect_of",
     "make_engine", "migrations", "schema",
 ]
@@ -96,6 +100,12 @@ class Store:
     def write(self, kind: str, args: Any) -> defer.Deferred[Any]:
         """Queue one operation; the Deferred fires with its result after COMMIT."""
         return self.writer.submit(kind, args)
+
+    def write_many(self, kind: str, items: list[Any]) -> defer.Deferred[list[Any]]:
+        """Queue one operation per item; fires with their results once all are committed."""
+        if not items:
+            return defer.succeed([])
+        return defer.gatherResults([self.writer.submit(kind, item) for item in items], consumeErrors=True)
 
     def read(self, fn: Callable[..., T], *args: Any) -> defer.Deferred[T]:
         """Run `fn(conn, *args)` on a reader thread; returns a Deferred of its result."""

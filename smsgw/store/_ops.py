@@ -19,6 +19,7 @@ from smsgw.lifecycle import M, R, S
 from smsgw.protocol.cmpp import stat_is_final
 from smsgw.store.ids import IdGenerator
 from smsgw.store.schema import messages, mo_messages, mo_parts, outbox, recipients, reports, segments
+from smsgw.store.schema import source_rows as source_rows_table
 from smsgw.validation import PreparedMessage
 
 DELIVERED_STAT = "DELIVRD"
@@ -37,7 +38,8 @@ class NewMessage:
     recipient_ids: list[int]
     now: float
     needs_review: bool = False
-    notify: str | None = None
+    notify: str | None = None  # outbox kind owed on submit and final states (e.g. "db:erp")
+    source: tuple[str, str] | None = None  # (source, row key) of a legacy-database row: taken once
 
 
 @dataclass(slots=True)
@@ -130,6 +132,7 @@ class MoArgs:
     complete: bool
     now: float
     part_set: str | None = None  # a long message: delete its kept parts in the same transaction
+    notify: str | None = None  # outbox kind owed this MO (e.g. "db:erp" writes it to an inbox table)
 
 
 @dataclass(slots=True)
@@ -140,6 +143,38 @@ class MoPartArgs:
     payload: bytes
     msg_fmt: int
     now: float
+
+
+@dataclass(slots=True)
+class OutboxClaimArgs:
+    kinds: tuple[str, ...]
+    limit: int
+    now: float
+    owner: str
+    lease_until: float
+
+
+@dataclass(slots=True)
+class OutboxEvent:
+    """A notification owed to an origin, leased to this node until it is done or retried."""
+
+    id: int
+    kind: str
+    event: str  # recipient_submitted, recipient_final, mo
+    message_id: int | None
+    recipient_id: int | None
+    payload: str  # JSON
+    attempts: int
+    created_at: float
+
+
+@dataclass(slots=True)
+class OutboxDone:
+    id: int
+    now: float
+    error: str | None = None  # None: done
+    retry_at: float | None = None  # with an error: try again then; None: give up (dead)
+    count: bool = True  # count the attempt (False: the receiver was unreachable, not at fault)
 
 
 @dataclass(slots=True)
@@ -175,10 +210,11 @@ class Ops:
     def handlers(self) -> dict[str, Any]:
         return {"accept": self.accept, "release": self.release, "claim": self.claim,
                 "submitted": self.submitted, "failed": self.failed, "report": self.report,
-                "mo": self.mo, "mo_part": self.mo_part, "sweep": self.sweep, "outbox_done": self.outbox_done}
+                "mo": self.mo, "mo_part": self.mo_part, "sweep": self.sweep, "outbox_done": self.outbox_done,
+                "outbox_claim": self.outbox_claim}
 
     ORDER = ("accept", "release", "submitted", "failed", "report", "mo_part", "mo", "sweep", "claim",
-             "outbox_done")
+             "outbox_done", "outbox_claim")
     DURABLE = frozenset({"submitted", "failed", "report", "mo_part", "mo", "outbox_done"})
 
     # accept -----------------------------------------------------------------
@@ -191,10 +227,17 @@ class Ops:
         """
         items = [item for request in requests for item in request]
         known = self._known_refs(conn, items)
-        message_rows, recipient_rows = [], []
+        taken = self._known_sources(conn, items)
+        message_rows, recipient_rows, source_rows = [], [], []
         for item in items:
             if item.message.ref is not None and (item.account, item.message.ref) in known:
                 continue
+            if item.source is not None:
+                if item.source in taken:
+                    continue
+                taken[item.source] = item.id
+                source_rows.append({"source": item.source[0], "row_key": item.source[1], "message_id": item.id,
+                                    "created_at": item.now})
             if item.message.ref is not None:
                 known[(item.account, item.message.ref)] = item.id  # a repeat within this batch
             m = item.message
@@ -213,13 +256,38 @@ class Ops:
                     "priority": m.priority, "state": R.QUEUED, "due_at": due, "lease_owner": None,
                     "lease_until": None, "attempts": 0, "segments": m.segments, "reported": 0, "failed": 0,
                     "stat": None, "error": None, "submitted_at": None, "final_at": None, "updated_at": item.now,
+                    "notify": item.notify,
                 })
         if message_rows:
             conn.execute(messages.insert(), message_rows)
         if recipient_rows:
             conn.execute(recipients.insert(), recipient_rows)
-        return [[known.get((item.account, item.message.ref), item.id) if item.message.ref is not None else item.id
-                 for item in request] for request in requests]
+        if source_rows:
+            conn.execute(source_rows_table.insert(), source_rows)
+        return [[self._stored_id(item, known, taken) for item in request] for request in requests]
+
+    @staticmethod
+    def _stored_id(item: NewMessage, known: dict[tuple[str, str], int], taken: dict[tuple[str, str], int]) -> int:
+        if item.source is not None:
+            return taken[item.source]
+        if item.message.ref is not None:
+            return known.get((item.account, item.message.ref), item.id)
+        return item.id
+
+    def _known_sources(self, conn: Connection, items: list[NewMessage]) -> dict[tuple[str, str], int]:
+        """(source, row key) -> message id of rows already taken (a claim the legacy side did not commit)."""
+        sr = source_rows_table.c
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for item in items:
+            if item.source is not None:
+                wanted[item.source[0]].add(item.source[1])
+        found: dict[tuple[str, str], int] = {}
+        for source, keys in wanted.items():
+            for chunk in _chunks(sorted(keys), 500):
+                for row in conn.execute(select(sr.row_key, sr.message_id)
+                                        .where(sr.source == source, sr.row_key.in_(chunk))):
+                    found[(source, row.row_key)] = row.message_id
+        return found
 
     def _known_refs(self, conn: Connection, items: list[NewMessage]) -> dict[tuple[str, str], int]:
         m = messages.c
@@ -237,7 +305,8 @@ class Ops:
     # claims and leases ---------------------------------------------------------
 
     def release(self, conn: Connection, owners: list[str]) -> list[int]:
-        """Requeue every lease an owner holds (its in-flight work died with its process)."""
+        """Requeue every lease an owner holds (its in-flight work died with its process): recipients and
+        outbox events; returns the recipients requeued."""
         out = []
         for owner in owners:
             result = conn.execute(
@@ -245,6 +314,9 @@ class Ops:
                 .where(recipients.c.lease_owner == owner, recipients.c.state == R.DISPATCHING)
                 .values(state=R.QUEUED, lease_owner=None, lease_until=None))
             out.append(result.rowcount)
+            # Its leased notifications go out again at once (it died before recording their outcome).
+            conn.execute(update(outbox).where(outbox.c.lease_owner == owner, outbox.c.state == "pending")
+                         .values(lease_owner=None, next_at=0.0))
         return out
 
     def claim(self, conn: Connection, items: list[ClaimArgs]) -> list[list[Claimed]]:
@@ -424,6 +496,10 @@ class Ops:
             {"id": mid, "link": i.link, "src": i.src, "dest": i.dest, "ext": i.ext, "content": i.text,
              "service_id": i.service_id, "keyword": i.keyword, "consumer": i.consumer, "parts": i.parts,
              "complete": i.complete, "received_at": i.now} for mid, i in zip(ids, items)])
+        owed = [self._event(i.notify, "mo", None, None, {"mo_id": str(mid), "consumer": i.consumer}, i.now)
+                for mid, i in zip(ids, items) if i.notify]
+        if owed:
+            conn.execute(outbox.insert(), owed)
         done = sorted({i.part_set for i in items if i.part_set})
         for chunk in _chunks(done, 200):
             conn.execute(mo_parts.delete().where(mo_parts.c.part_set.in_(chunk)))
@@ -487,18 +563,58 @@ class Ops:
 
     # outbox -------------------------------------------------------------------------
 
-    def outbox_done(self, conn: Connection, items: list[tuple[int, float, str | None, float | None]]) -> list[None]:
-        """(outbox id, now, error, retry_at): done when error is None, else retried at retry_at (None: dead)."""
+    def outbox_claim(self, conn: Connection, items: list[OutboxClaimArgs]) -> list[list[OutboxEvent]]:
+        """Lease due events of the given kinds, oldest first (their order per origin is kept)."""
         ob = outbox.c
-        for oid, now, error, retry_at in items:
-            if error is None:
-                values: dict[str, Any] = {"state": "done", "done_at": now, "last_error": None}
-            elif retry_at is None:
-                values = {"state": "dead", "done_at": now, "last_error": error[:255]}
+        out: list[list[OutboxEvent]] = []
+        for a in items:
+            stmt = (select(ob.id).where(ob.state == "pending", ob.kind.in_(a.kinds), ob.next_at <= a.now)
+                    .order_by(ob.id))
+            if self.dialect == "oracle":
+                result = conn.execute(stmt.with_for_update(skip_locked=True))
+                ids = [row.id for row in result.fetchmany(a.limit)]
+                result.close()
             else:
-                values = {"next_at": retry_at, "last_error": error[:255], "attempts": ob.attempts + 1}
-            conn.execute(update(outbox).where(ob.id == oid).values(lease_owner=None, **values))
+                stmt = stmt.limit(a.limit)
+                if self._lock_rows:
+                    stmt = stmt.with_for_update(skip_locked=True)
+                ids = list(conn.execute(stmt).scalars())
+            if not ids:
+                out.append([])
+                continue
+            conn.execute(update(outbox).where(ob.id.in_(ids)).values(lease_owner=a.owner, next_at=a.lease_until))
+            rows = conn.execute(select(ob.id, ob.kind, ob.event, ob.message_id, ob.recipient_id, ob.payload,
+                                       ob.attempts, ob.created_at).where(ob.id.in_(ids)).order_by(ob.id))
+            out.append([OutboxEvent(r.id, r.kind, r.event, r.message_id, r.recipient_id, r.payload, r.attempts,
+                                    r.created_at) for r in rows])
+        return out
+
+    def outbox_done(self, conn: Connection, items: list[OutboxDone]) -> list[None]:
+        """Done (error None), retried at retry_at, or dead (an error and no retry_at)."""
+        ob = outbox.c
+        done = [{"b_id": i.id, "b_at": i.now} for i in items if i.error is None]
+        if done:
+            conn.execute(update(outbox).where(ob.id == bindparam("b_id"))
+                         .values(state="done", done_at=bindparam("b_at"), last_error=None, lease_owner=None), done)
+        for i in items:
+            if i.error is None:
+                continue
+            if i.retry_at is None:
+                values: dict[str, Any] = {"state": "dead", "done_at": i.now}
+            else:
+                values = {"next_at": i.retry_at}
+            if i.count:
+                values["attempts"] = ob.attempts + 1
+            conn.execute(update(outbox).where(ob.id == i.id)
+                         .values(lease_owner=None, last_error=i.error[:255], **values))
         return [None] * len(items)
+
+    def _event(self, kind: str, event: str, message_id: int | None, recipient_id: int | None,
+               payload: dict[str, Any], now: float) -> dict[str, Any]:
+        return {"id": self.ids.next(), "kind": kind, "event": event, "message_id": message_id,
+                "recipient_id": recipient_id, "payload": json.dumps(payload, ensure_ascii=False), "state": "pending",
+                "attempts": 0, "next_at": now, "lease_owner": None, "created_at": now, "done_at": None,
+                "last_error": None}
 
     # recipient transitions: the one place they are applied -----------------------------
 
@@ -507,7 +623,7 @@ class Ops:
         out = {}
         for chunk in _chunks(sorted(set(ids)), 500):
             stmt = select(r.id, r.message_id, r.phone, r.state, r.attempts, r.segments, r.reported,
-                          r.failed, r.stat).where(r.id.in_(chunk))
+                          r.failed, r.stat, r.notify).where(r.id.in_(chunk))
             if self._lock_rows:
                 stmt = stmt.with_for_update()
             for row in conn.execute(stmt):
@@ -520,6 +636,7 @@ class Ops:
         pending: dict[int, dict[str, Any]] = {}  # recipient -> merged values (a batch may move one twice)
         closing: dict[int, int] = defaultdict(int)
         notify: list[tuple[int, int, str]] = []
+        owed: list[dict[str, Any]] = []  # recipient_submitted events
         states = {rid: row.state for rid, row in current.items()}  # as this batch moves them
         for ch in changes:
             row = current.get(ch.recipient_id)
@@ -531,6 +648,10 @@ class Ops:
             if lifecycle.closes(states[ch.recipient_id], ch.new):
                 closing[row.message_id] += 1
                 notify.append((row.message_id, ch.recipient_id, ch.new))
+            elif ch.new == R.SUBMITTED and row.notify:
+                owed.append(self._event(row.notify, "recipient_submitted", row.message_id, ch.recipient_id,
+                                        {"message_id": str(row.message_id), "recipient_id": str(ch.recipient_id),
+                                         "state": ch.new}, ch.now))
             states[ch.recipient_id] = ch.new
             results.append(ch.new)
         rows_by_kind: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
@@ -540,6 +661,8 @@ class Ops:
         for keys, rows in rows_by_kind.items():
             conn.execute(update(recipients).where(r.id == bindparam("b_id"))
                          .values({k: bindparam(f"b_{k}") for k in keys}), rows)
+        if owed:
+            conn.execute(outbox.insert(), owed)
         if closing:
             self._close_recipients(conn, closing, notify, changes[0].now if changes else 0.0)
         return results
@@ -561,12 +684,9 @@ class Ops:
             msg = wanting.get(message_id)
             if msg is None:
                 continue
-            payload = json.dumps({"message_id": str(message_id), "recipient_id": str(recipient_id),
-                                  "ref": msg.ref, "account": msg.account, "state": state}, ensure_ascii=False)
-            rows.append({"id": self.ids.next(), "kind": msg.notify, "event": "recipient_final",
-                         "message_id": message_id, "recipient_id": recipient_id, "payload": payload,
-                         "state": "pending", "attempts": 0, "next_at": now, "lease_owner": None,
-                         "created_at": now, "done_at": None, "last_error": None})
+            rows.append(self._event(msg.notify, "recipient_final", message_id, recipient_id,
+                                    {"message_id": str(message_id), "recipient_id": str(recipient_id),
+                                     "ref": msg.ref, "account": msg.account, "state": state}, now))
         if rows:
             conn.execute(outbox.insert(), rows)
 

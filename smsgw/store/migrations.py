@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
-from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy import Column, Connection, Engine, Index, MetaData, Table, inspect, select, text
+from sqlalchemy.sql.elements import UnaryExpression
 
 from smsgw.store import schema
 
@@ -23,13 +24,47 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
+# v1 as released: the tables of schema.py less what later versions added.
+_V1_TABLES = ("messages", "recipients", "segments", "reports", "mo_messages", "mo_parts", "outbox", "audit_log")
+_ADDED_COLUMNS = {("recipients", "notify")}  # (table, column) added by a later migration
+
+
 def _v1(conn: Connection) -> None:
-    tables = [t for t in schema.metadata.sorted_tables if t is not schema.schema_versions]
-    schema.metadata.create_all(conn, tables=tables)
+    for name in _V1_TABLES:
+        table = schema.metadata.tables[name]
+        kept = [Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable, autoincrement=c.autoincrement)
+                for c in table.columns if (name, c.name) not in _ADDED_COLUMNS]
+        v1 = Table(name, MetaData(), *kept)
+        for index in table.indexes:
+            Index(index.name, *[_rebind(expr, v1) for expr in index.expressions])
+        v1.create(conn)
+
+
+def _rebind(expr: Any, table: Table) -> Any:
+    """An index expression (a column, or a column .desc()) on `table` instead of its own."""
+    if isinstance(expr, Column):
+        return table.c[expr.name]
+    if isinstance(expr, UnaryExpression) and isinstance(expr.element, Column):
+        return table.c[expr.element.name].desc()
+    raise TypeError(f"cannot copy index expression {expr!r}")
+
+
+def _add_column(conn: Connection, table: Table, column: Column[Any]) -> None:
+    type_sql = column.type.compile(dialect=conn.dialect)
+    if conn.dialect.name == "oracle":
+        conn.execute(text(f"ALTER TABLE {table.name} ADD ({column.name} {type_sql})"))
+    else:
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {type_sql}"))
+
+
+def _v2(conn: Connection) -> None:
+    _add_column(conn, schema.recipients, schema.recipients.c.notify)
+    schema.source_rows.create(conn)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "messages, recipients, segments, reports, MO, outbox, audit log", _v1),
+    Migration(2, "legacy database sources: source_rows; recipients.notify", _v2),
 )
 LATEST = MIGRATIONS[-1].version
 

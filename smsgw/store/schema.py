@@ -79,6 +79,7 @@ recipients = Table(
     Column("submitted_at", Double),
     Column("final_at", Double),
     Column("updated_at", Double, nullable=False),
+    Column("notify", String(64)),  # copied from the message (v2): outbox kind owed on submit and final states
 )
 # Claims: queued work of one link and origin, best priority first, then oldest due.
 Index("ix_recipients_claim", recipients.c.link, recipients.c.state, recipients.c.account,
@@ -174,6 +175,17 @@ outbox = Table(
 )
 Index("ix_outbox_state_next", outbox.c.state, outbox.c.next_at)
 Index("ix_outbox_message", outbox.c.message_id)
+
+# Rows taken from a legacy database (v2): (source, row key) is taken once, whatever
+# crashes between the legacy database's commit and the store's.
+source_rows = Table(
+    "source_rows", metadata,
+    Column("source", String(64), primary_key=True),
+    Column("row_key", String(128), primary_key=True),
+    Column("message_id", BigInteger, nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+Index("ix_source_rows_message", source_rows.c.message_id)
 
 audit_log = Table(
     "audit_log", metadata,

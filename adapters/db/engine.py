@@ -1,0 +1,65 @@
+"""Connections to a legacy database, and telling "it is down" from "it refused this"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
+
+from smsgw._config_db import DbSourceConfig
+
+
+def make_source_engine(source: DbSourceConfig) -> Engine:
+    """An engine with its own pool for one source.
+
+    SQLite: every transaction begins with BEGIN IMMEDIATE (the claim's lock);
+    the file's journal mode is left as the legacy system set it.
+    MySQL/MariaDB: READ COMMITTED, so SKIP LOCKED skips only the rows another
+    node holds (REPEATABLE READ's gap locks would make it skip more).
+    """
+    url = source.plain_url()
+    dialect = source.dialect()
+    kwargs: dict[str, Any] = {}
+    if dialect == "sqlite":
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": source.busy_timeout}
+    else:
+        kwargs.update(pool_size=source.pool_size, max_overflow=source.pool_size, pool_pre_ping=True,
+                      pool_recycle=1800, pool_timeout=30)
+    if dialect == "mysql":
+        kwargs["isolation_level"] = "READ COMMITTED"
+    engine = create_engine(url, **kwargs)
+    if dialect == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+    return engine
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True when the database could not be reached or the connection broke (try again later);
+    False when it answered and refused the statement (a mapping or data problem)."""
+    if isinstance(error, sa_exc.TimeoutError):  # no connection from the pool in time
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        if isinstance(error, sa_exc.InterfaceError):
+            return True
+        if isinstance(error, sa_exc.OperationalError):
+            text = str(error.orig).lower()
+            # SQLite reports a held lock as OperationalError too: that is "busy", not a mapping problem.
+            refused = ("no such table", "no such column", "syntax error", "unknown column", "doesn't exist")
+            return not any(r in text for r in refused)
+    return False
+
+
+def short_error(error: BaseException) -> str:
+    """The database's own message, one line, without SQLAlchemy's statement dump."""
+    orig = getattr(error, "orig", None)
+    text = str(orig if orig is not None else error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]

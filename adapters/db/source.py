@@ -1,0 +1,463 @@
+"""One legacy database source: the poller that takes rows, and the write-back of their results.
+
+Taking rows (one poll, on a thread of the source's own pool):
+
+1. In one transaction on the legacy database, lock up to `batch_size`
+   pending rows (`Statements.claim_rows`: SKIP LOCKED / READPAST / BEGIN
+   IMMEDIATE by dialect).
+2. Turn each row into a message and validate it. Bad rows get the
+   `rejected` write-back with the reasons in words.
+3. Commit the good ones to smsgw's store in one operation, each with its
+   idempotency key (source, row key), and wait for that commit.
+4. Give them the `accepted` write-back (the row's new state and message id)
+   and commit the legacy transaction.
+
+If smsgw's commit fails, the legacy transaction rolls back and the rows are
+taken at a later poll. If the legacy commit fails after smsgw's, the rows
+are still pending there: the next poll takes them again, the store answers
+with the message it already has for (source, key), and only the write-back
+is repeated: reconciled, never sent twice.
+
+Results (submitted, reported, MO for the inbox) are outbox events in smsgw's
+store, delivered by `smsgw.outbox.OutboxWorker` through `DbWriteback`: while
+the legacy database is down they wait there and go out in order once it is
+back; other sources are not held up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import structlog
+from sqlalchemy import Connection, Engine, select
+from twisted.application.service import Service
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from smsgw._config_db import DAYS, ActiveWindow, DbSourceConfig
+from smsgw.adapters.db.engine import is_unreachable, make_source_engine, short_error
+from smsgw.adapters.db.rows import RowError, request
+from smsgw.adapters.db.statements import Statements, WriteBack, local_time
+from smsgw.model import Account, Problem, ServiceUnavailable
+from smsgw.outbox import Outcome, Refused, Unreachable
+from smsgw.store import OutboxEvent, Store, schema
+from smsgw.store._engine import StoreUnavailable
+from smsgw.validation import PreparedMessage, Validator
+
+log = structlog.get_logger("smsgw.adapters.db")
+
+_OK_STATES = ("delivered", "sent")
+_OPEN_STATES = ("queued", "dispatching")
+
+
+@dataclass(slots=True)
+class PollResult:
+    taken: int = 0
+    accepted: int = 0
+    reconciled: int = 0
+    rejected: int = 0
+
+
+def active(windows: Sequence[ActiveWindow], now: dt.datetime) -> bool:
+    """Whether `now` (local) falls in one of the windows; no windows: always."""
+    if not windows:
+        return True
+    minute = now.hour * 60 + now.minute
+    day = DAYS[now.weekday()]
+    yesterday = DAYS[(now.weekday() - 1) % 7]
+    for w in windows:
+        start, end = _minutes(w.from_), _minutes(w.to)
+        if start <= end:
+            if day in w.days and start <= minute < end:
+                return True
+        elif (day in w.days and minute >= start) or (yesterday in w.days and minute < end):
+            return True  # spans midnight: belongs to the day it started
+    return False
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+class DbSource(Service):
+    """Polls one legacy database and writes results back to it."""
+
+    def __init__(self, source: DbSourceConfig, gateway: Any, store: Store, validator: Validator,
+                 account: Account, reactor: Any, *, node: str, clock: Any = None) -> None:
+        self.source = source
+        self.name: str = f"db:{source.name}"
+        self.kind = source.interface()
+        self._gateway = gateway
+        self._store = store
+        self._validator = validator
+        self._account = account
+        self._reactor = reactor
+        self._clock = clock or reactor
+        self._node = node
+        self.statements = Statements(source)
+        self.engine: Engine | None = None
+        self._pool = ThreadPool(minthreads=1, maxthreads=source.pool_size, name=f"smsgw-db-{source.name}")
+        self._timer: IDelayedCall | None = None
+        self._polling: defer.Deferred[Any] | None = None
+        self._backoff = 0.0
+        self._last_error: str | None = None
+        self._was_active: bool | None = None
+        self.totals = PollResult()
+        self.writeback = DbWriteback(self)
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.engine = make_source_engine(self.source)
+        self._pool.start()
+        log.info("db_source_started", source=self.source.name, url=self.source.plain_url(hide_password=True),
+                 table=self.statements.mapping.table, poll_interval=self.source.poll_interval,
+                 batch_size=self.source.batch_size)
+        self._schedule(0.0)
+
+    def stop_polling(self) -> defer.Deferred[Any]:
+        """No new polls; fires when the poll under way (if any) has finished."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.running = False
+        polling = self._polling
+        return polling if polling is not None else defer.succeed(None)
+
+    def stopService(self) -> defer.Deferred[Any]:
+        d = self.stop_polling()
+
+        def close(_: Any) -> Any:
+            Service.stopService(self)
+
+            def dispose() -> None:
+                self._pool.stop()
+                if self.engine is not None:
+                    self.engine.dispose()
+            return threads.deferToThread(dispose)
+        return d.addBoth(close)
+
+    # --- polling -------------------------------------------------------------------
+
+    def _schedule(self, delay: float) -> None:
+        if self.running:
+            self._timer = self._clock.callLater(delay, self._poll)
+
+    def _poll(self) -> None:
+        self._timer = None
+        now = dt.datetime.fromtimestamp(self._clock.seconds())
+        is_active = active(self.source.active_hours, now)
+        if is_active != self._was_active:
+            if self._was_active is not None or not is_active:
+                log.info("db_source_active" if is_active else "db_source_inactive", source=self.source.name,
+                         reason="inside its active_hours" if is_active else "outside its active_hours")
+            self._was_active = is_active
+        if not is_active or not self._gateway.accepting:
+            self._schedule(self.source.poll_interval)
+            return
+        d = threads.deferToThreadPool(self._reactor, self._pool, self.poll_once)
+        self._polling = d
+        d.addCallbacks(self._polled, self._poll_failed)
+
+    def _polled(self, result: PollResult) -> None:
+        self._polling = None
+        if self._last_error is not None:
+            log.info("db_source_recovered", source=self.source.name, after=self._last_error)
+            self._last_error = None
+        self._backoff = 0.0
+        for name in ("taken", "accepted", "reconciled", "rejected"):
+            setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))
+        full = result.taken >= self.source.batch_size
+        self._schedule(0.0 if full else self.source.poll_interval)
+
+    def _poll_failed(self, failure: Failure) -> None:
+        self._polling = None
+        error = failure.value
+        assert error is not None
+        self._backoff = min(max(self._backoff * 2, self.source.poll_interval), 60.0)
+        if isinstance(error, (StoreUnavailable, ServiceUnavailable)):
+            text = f"smsgw's store did not take the rows: {error}"
+            action = "rows stay pending in the legacy table and are taken when the store is back"
+            alarm = "store_unreachable"
+        elif is_unreachable(error):
+            text = short_error(error)
+            action = "rows wait in the legacy table; polling again with back-off"
+            alarm = "legacy_db_unreachable"
+        else:
+            text = short_error(error)
+            action = ("check db_sources mapping (table, columns, select) against the table; "
+                      "for the standard tables run `smsgw db init-interface --url URL`")
+            alarm = "legacy_db_poll_failed"
+        if text != self._last_error:
+            log.error("alarm", alarm=alarm, source=self.source.name, error=text, action=action,
+                      retry_in=self._backoff)
+        self._last_error = text
+        self._schedule(self._backoff)
+
+    def poll_once(self) -> PollResult:
+        """One claim round (on a pool thread): see the module docstring."""
+        assert self.engine is not None
+        out = PollResult()
+        with self.engine.connect() as conn:
+            with conn.begin():
+                raw = self.statements.claim_rows(conn, self.source.batch_size)
+                if not raw:
+                    return out
+                out.taken = len(raw)
+                now = time.time()
+                good: list[tuple[Any, str, PreparedMessage]] = []
+                bad: list[tuple[Any, str]] = []
+                for row in raw:
+                    key = self.statements.key_text(row.key)
+                    try:
+                        req = request(row.values, default_priority=self.source.priority,
+                                      default_report=self.source.report)
+                        prepared = self._validator.prepare_one(self._account, req, now)
+                    except RowError as exc:
+                        bad.append((row.key, str(exc)))
+                        continue
+                    if isinstance(prepared, list):
+                        bad.append((row.key, _reasons(prepared)))
+                    else:
+                        good.append((row.key, key, prepared))
+                ids: list[str] = []
+                if good:
+                    ids = threads.blockingCallFromThread(self._reactor, self._accept, good, now)
+                stamp = local_time(now)
+                self.statements.accepted.run(conn, [
+                    {"key": key, "message_id": mid, "state": "accepted", "now": stamp, "node": self._node}
+                    for (key, _, _), mid in zip(good, ids)])
+                self.statements.rejected.run(conn, [
+                    {"key": key, "message_id": None, "state": "rejected", "error": reason[:500], "now": stamp,
+                     "node": self._node} for key, reason in bad])
+        out.accepted = len(good)
+        out.rejected = len(bad)
+        for key, reason in bad:
+            log.warning("db_row_rejected", source=self.source.name, key=str(key), error=reason)
+        return out
+
+    def _accept(self, good: list[tuple[Any, str, PreparedMessage]], now: float) -> defer.Deferred[list[str]]:
+        d: defer.Deferred[list[Any]] = self._gateway.accept_prepared(self._account, self.kind, [p for _, _, p in good], now, notify=self.kind,
+                                          sources=[(self.source.name, key) for _, key, _ in good])
+        return d.addCallback(lambda accepted: [a.id for a in accepted])
+
+
+def _reasons(problems: list[Problem]) -> str:
+    return "; ".join(p.message for p in problems)
+
+
+# --- write-back ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RowState:
+    """What a legacy row should show now, computed from smsgw's store."""
+
+    key: str
+    message_id: int
+    state: str
+    complete: bool
+    result: str | None = None
+    msg_ids: list[str] = field(default_factory=list)
+    stat: str | None = None
+    error: str | None = None
+    submitted_at: float | None = None
+    done_at: float | None = None
+
+    def values(self, node: str, now: float) -> dict[str, Any]:
+        msg_ids = ",".join(self.msg_ids)
+        if len(msg_ids) > 2000:
+            msg_ids = msg_ids[:2000].rsplit(",", 1)[0]
+        return {"message_id": str(self.message_id), "state": self.state, "result": self.result,
+                "msg_id": self.msg_ids[0] if self.msg_ids else None, "msg_ids": msg_ids or None,
+                "stat": self.stat, "error": self.error[:500] if self.error else None,
+                "submitted_at": local_time(self.submitted_at), "done_at": local_time(self.done_at),
+                "now": local_time(now), "node": node}
+
+
+def load_row_states(conn: Connection, source: str, message_ids: list[int]) -> dict[int, RowState]:
+    """The current state of the legacy rows behind `message_ids` (a reader-thread query on smsgw's store)."""
+    sr, r, s = schema.source_rows.c, schema.recipients.c, schema.segments.c
+    keys: dict[int, str] = {}
+    recips: dict[int, list[Any]] = defaultdict(list)
+    attempts: dict[int, int] = {}
+    seg_ids: dict[int, list[str]] = defaultdict(list)
+    for i in range(0, len(message_ids), 500):
+        chunk = message_ids[i:i + 500]
+        for key_row in conn.execute(select(sr.message_id, sr.row_key).where(sr.source == source,
+                                                                           sr.message_id.in_(chunk))):
+            keys[key_row.message_id] = key_row.row_key
+        for row in conn.execute(select(r.id, r.message_id, r.state, r.stat, r.error, r.attempts, r.submitted_at,
+                                       r.final_at).where(r.message_id.in_(chunk)).order_by(r.id)):
+            recips[row.message_id].append(row)
+            attempts[row.id] = row.attempts
+    rids = sorted(attempts)
+    for i in range(0, len(rids), 500):
+        for seg in conn.execute(select(s.recipient_id, s.attempt, s.msg_id).where(s.recipient_id.in_(rids[i:i + 500]))
+                                .order_by(s.recipient_id, s.number)):
+            if seg.attempt == attempts[seg.recipient_id]:
+                seg_ids[seg.recipient_id].append(seg.msg_id)
+    out = {}
+    for mid, key in keys.items():
+        rows = recips.get(mid, [])
+        out[mid] = _aggregate(key, mid, rows, seg_ids)
+    return out
+
+
+def _aggregate(key: str, message_id: int, rows: list[Any], seg_ids: dict[int, list[str]]) -> RowState:
+    states = [row.state for row in rows]
+    complete = bool(rows) and not any(st in _OPEN_STATES or st == "submitted" for st in states)
+    if complete:
+        ok = [st for st in states if st in _OK_STATES]
+        if len(ok) == len(states):
+            state = "delivered" if "delivered" in states else "sent"
+        elif ok:
+            state = "partial"
+        else:
+            state = next(st for st in states if st not in _OK_STATES)
+    elif rows and not any(st in _OPEN_STATES for st in states):
+        state = "submitted"
+    else:
+        state = "accepted"
+    submitted = [row.submitted_at for row in rows if row.submitted_at is not None]
+    failed_at_submit = [row for row in rows if row.state == "failed"]
+    result = (failed_at_submit[0].stat or "failed") if failed_at_submit else ("0" if submitted else None)
+    bad = [row for row in rows if row.state not in _OK_STATES and row.state not in _OPEN_STATES
+           and row.state != "submitted"]
+    stat = None
+    if complete:
+        stats = [row.stat for row in rows if row.stat]
+        stat = (bad[0].stat if bad and bad[0].stat else (stats[0] if stats else None))
+    error = next((row.error for row in bad if row.error), None)
+    finals = [row.final_at for row in rows if row.final_at is not None]
+    return RowState(key, message_id, state, complete, result, [m for row in rows for m in seg_ids.get(row.id, [])],
+                    stat, error, min(submitted) if submitted else None, max(finals) if complete and finals else None)
+
+
+def load_mo(conn: Connection, mo_ids: list[int]) -> dict[int, dict[str, Any]]:
+    mo = schema.mo_messages.c
+    out = {}
+    for i in range(0, len(mo_ids), 500):
+        for row in conn.execute(select(mo.id, mo.src, mo.content, mo.dest, mo.ext, mo.received_at)
+                                .where(mo.id.in_(mo_ids[i:i + 500]))):
+            out[row.id] = {"mo_id": str(row.id), "mobile": row.src, "content": row.content, "dest": row.dest,
+                           "ext": row.ext, "received_at": local_time(row.received_at)}
+    return out
+
+
+class DbWriteback:
+    """The outbox handler of one source: submitted / reported write-backs and MO into the inbox."""
+
+    def __init__(self, source: DbSource) -> None:
+        self._source = source
+
+    def deliver(self, events: Sequence[OutboxEvent]) -> defer.Deferred[list[Outcome]]:
+        src = self._source
+        message_ids = sorted({e.message_id for e in events if e.message_id is not None and e.event != "mo"})
+        mo_ids = sorted({int(_mo_id(e)) for e in events if e.event == "mo"})
+
+        def load(conn: Connection) -> tuple[dict[int, RowState], dict[int, dict[str, Any]]]:
+            return load_row_states(conn, src.source.name, message_ids), load_mo(conn, mo_ids)
+        d: defer.Deferred[Any] = src._store.read(load)
+        d.addCallback(lambda loaded: threads.deferToThreadPool(src._reactor, src._pool, self._write, list(events),
+                                                               *loaded))
+        return d
+
+    def _plan(self, events: list[OutboxEvent], states: dict[int, RowState], mos: dict[int, dict[str, Any]],
+              now: float) -> tuple[list[list[tuple[WriteBack, dict[str, Any]]]], list[Outcome]]:
+        """Per event: the statements to run (with their values), or an outcome already known."""
+        st = self._source.statements
+        node = self._source._node
+        plans: list[list[tuple[WriteBack, dict[str, Any]]]] = []
+        outcomes: list[Outcome] = []
+        for e in events:
+            steps: list[tuple[WriteBack, dict[str, Any]]] = []
+            outcome: Outcome = None
+            if e.event == "mo":
+                mo = mos.get(int(_mo_id(e)))
+                if st.inbox is None:
+                    outcome = Refused("MO routed to this source, but it has no inbox (set inbox: or mo_inbox:)")
+                elif mo is None:
+                    outcome = Refused(f"MO {_mo_id(e)} is no longer in the store")
+                else:
+                    steps.append((st.inbox, {**mo, "now": local_time(now), "node": node}))
+            else:
+                state = states.get(e.message_id or 0)
+                if state is None:
+                    outcome = Refused(f"message {e.message_id} has no legacy row recorded")
+                else:
+                    values = {"key": st.key_value(state.key), **state.values(node, now)}
+                    final_event = e.event == "recipient_final"
+                    if st.submitted is not None and (not final_event or _payload_state(e) in ("sent", "failed")):
+                        steps.append((st.submitted, values))
+                    if final_event and state.complete and st.reported is not None:
+                        steps.append((st.reported, values))
+            plans.append(steps)
+            outcomes.append(outcome)
+        return plans, outcomes
+
+    def _write(self, events: list[OutboxEvent], states: dict[int, RowState],
+               mos: dict[int, dict[str, Any]]) -> list[Outcome]:
+        src = self._source
+        assert src.engine is not None
+        plans, outcomes = self._plan(events, states, mos, time.time())
+        try:
+            with src.engine.begin() as conn:
+                self._run(conn, [step for plan in plans for step in plan])
+            return outcomes
+        except Exception as exc:
+            if is_unreachable(exc):
+                raise Unreachable(f"{src.source.name}: {short_error(exc)}") from exc
+        # The database refused something: find which, each event in a transaction of its own.
+        for i, plan in enumerate(plans):
+            if not plan or outcomes[i] is not None:
+                continue
+            try:
+                with src.engine.begin() as conn:
+                    self._run(conn, plan)
+            except Exception as exc:
+                if is_unreachable(exc):
+                    raise Unreachable(f"{src.source.name}: {short_error(exc)}") from exc
+                outcomes[i] = Refused(short_error(exc))
+        return outcomes
+
+    def _run(self, conn: Connection, steps: list[tuple[WriteBack, dict[str, Any]]]) -> None:
+        """Same statements together (executemany), in the order submitted, reported, inbox; each row once."""
+        st = self._source.statements
+        grouped: dict[int, tuple[WriteBack, dict[Any, dict[str, Any]]]] = {}
+        for wb, values in steps:
+            ident = values.get("key", values.get("mo_id"))
+            grouped.setdefault(id(wb), (wb, {}))[1][ident] = values
+        for step in (st.submitted, st.reported, st.inbox):
+            if step is None or id(step) not in grouped:
+                continue
+            wb = step
+            rows = list(grouped[id(wb)][1].values())
+            if wb is st.inbox:
+                existing = st.inbox_existing(conn, [r["mo_id"] for r in rows])
+                rows = [r for r in rows if r["mo_id"] not in existing]
+            wb.run(conn, rows)
+
+
+def _payload_state(event: OutboxEvent) -> str | None:
+    import json
+
+    try:
+        value = json.loads(event.payload).get("state")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _mo_id(event: OutboxEvent) -> str:
+    import json
+
+    return str(json.loads(event.payload)["mo_id"])

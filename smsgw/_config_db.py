@@ -1,0 +1,270 @@
+"""The `db_sources:` section: legacy databases smsgw polls for messages and writes results back to.
+
+Kept apart from config.py because of its size; `smsgw.config` re-exports it.
+The meaning of every key is in docs/legacy-db.md and conf/smsgw.yaml.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
+
+from smsgw._yaml_source import CUSTOM_ERROR
+
+#: Values a write-back can bind, by event (docs/legacy-db.md lists their meaning).
+ROW_FIELDS = ("key", "message_id", "state", "now", "node")
+WRITEBACK_FIELDS = {
+    "accepted": ROW_FIELDS,
+    "rejected": (*ROW_FIELDS, "error"),
+    "submitted": (*ROW_FIELDS, "result", "msg_id", "msg_ids", "error", "submitted_at"),
+    "reported": (*ROW_FIELDS, "result", "msg_id", "msg_ids", "stat", "error", "submitted_at", "done_at"),
+}
+INBOX_FIELDS = ("mo_id", "mobile", "content", "dest", "ext", "received_at", "now", "node")
+#: Row columns a mapping can name (what to send); `to` and `text` are required.
+ROW_COLUMNS = ("to", "text", "send_at", "priority", "ext", "report", "template", "params")
+TIME_FIELDS = frozenset({"now", "submitted_at", "done_at", "received_at"})
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$#]{0,127}")
+_BIND = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
+
+#: dialect -> (drivers smsgw knows for it, an example URL)
+SOURCE_DATABASES = {
+    "oracle": (("oracledb",), "oracle+oracledb://smsgw:${ERP_DB_PASSWORD}@erp-db:1521/?service_name=ERP"),
+    "mysql": (("pymysql",), "mysql+pymysql://smsgw:${ERP_DB_PASSWORD}@erp-db:3306/erp?charset=utf8mb4"),
+    "mariadb": (("pymysql",), "mariadb+pymysql://smsgw:${ERP_DB_PASSWORD}@erp-db:3306/erp?charset=utf8mb4"),
+    "postgresql": (("psycopg",), "postgresql+psycopg://smsgw:${ERP_DB_PASSWORD}@erp-db:5432/erp"),
+    "mssql": (("pyodbc", "pymssql"),
+              "mssql+pyodbc://smsgw:${ERP_DB_PASSWORD}@erp-db:1433/erp?driver=ODBC+Driver+18+for+SQL+Server"),
+    "sqlite": (("pysqlite",), "sqlite:////srv/legacy/orders.db"),
+}
+
+
+def _bad(what: str, fix: str) -> PydanticCustomError:
+    return PydanticCustomError(CUSTOM_ERROR, "{what}", {"what": what, "fix": fix})
+
+
+def _identifier(value: str) -> str:
+    parts = value.split(".")
+    if len(parts) > 2 or not all(_IDENT.fullmatch(p) for p in parts):
+        raise _bad(f"{value[:40]!r} is not a table or column name",
+                   "write the name as the database knows it (letters, digits, _, $ or #; schema.table for "
+                   "another schema); values never go here")
+    return value
+
+
+def _source_url(value: SecretStr) -> SecretStr:
+    text = value.get_secret_value()
+    scheme, sep, rest = text.partition("://")
+    dialect, _, driver = scheme.partition("+")
+    shown = repr(scheme) if sep and re.fullmatch(r"[A-Za-z0-9+_.-]{1,40}", scheme) else "(none)"
+    if not sep or dialect not in SOURCE_DATABASES:
+        raise _bad(f"the database {shown} is not supported for a legacy source",
+                   "use one of " + ", ".join(f"{d}+{drivers[0]}://" if d != "sqlite" else "sqlite:///"
+                                             for d, (drivers, _) in SOURCE_DATABASES.items()))
+    drivers, example = SOURCE_DATABASES[dialect]
+    if driver not in (*drivers, "") or (not driver and dialect != "sqlite"):
+        raise _bad(f"the driver {shown} is not one smsgw knows for {dialect}",
+                   f"write {dialect}+{drivers[0]}://..., e.g. {example}")
+    if rest.count("@") > 1:
+        raise _bad("the URL has more than one '@' (a password containing '@'?)",
+                   "percent-encode @ : / ? # in the password (@ is %40), or set password: apart")
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(text)
+    except Exception:  # the message would quote the password
+        raise _bad("is not a valid database URL", f"write it as {example}") from None
+    return value
+
+
+def _hhmm(value: str) -> str:
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
+    if not m or int(m.group(1)) > 24 or int(m.group(2)) > 59 or (int(m.group(1)) == 24 and m.group(2) != "00"):
+        raise _bad(f"{value!r} is not a time of day", 'write HH:MM, e.g. "08:00" or "20:30" ("24:00": midnight)')
+    return value
+
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _days(value: Any) -> Any:
+    """'mon-fri', 'mon,wed', ['mon', 'tue'] -> ('mon', 'tue', ...)."""
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        return value
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise _bad(f"{item!r} is not a day", "write days as mon, tue, ... sun, or a range like mon-fri")
+        lo, _, hi = item.lower().partition("-")
+        if lo not in DAYS or (hi and hi not in DAYS):
+            raise _bad(f"{item!r} is not a day or a range of days", "write mon, tue, ... sun, or e.g. mon-fri")
+        a, b = DAYS.index(lo), DAYS.index(hi or lo)
+        out += [DAYS[i % 7] for i in range(a, (b if b >= a else b + 7) + 1)]
+    return tuple(dict.fromkeys(out))
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+SourceUrl = Annotated[SecretStr, AfterValidator(_source_url)]
+HourMinute = Annotated[str, AfterValidator(_hhmm)]
+Scalar = str | int | float | bool | None
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
+
+
+class ActiveWindow(_Section):
+    """Poll only on these days between these times (local time); `to` before `from` spans midnight."""
+
+    days: Annotated[tuple[str, ...], Field(min_length=1)] = DAYS
+    from_: Annotated[HourMinute, Field(alias="from")] = "00:00"
+    to: HourMinute = "24:00"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_days(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "days" in data:
+            data = {**data, "days": _days(data["days"])}
+        return data
+
+
+def _writeback(event: str) -> Any:
+    fields = WRITEBACK_FIELDS[event]
+
+    def check(value: dict[str, Scalar]) -> dict[str, Scalar]:
+        return _check_statement(value, fields, f"{event} write-back")
+    return AfterValidator(check)
+
+
+def _check_statement(value: dict[str, Scalar], fields: tuple[str, ...], what: str) -> dict[str, Scalar]:
+    if not value:
+        raise _bad(f"the {what} is empty", "assign at least one column, e.g. {status: 2}, or write sql: UPDATE ...")
+    if set(value) == {"sql"}:
+        sql = value["sql"]
+        if not isinstance(sql, str) or not sql.strip():
+            raise _bad("sql: must be the text of a statement", "write sql: UPDATE my_table SET ... WHERE id = :key")
+        unknown = sorted(set(_BIND.findall(sql)) - set(fields))
+        if unknown:
+            raise _bad(f"the statement binds {', '.join(':' + u for u in unknown)}, which the {what} does not have",
+                       "bind only " + ", ".join(":" + f for f in fields))
+        return value
+    for column, v in value.items():
+        _identifier(column)
+        if isinstance(v, str) and _PLACEHOLDER.search(v):
+            m = _PLACEHOLDER.fullmatch(v)
+            if not m:
+                raise _bad(f"{column}: {v!r} mixes a {{field}} with other text",
+                           "write the field alone, e.g. \"{msg_ids}\"; values are bound as they are, never formatted")
+            if m.group(1) not in fields:
+                raise _bad(f"{column}: the {what} has no field {{{m.group(1)}}}",
+                           "use one of " + ", ".join("{" + f + "}" for f in fields))
+    return value
+
+
+class InboxMapping(_Section):
+    """Where MO messages go in a legacy table: column per field, or one INSERT statement."""
+
+    table: Identifier | None = None
+    columns: dict[str, Identifier] = Field(default_factory=dict)  # field -> column
+    sql: str | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> InboxMapping:
+        if self.sql is not None:
+            if self.table is not None or self.columns:
+                raise _bad("both sql and table/columns are set", "keep one of them")
+            _check_statement({"sql": self.sql}, INBOX_FIELDS, "inbox insert")
+            return self
+        if self.table is None or not self.columns:
+            raise _bad("the inbox needs table and columns (or sql)",
+                       "write table: my_inbox and columns: {mobile: phone, content: msg, ...}")
+        unknown = sorted(set(self.columns) - set(INBOX_FIELDS))
+        if unknown:
+            raise _bad(f"unknown inbox field(s) {', '.join(unknown)}", "use " + ", ".join(INBOX_FIELDS))
+        for need in ("mobile", "content"):
+            if need not in self.columns:
+                raise _bad(f"the inbox columns lack {need}", f"map {need}: to the column that holds it")
+        return self
+
+
+class TableMapping(_Section):
+    """How smsgw reads and writes an existing legacy table instead of the standard sms_outbox."""
+
+    table: Identifier
+    key: Identifier  # the column that identifies a row (its primary key)
+    key_type: Literal["integer", "text"] = "integer"
+    columns: dict[str, Identifier]  # to, text, send_at, priority, ext, report, template, params -> column
+    pending: dict[Identifier, Scalar] = Field(default_factory=dict)  # rows to take: column = value, all of them
+    select: str | None = None  # or a parameterised SELECT returning key and the mapped columns (:limit bound)
+    accepted: Annotated[dict[str, Scalar], _writeback("accepted")]
+    rejected: Annotated[dict[str, Scalar], _writeback("rejected")]
+    submitted: Annotated[dict[str, Scalar], _writeback("submitted")] | None = None
+    reported: Annotated[dict[str, Scalar], _writeback("reported")] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TableMapping:
+        unknown = sorted(set(self.columns) - set(ROW_COLUMNS))
+        if unknown:
+            raise _bad(f"unknown column role(s) {', '.join(unknown)}", "map only " + ", ".join(ROW_COLUMNS))
+        for need in ("to", "text"):
+            if need not in self.columns:
+                raise _bad(f"columns lacks {need}", f"map {need}: to the column holding the "
+                           + ("mobile number(s)" if need == "to" else "message text"))
+        if (self.select is None) == (not self.pending):
+            raise _bad("say which rows to take with pending: or with select:, not both or neither",
+                       "write pending: {sms_flag: 0} (rows whose columns hold these values), or a select:")
+        if self.select is not None:
+            unknown = sorted(set(_BIND.findall(self.select)) - {"limit"})
+            if unknown:
+                raise _bad(f"the select binds {', '.join(':' + u for u in unknown)}", "bind only :limit")
+        if self.pending and set(self.accepted) != {"sql"} and not set(self.pending) & set(self.accepted):
+            raise _bad("accepted: changes none of the pending: columns, so every poll would take the rows again",
+                       f"assign one of {', '.join(self.pending)} in accepted:, e.g. {next(iter(self.pending))}: 1")
+        return self
+
+
+class DbSourceConfig(_Section):
+    """One legacy database smsgw polls: the standard sms_outbox/sms_inbox tables, or a mapping."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,48}$")]
+    url: SourceUrl
+    password: SecretStr | None = None  # put into url: no percent-encoding needed
+    account: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None  # default: the source's name
+    poll_interval: Annotated[float, Field(gt=0)] = 1.0
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    pool_size: Annotated[int, Field(ge=1, le=32)] = 2
+    active_hours: tuple[ActiveWindow, ...] = ()  # empty: always
+    report: bool = True  # whether a status report is wanted, for rows that do not say
+    priority: Annotated[int, Field(ge=0, le=9)] = 5  # for rows that do not say
+    table: Identifier = "sms_outbox"  # the standard outbox (when there is no mapping)
+    inbox: Identifier | None = "sms_inbox"  # the standard inbox for MO routed to this source; null: none
+    mapping: TableMapping | None = None
+    mo_inbox: InboxMapping | None = None  # MO into a legacy table of your own (instead of inbox)
+    writeback_retry: Annotated[float, Field(gt=0)] = 86_400.0  # a write-back the database refuses: retried this long
+    busy_timeout: Annotated[float, Field(ge=0)] = 10.0  # SQLite: wait this long for the lock
+
+    def interface(self) -> str:
+        return f"db:{self.name}"
+
+    def account_name(self) -> str:
+        return self.account or self.name
+
+    def dialect(self) -> str:
+        name = self.url.get_secret_value().partition("://")[0].partition("+")[0]
+        return "mysql" if name == "mariadb" else name
+
+    def plain_url(self, *, hide_password: bool = False) -> str:
+        text = self.url.get_secret_value()
+        if self.password is None and not hide_password:
+            return text
+        from sqlalchemy.engine import make_url
+
+        url = make_url(text)
+        if self.password is not None:
+            url = url.set(password=self.password.get_secret_value())
+        return url.render_as_string(hide_password=hide_password)
