@@ -20,6 +20,7 @@ from smsgw.config import (
     CarrierConfig,
     Config,
     ConfigError,
+    DbSourceConfig,
     check_config,
     default_config,
     load_config,
@@ -85,20 +86,25 @@ def test_make_run_example_takes_the_simulator_secret_from_the_environment() -> N
 
 def test_production_example_loads() -> None:
     """conf/production-example.yaml loads without problems once its secrets are in the environment."""
-    env = {"DB_PASSWORD": "pw", "CMCC_SECRET": "a", "AGG_SECRET": "b", "HOSTNAME": "fe1"}
+    env = {"DB_PASSWORD": "pw", "CMCC_SECRET": "a", "AGG_SECRET": "b", "HOSTNAME": "fe1", "TAX_DB_PASSWORD": "t",
+           "WO_DB_PASSWORD": "w"}
     config = load_config(str(ROOT / "conf/production-example.yaml"), env)
     assert config.node.name == "fe1"
     assert config.store_url() == "postgresql+psycopg://smsgw:pw@db1.example.internal:5432/smsgw"
     assert config.log_file() == "/var/log/smsgw/smsgw.log"
     assert not config.simulator.enabled
     assert [c.version for c in config.carriers] == [Version.V30, Version.V20]
+    tax, wo = config.db_sources
+    assert tax.plain_url(hide_password=True).startswith("oracle+oracledb://smsgw:***@taxdb")
+    assert tax.dialect() == "oracle" and wo.dialect() == "mysql"
+    assert wo.mapping is not None and wo.mapping.pending == {"sms_state": 0}
 
 
 def test_production_example_names_its_missing_secrets() -> None:
     """Without the environment the production example reports each unset variable."""
     found = check_config(str(ROOT / "conf/production-example.yaml"), {})
     assert re.findall(r"environment variable (\w+) is not set", "\n".join(found)) == [
-        "DB_PASSWORD", "CMCC_SECRET", "AGG_SECRET"]
+        "DB_PASSWORD", "CMCC_SECRET", "AGG_SECRET", "TAX_DB_PASSWORD", "WO_DB_PASSWORD"]
 
 
 def _assert_defaults(section: str, written: dict[str, object], model: type[BaseModel],
@@ -120,13 +126,22 @@ def test_make_run_example_lists_every_key_with_its_default() -> None:
     overrides = {"log": frozenset({"file"}), "routing": frozenset({"default"}),
                  "simulator": frozenset({"enabled"})}
     for section, info in Config.model_fields.items():
-        if section in ("accounts", "carriers"):
+        if section in ("accounts", "carriers", "db_sources"):
             continue
         model = info.annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
         _assert_defaults(section, raw[section], model, overrides.get(section, frozenset()))
     _assert_defaults("accounts[0]", raw["accounts"][0], AccountConfig)
     _assert_defaults("carriers[0]", raw["carriers"][0], CarrierConfig)
+    assert raw["db_sources"] == []
+
+
+def test_make_run_example_documents_every_db_source_key_with_its_default() -> None:
+    """The commented db_sources entry in conf/smsgw.yaml lists every key of DbSourceConfig, at its default."""
+    text = (ROOT / "conf/smsgw.yaml").read_text(encoding="utf-8")
+    block = text.split("every key with its default:\n", 1)[1].split("\ndb_sources:", 1)[0]
+    entry = yaml.safe_load("\n".join(line.removeprefix("#") for line in block.splitlines()))[0]
+    _assert_defaults("db_sources[0]", entry, DbSourceConfig)
 
 
 # --- defaults and the built objects ---------------------------------------------------------------
