@@ -247,6 +247,16 @@ class DbSourceConfig(_Section):
     mo_inbox: InboxMapping | None = None  # MO into a legacy table of your own (instead of inbox)
     writeback_retry: Annotated[float, Field(gt=0)] = 86_400.0  # a write-back the database refuses: retried this long
     busy_timeout: Annotated[float, Field(ge=0)] = 10.0  # SQLite: wait this long for the lock
+    # Oracle only: null = python-oracledb thin mode (Oracle Database 12.1 and later, no client
+    # libraries); a directory = thick mode with the Oracle Instant Client there (servers older than 12.1);
+    # "system" = thick mode with the client libraries on the system's library path.
+    oracle_client: Annotated[str, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _oracle_only(self) -> DbSourceConfig:
+        if self.oracle_client is not None and self.dialect() != "oracle":
+            raise _bad("oracle_client is set but the source is not Oracle", "remove oracle_client")
+        return self
 
     def interface(self) -> str:
         return f"db:{self.name}"

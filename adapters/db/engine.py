@@ -28,6 +28,9 @@ def make_source_engine(source: DbSourceConfig) -> Engine:
                       pool_recycle=1800, pool_timeout=30)
     if dialect == "mysql":
         kwargs["isolation_level"] = "READ COMMITTED"
+    if dialect == "oracle" and source.oracle_client is not None:
+        # Thick mode (servers older than 12.1): python-oracledb loads the Oracle Client libraries once per process.
+        kwargs["thick_mode"] = {} if source.oracle_client == "system" else {"lib_dir": source.oracle_client}
     engine = create_engine(url, **kwargs)
     if dialect == "sqlite":
         @event.listens_for(engine, "connect")
