@@ -245,8 +245,11 @@ class DbSource(Service):
         return out
 
     def _accept(self, good: list[tuple[Any, str, PreparedMessage]], now: float) -> defer.Deferred[list[str]]:
-        d: defer.Deferred[list[Any]] = self._gateway.accept_prepared(self._account, self.kind, [p for _, _, p in good], now, notify=self.kind,
-                                          sources=[(self.source.name, key) for _, key, _ in good])
+        st = self.statements
+        notify = self.kind if st.submitted is not None or st.reported is not None else None
+        d: defer.Deferred[list[Any]] = self._gateway.accept_prepared(
+            self._account, self.kind, [p for _, _, p in good], now, notify=notify,
+            sources=[(self.source.name, key) for _, key, _ in good])
         return d.addCallback(lambda accepted: [a.id for a in accepted])
 
 

@@ -131,8 +131,12 @@ class Statements:
 
     # --- claiming ----------------------------------------------------------------
 
-    def claim_select(self, limit: int) -> Any:
-        """The locking SELECT of up to `limit` pending rows, oldest key first."""
+    def claim_select(self, limit: int, *, skip_locked: bool = True) -> Any:
+        """The locking SELECT of up to `limit` pending rows, oldest key first.
+
+        `skip_locked` False (MySQL before 8.0.1, MariaDB before 10.6): a plain FOR UPDATE,
+        so a second node waits for the first one's rows instead of skipping them.
+        """
         m = self.mapping
         if m.select is not None:
             return text(m.select).bindparams(limit=limit)
@@ -145,12 +149,12 @@ class Statements:
         if self.dialect == "oracle":
             return stmt.with_for_update(skip_locked=True)  # fetchmany(limit), see claim_rows
         if self.dialect in ("postgresql", "mysql"):
-            return stmt.limit(limit).with_for_update(skip_locked=True)
+            return stmt.limit(limit).with_for_update(skip_locked=skip_locked)
         return stmt.limit(limit)  # sqlite: BEGIN IMMEDIATE holds the file
 
     def claim_rows(self, conn: Connection, limit: int) -> list[RawRow]:
         """Run the claim SELECT in the caller's transaction."""
-        result = conn.execute(self.claim_select(limit))
+        result = conn.execute(self.claim_select(limit, skip_locked=supports_skip_locked(conn)))
         rows = result.fetchmany(limit)
         result.close()
         m = self.mapping
@@ -224,6 +228,15 @@ class Statements:
             chunk = mo_ids[i:i + 500]
             found.update(str(v) for v in conn.execute(select(t.c[col]).where(t.c[col].in_(chunk))).scalars())
         return found
+
+
+def supports_skip_locked(conn: Connection) -> bool:
+    """SKIP LOCKED exists in PostgreSQL 9.5+, Oracle, MySQL 8.0.1+ and MariaDB 10.6+."""
+    dialect = conn.dialect
+    if dialect.name != "mysql":
+        return True
+    version = tuple(dialect.server_version_info or ())
+    return version >= ((10, 6) if getattr(dialect, "is_mariadb", False) else (8, 0, 1))
 
 
 def local_time(epoch: float | None) -> datetime | None:
