@@ -61,6 +61,7 @@ class Timing:
     orphan_keep: float = 600.0
     sweep_interval: float = 5.0
     lease_seconds: float = 60.0
+    outbox_keep: float = 86_400.0  # delivered notifications are kept this long (for looking into), then deleted
 
 
 class Gateway:
@@ -293,7 +294,7 @@ class Gateway:
         self._samples.append((now, self.counters()))
         t = self._timing
         args = SweepArgs(now, self._store.owner, now + t.lease_seconds, now - t.report_timeout,
-                         now - t.orphan_keep)
+                         now - t.orphan_keep, outbox_done_before=now - t.outbox_keep)
         self._sweeping = True
         d = self._store.write("sweep", args)
         d.addCallbacks(self._swept, self._sweep_failed)

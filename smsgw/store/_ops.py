@@ -185,6 +185,7 @@ class SweepArgs:
     report_deadline: float  # submitted before this and still no final report: expired
     orphan_deadline: float  # unmatched reports received before this become orphans
     limit: int = 1000
+    outbox_done_before: float | None = None  # delivered outbox events done before this are deleted
 
 
 @dataclass(slots=True)
@@ -536,6 +537,12 @@ class Ops:
                                         for rid in stale])
             out.expired = list(stale)
         out.rematched, out.orphans = self._rematch(conn, a)
+        if a.outbox_done_before is not None:
+            ob = outbox.c
+            old = conn.execute(select(ob.id).where(ob.state == "done", ob.done_at < a.outbox_done_before)
+                               .limit(a.limit)).scalars().all()
+            if old:
+                conn.execute(outbox.delete().where(ob.id.in_(old)))
         return out
 
     def _rematch(self, conn: Connection, a: SweepArgs) -> tuple[int, list[tuple[str, str, str]]]:
