@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from dbs import reset, store_url
 from smsgw.lifecycle import R
@@ -18,6 +18,8 @@ from smsgw.store import (
     MoArgs,
     MoPartArgs,
     NewMessage,
+    OutboxClaimArgs,
+    OutboxDone,
     ReportArgs,
     SegmentIds,
     Store,
@@ -307,3 +309,57 @@ def test_a_repeated_ref_is_answered_with_the_stored_message(engine: Engine, ops:
     with engine.connect() as conn:
         assert conn.execute(select(schema.messages.c.id).order_by(schema.messages.c.id)).scalars().all() == [
             first.id, other.id]
+
+
+def test_a_source_row_is_stored_once_whatever_the_batch(engine: Engine, ops: Ops) -> None:
+    """(source, row key) is taken once: a repeat, in a later batch or the same one, answers with the first id."""
+    def item(source: tuple[str, str]) -> NewMessage:
+        return NewMessage(ops.ids.next(), "erp", "db:erp", prepared(("13800000001",)), ["cmcc"], ops.ids.many(1),
+                          NOW, notify="db:erp", source=source)
+    first, other = item(("erp", "1")), item(("crm", "1"))
+    assert run(engine, ops.accept, [first, other]) == [[first.id, other.id]]
+    again, twin_a, twin_b = item(("erp", "1")), item(("erp", "2")), item(("erp", "2"))
+    assert run(engine, ops.accept, [again, twin_a, twin_b]) == [[first.id, twin_a.id, twin_a.id]]
+    with engine.connect() as conn:
+        keys = conn.execute(select(schema.source_rows.c.source, schema.source_rows.c.row_key,
+                                   schema.source_rows.c.message_id).order_by(schema.source_rows.c.message_id)).all()
+        assert [tuple(k) for k in keys] == [("erp", "1", first.id), ("crm", "1", other.id), ("erp", "2", twin_a.id)]
+        assert conn.execute(select(func.count()).select_from(schema.messages)).scalar_one() == 3
+
+
+def test_submit_and_final_states_owe_events_to_the_origin(engine: Engine, ops: Ops) -> None:
+    """A message with notify gets a recipient_submitted event on submit and recipient_final on its report."""
+    mid = accept(engine, ops, ("13800000001",), notify="db:erp")
+    c = claim(engine, ops)[0]
+    submit(engine, ops, c, "00000000000000a9")
+    report(engine, ops, "00000000000000a9")
+    with engine.connect() as conn:
+        rows = conn.execute(select(schema.outbox).order_by(schema.outbox.c.id)).all()
+    assert [(r.kind, r.event, r.message_id, r.recipient_id) for r in rows] == [
+        ("db:erp", "recipient_submitted", mid, c.recipient_id), ("db:erp", "recipient_final", mid, c.recipient_id)]
+
+
+def test_outbox_claims_in_order_leases_and_records_outcomes(engine: Engine, ops: Ops) -> None:
+    """Claims take due events of the kinds asked for, oldest first; done / retry / dead are recorded;
+    release gives a dead node's leases back; the sweep deletes events delivered long ago."""
+    run(engine, ops.mo, *[MoArgs("cmcc", f"1380000000{i}", "10690001", "", f"mo {i}", "", None, "erp", 1, True,
+                                 NOW, notify="db:erp") for i in range(4)])
+    run(engine, ops.mo, MoArgs("cmcc", "13800000009", "10690001", "", "other", "", None, "crm", 1, True, NOW,
+                               notify="db:crm"))
+    first = run(engine, ops.outbox_claim, OutboxClaimArgs(("db:erp",), 3, NOW, "n1", NOW + 60))[0]
+    assert [e.event for e in first] == ["mo"] * 3 and [e.id for e in first] == sorted(e.id for e in first)
+    assert run(engine, ops.outbox_claim, OutboxClaimArgs(("db:erp",), 10, NOW, "n2", NOW + 60))[0][0].id > first[-1].id
+    run(engine, ops.outbox_done, OutboxDone(first[0].id, NOW), OutboxDone(first[1].id, NOW, "busy", NOW + 5),
+        OutboxDone(first[2].id, NOW, "refused", None))
+    ob = schema.outbox.c
+    with engine.connect() as conn:
+        got = {r.id: r for r in conn.execute(select(schema.outbox))}
+    assert (got[first[0].id].state, got[first[1].id].state, got[first[2].id].state) == ("done", "pending", "dead")
+    assert (got[first[1].id].attempts, got[first[1].id].next_at, got[first[1].id].last_error) == (1, NOW + 5, "busy")
+    assert run(engine, ops.release, "n2") == [0]  # n2's leased event is due again at once
+    again = run(engine, ops.outbox_claim, OutboxClaimArgs(("db:erp",), 10, NOW + 1, "n1", NOW + 60))[0]
+    assert len(again) == 1 and again[0].id not in {e.id for e in first}
+    run(engine, ops.sweep, SweepArgs(NOW + 10, "n1", NOW + 70, NOW - 100, NOW - 100, outbox_done_before=NOW + 1))
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.outbox).where(ob.id == first[0].id)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(schema.outbox)).scalar() == 4

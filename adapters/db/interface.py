@@ -28,7 +28,10 @@ from sqlalchemy import (
     Table,
     Unicode,
     func,
+    text,
 )
+from sqlalchemy.dialects.mssql import DATETIME2
+from sqlalchemy.dialects.oracle import NVARCHAR2
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -46,33 +49,40 @@ metadata = MetaData()
 
 # SQLite autoincrements only an INTEGER PRIMARY KEY (its rowid), not a BIGINT one.
 _Id = BigInteger().with_variant(Integer(), "sqlite")
+# Oracle: national character columns, so Chinese text survives a ZHS16GBK database charset.
+_Text2000 = Unicode(2000).with_variant(NVARCHAR2(2000), "oracle")
+_Text500 = Unicode(500).with_variant(NVARCHAR2(500), "oracle")
+# SQL Server: DATETIME2 (DATETIME rounds to 3.33 ms).
+_Time = DateTime().with_variant(DATETIME2(), "mssql")
 
 outbox = Table(
     OUTBOX, metadata,
     Column("id", _Id, Identity(), primary_key=True),
     # written by the legacy system
     Column("mobiles", String(2000), nullable=False),  # one or several numbers: , ; or blanks between them
-    Column("content", Unicode(2000), nullable=False),
-    Column("send_at", DateTime),  # not before this (local time); NULL: at once
+    Column("content", _Text2000, nullable=False),
+    Column("send_at", _Time),  # not before this (local time); NULL: at once
     Column("priority", SmallInteger),  # 0 (bulk) .. 9 (urgent); NULL: 5
     Column("ext", String(12)),  # extension appended to the service number
-    Column("report_wanted", SmallInteger, nullable=False, server_default="1"),  # 0: no status report
+    Column("report_wanted", SmallInteger, nullable=False, server_default=text("1")),  # 0: no status report
     Column("ref", String(64)),  # the legacy system's own reference; smsgw leaves it alone
     Column("template", String(64)),  # a named template instead of content (see docs/legacy-db.md)
-    Column("params", Unicode(2000)),  # the template's parameters, JSON object
-    Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    Column("params", _Text2000),  # the template's parameters, JSON object
+    Column("created_at", _Time, nullable=False, server_default=func.current_timestamp()),
     # written by smsgw
     Column("state", String(16), nullable=False, server_default="new"),
-    Column("message_id", String(20)),  # smsgw's message id (REST: GET /v1/messages/{id})
+    Column("message_id", String(20)),  # smsgw's message id (REST: GET /api/v1/messages/{id})
     Column("submit_result", String(64)),  # 0: the carrier took it; else the code, e.g. R13
     Column("msg_ids", String(2000)),  # the carrier's Msg_Id(s), comma-separated
     Column("stat", String(16)),  # the final report's Stat, e.g. DELIVRD
-    Column("error", Unicode(500)),  # why it failed or was rejected, in words
+    Column("error", _Text500),  # why it failed or was rejected, in words
     Column("taken_by", String(64)),  # the smsgw node that took the row
-    Column("taken_at", DateTime),
-    Column("submitted_at", DateTime),
-    Column("done_at", DateTime),
+    Column("taken_at", _Time),
+    Column("submitted_at", _Time),
+    Column("done_at", _Time),
     mysql_engine="InnoDB", mysql_charset="utf8mb4",
+    # Never reuse the id of a deleted row: smsgw remembers (source, id) and would not send it again.
+    sqlite_autoincrement=True,
 )
 Index("ix_sms_outbox_state_id", outbox.c.state, outbox.c.id)
 
@@ -81,12 +91,12 @@ inbox = Table(
     Column("id", _Id, Identity(), primary_key=True),
     Column("mo_id", String(20), nullable=False, unique=True),  # smsgw's MO id: a repeated write is recognised
     Column("mobile", String(32), nullable=False),  # who sent it
-    Column("content", Unicode(2000), nullable=False),
+    Column("content", _Text2000, nullable=False),
     Column("dest", String(32), nullable=False),  # the full destination: service number + extension
     Column("ext", String(21), nullable=False),  # the extension alone (which business it is for)
-    Column("received_at", DateTime, nullable=False),
-    Column("read_flag", SmallInteger, nullable=False, server_default="0"),  # set by the consumer
-    mysql_engine="InnoDB", mysql_charset="utf8mb4",
+    Column("received_at", _Time, nullable=False),
+    Column("read_flag", SmallInteger, nullable=False, server_default=text("0")),  # set by the consumer
+    mysql_engine="InnoDB", mysql_charset="utf8mb4", sqlite_autoincrement=True,
 )
 Index("ix_sms_inbox_read_id", inbox.c.read_flag, inbox.c.id)
 

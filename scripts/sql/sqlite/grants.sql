@@ -1,0 +1,13 @@
+-- SQLite has no users and no GRANT: there is nothing to run here.
+--
+-- Whoever can read the database file can read every table, and whoever can write the file
+-- (and its directory, where SQLite keeps its -journal or -wal and -shm files) can change
+-- every row. File permissions are the only control, e.g. one group for smsgw and the legacy
+-- application:
+--     chgrp smsgw-legacy /srv/legacy /srv/legacy/legacy.db
+--     chmod 2770 /srv/legacy
+--     chmod 0660 /srv/legacy/legacy.db
+-- Both programs must be able to write: smsgw writes the results into sms_outbox and the
+-- uplink messages into sms_inbox; the legacy application inserts into sms_outbox and sets
+-- sms_inbox.read_flag. Column-level limits cannot be expressed; use a server database where
+-- they matter.
