@@ -53,7 +53,7 @@ _Id = BigInteger().with_variant(Integer(), "sqlite")
 _Text2000 = Unicode(2000).with_variant(NVARCHAR2(2000), "oracle")
 _Text500 = Unicode(500).with_variant(NVARCHAR2(500), "oracle")
 # SQL Server: DATETIME2 (DATETIME rounds to 3.33 ms).
-_Time = DateTime().with_variant(DATETIME2(), "mssql")
+_Time = DateTime().with_variant(DATETIME2(), "mssql")  # type: ignore[no-untyped-call]
 
 outbox = Table(
     OUTBOX, metadata,

@@ -97,8 +97,11 @@ def whole(value: Any, what: str) -> int | None:
     if _is_number(value):
         number = _integral(value)
     else:
+        text = _text(value, what).strip()
+        if not text:  # a blank CHAR column: not given
+            return None
         try:
-            number = _integral(Decimal(_text(value, what).strip()))
+            number = _integral(Decimal(text))
         except ArithmeticError:
             number = None
     if number is None:
@@ -122,14 +125,15 @@ def _ext(value: Any) -> str | None:
         if number is None or number < 0:
             raise RowError(f"ext {str(value)[:20]!r} is not digits")
         return str(number)
-    return _text(value, "ext").strip()
+    return _text(value, "ext").strip() or None  # a blank CHAR column: the account's default
 
 
 def request(values: dict[str, Any], *, default_priority: int, default_report: bool) -> SendRequest:
     """The message a row asks for. Raises RowError for what validation cannot say (unknown template...)."""
-    template = values.get("template")
-    if template is not None and template != "":
-        raise RowError(f"unknown template {str(template)[:64]!r}: no templates are defined on this gateway; "
+    raw_template = values.get("template")
+    template = None if raw_template is None else _text(raw_template, "the template column").strip()
+    if template:
+        raise RowError(f"unknown template {template[:64]!r}: no templates are defined on this gateway; "
                        "write the text into the content column instead")
     text = values.get("text")
     priority = whole(values.get("priority"), "priority")
