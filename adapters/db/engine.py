@@ -23,11 +23,19 @@ def make_source_engine(source: DbSourceConfig) -> Engine:
     kwargs: dict[str, Any] = {}
     if dialect == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": source.busy_timeout}
+        kwargs["creator"] = _sqlite_opener(url, source.busy_timeout)
     else:
         kwargs.update(pool_size=source.pool_size, max_overflow=source.pool_size, pool_pre_ping=True,
                       pool_recycle=1800, pool_timeout=30)
     if dialect == "mysql":
         kwargs["isolation_level"] = "READ COMMITTED"
+    # A database that does not answer must not hold a poll forever.
+    if dialect == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    elif dialect == "mysql":
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT, "read_timeout": 120, "write_timeout": 120}
+    elif dialect == "oracle":
+        kwargs["connect_args"] = {"tcp_connect_timeout": CONNECT_TIMEOUT}
     if dialect == "oracle" and source.oracle_client is not None:
         # Thick mode (servers older than 12.1): python-oracledb loads the Oracle Client libraries once per process.
         kwargs["thick_mode"] = {} if source.oracle_client == "system" else {"lib_dir": source.oracle_client}
@@ -43,10 +51,32 @@ def make_source_engine(source: DbSourceConfig) -> Engine:
     return engine
 
 
+CONNECT_TIMEOUT = 10
+
+
+class SourceFileMissing(Exception):
+    """A SQLite source's file is not there (a typo, or a mount that is not up): never created empty."""
+
+
+def _sqlite_opener(url: str, timeout: float) -> Any:
+    import os
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    path = make_url(url).database or ""
+
+    def connect() -> sqlite3.Connection:
+        if not os.path.exists(path):
+            raise SourceFileMissing(f"the SQLite file {path} does not exist: check the source's url")
+        return sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+    return connect
+
+
 def is_unreachable(error: BaseException) -> bool:
     """True when the database could not be reached or the connection broke (try again later);
     False when it answered and refused the statement (a mapping or data problem)."""
-    if isinstance(error, sa_exc.TimeoutError):  # no connection from the pool in time
+    if isinstance(error, (sa_exc.TimeoutError, SourceFileMissing)):  # no connection from the pool in time
         return True
     if isinstance(error, sa_exc.DBAPIError):
         if error.connection_invalidated:
