@@ -640,9 +640,18 @@ def _ext_problems(cfg: Config) -> Iterator[_Problem]:
                    f"{SRC_ID_DIGITS}-digit Src_Id", "shorten the extension")
 
 
+def _sqlite_file(url: str) -> str | None:
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return os.path.realpath(database) if database and database != ":memory:" else None
+
+
 def _db_source_problems(cfg: Config) -> Iterator[_Problem]:
     accounts = {a.name: a for a in cfg.accounts}
-    store = os.path.realpath(cfg.store_url().removeprefix("sqlite:///")) if cfg.store_url().startswith("sqlite") else None
+    store = _sqlite_file(cfg.store_url())
     for i, src in enumerate(cfg.db_sources):
         if src.account is not None and src.account not in accounts:
             yield (("db_sources", i, "account"), f"no account is named {src.account!r}",
@@ -653,7 +662,7 @@ def _db_source_problems(cfg: Config) -> Iterator[_Problem]:
             yield (("db_sources", i, "account"), f"account {account.name!r} may not use the db interface",
                    "add db to that account's interfaces")
         url = src.plain_url()
-        if store is not None and url.startswith("sqlite") and os.path.realpath(url.removeprefix("sqlite:///")) == store:
+        if store is not None and _sqlite_file(url) == store:
             yield (("db_sources", i, "url"), "the source is smsgw's own SQLite store file",
                    "point the source at the legacy system's database; SQLite allows one writer per file")
         if src.password is not None and url.startswith("sqlite"):

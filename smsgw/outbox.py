@@ -161,11 +161,11 @@ class OutboxWorker:
             give_up = now - event.created_at >= kind.retry_for
             retry_at = None if give_up else now + min(self._retry_initial * 2 ** event.attempts, self._retry_max)
             if give_up:
-                log.error("alarm", alarm="notification_dead", kind=kind.name, event=event.event,
+                log.error("alarm", alarm="notification_dead", kind=kind.name, outbox_event=event.event,
                           outbox_id=str(event.id), error=outcome.error, attempts=event.attempts + 1,
                           action=f"refused for {kind.retry_for:g}s: given up; the store keeps it as dead")
             else:
-                log.warning("outbox_refused", kind=kind.name, event=event.event, outbox_id=str(event.id),
+                log.warning("outbox_refused", kind=kind.name, outbox_event=event.event, outbox_id=str(event.id),
                             error=outcome.error, attempts=event.attempts + 1, retry_at=retry_at)
             done.append(OutboxDone(event.id, now, outcome.error, retry_at))
         kind.delivered += sum(1 for o in outcomes if o is None)

@@ -278,7 +278,7 @@ class RowState:
     def values(self, node: str, now: float) -> dict[str, Any]:
         msg_ids = ",".join(self.msg_ids)
         if len(msg_ids) > 2000:
-            msg_ids = msg_ids[:2000].rsplit(",", 1)[0]
+            msg_ids = msg_ids[:2001].rsplit(",", 1)[0]  # whole ids only
         return {"message_id": str(self.message_id), "state": self.state, "result": self.result,
                 "msg_id": self.msg_ids[0] if self.msg_ids else None, "msg_ids": msg_ids or None,
                 "stat": self.stat, "error": self.error[:500] if self.error else None,

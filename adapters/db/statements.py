@@ -139,7 +139,9 @@ class Statements:
         """
         m = self.mapping
         if m.select is not None:
-            return text(m.select).bindparams(limit=limit)
+            # :limit is optional (Oracle cannot LIMIT a FOR UPDATE select; fetchmany caps it).
+            chosen = text(_escape_casts(m.select))
+            return chosen.bindparams(limit=limit) if ":limit" in m.select else chosen
         t = self._table
         cols = [t.c[m.key].label("k")] + [t.c[c].label(f"c_{role}") for role, c in m.columns.items()]
         where = and_(*[t.c[c] == bindparam(f"p_{c}", v) for c, v in m.pending.items()])
@@ -204,7 +206,7 @@ class Statements:
         names = [n for n in dict.fromkeys(re.findall(r"(?<![:\w]):([A-Za-z_]\w*)", sql)) if n in fields]
         renamed = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", lambda mt: f":f_{mt.group(1)}" if mt.group(1) in fields
                          else mt.group(0), sql)
-        clause: TextClause = text(renamed).bindparams(
+        clause: TextClause = text(_escape_casts(renamed)).bindparams(
             *[bindparam(f"f_{n}", type_=self.key_type if n == "key" else _field_type(n)) for n in names])
         return WriteBack(clause, tuple(names), {})
 
@@ -228,6 +230,11 @@ class Statements:
             chunk = mo_ids[i:i + 500]
             found.update(str(v) for v in conn.execute(select(t.c[col]).where(t.c[col].in_(chunk))).scalars())
         return found
+
+
+def _escape_casts(sql: str) -> str:
+    """PostgreSQL's `:key::int` casts: `::` is not a bind marker for SQLAlchemy's text()."""
+    return sql.replace("::", "\\:\\:")
 
 
 def supports_skip_locked(conn: Connection) -> bool:
