@@ -35,8 +35,10 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
 
-def write_config(tmp: Path, sim_port: int, url: str, poll_interval: float, batch: int) -> Path:
+def write_config(tmp: Path, sim_port: int, url: str, poll_interval: float, batch: int, store: str | None) -> Path:
     data = yaml.safe_load((ROOT / "conf" / "smsgw.yaml").read_text(encoding="utf-8"))
+    if store:
+        data["store"]["url"] = store
     data["node"]["data_dir"] = str(tmp / "var")
     data["log"]["file"] = "log/smsgw.log"
     data["log"]["level"] = "info"  # every lifecycle line is written, as in production
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--batch", type=int, default=500, help="db_sources batch_size")
+    parser.add_argument("--store-url", help="smsgw's own store (default: SQLite in a temp dir); emptied first")
     parser.add_argument("--profile", metavar="FILE", help="record the daemon with py-spy (raw collapsed stacks)")
     args = parser.parse_args()
 
@@ -75,7 +78,13 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="smsgw-dbpoll-"))
     sim_port = free_port()
-    config = write_config(tmp, sim_port, args.url, args.poll_interval, args.batch)
+    config = write_config(tmp, sim_port, args.url, args.poll_interval, args.batch, args.store_url)
+    if args.store_url:
+        from smsgw.store import schema
+
+        store = create_engine(args.store_url)
+        schema.metadata.drop_all(store)
+        store.dispose()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(subprocess.Popen(
@@ -119,7 +128,7 @@ def main() -> None:
         print(f"rows_per_s={args.rows / elapsed:.0f} insert_s={t_insert:.2f} last_final_s={elapsed:.2f} "
               f"cpu_ms_per_row={cpu * 1000 / args.rows:.3f} rss_mb={rss_mb(daemon.pid):.0f}"
               f"  # rows={args.rows} dialect={legacy.dialect.name} poll_interval={args.poll_interval} "
-              f"batch={args.batch}")
+              f"batch={args.batch} store={'sqlite' if not args.store_url else args.store_url.split(':')[0]}")
     finally:
         for proc in reversed(procs):
             proc.send_signal(signal.SIGINT if "py-spy" in str(proc.args) else signal.SIGTERM)
