@@ -78,6 +78,7 @@ class AcceptedMessage:
     recipients: int
     segments: int  # per recipient
     dropped_duplicates: tuple[str, ...] = ()
+    repeated: bool = False  # stored before (same ref, or the same legacy row): not sent again
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,12 +169,12 @@ class Gateway:
             if stored_id != item.id and item.source is not None:
                 log.info("db_row_reconciled", message_id=str(stored_id), source=item.source[0], key=item.source[1],
                          reason="taken before, but the legacy database did not commit it: not sent again")
-                out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates))
+                out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates, repeated=True))
                 continue
             if stored_id != item.id:
                 log.info("message_ref_repeated", message_id=str(stored_id), account=account.name, ref=m.ref,
                          reason="this ref was accepted before: answered with the stored message, not sent again")
-                out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates))
+                out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates, repeated=True))
                 continue
             log.info("message_accepted", message_id=str(item.id), account=account.name, interface=interface,
                      recipients=len(m.to), segments=m.segments, priority=m.priority, ref=m.ref,

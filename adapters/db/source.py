@@ -44,7 +44,7 @@ from smsgw._config_db import DAYS, ActiveWindow, DbSourceConfig
 from smsgw.adapters.db.engine import is_unreachable, make_source_engine, short_error
 from smsgw.adapters.db.rows import RowError, request
 from smsgw.adapters.db.statements import Statements, WriteBack, local_time
-from smsgw.model import Account, Problem, ServiceUnavailable
+from smsgw.model import Account, AcceptedMessage, Problem, ServiceUnavailable
 from smsgw.outbox import Outcome, Refused, Unreachable
 from smsgw.store import OutboxEvent, Store, schema
 from smsgw.store._engine import StoreUnavailable
@@ -228,9 +228,10 @@ class DbSource(Service):
                         bad.append((row.key, _reasons(prepared)))
                     else:
                         good.append((row.key, key, prepared))
-                ids: list[str] = []
+                accepted: list[AcceptedMessage] = []
                 if good:
-                    ids = threads.blockingCallFromThread(self._reactor, self._accept, good, now)
+                    accepted = threads.blockingCallFromThread(self._reactor, self._accept, good, now)
+                ids = [a.id for a in accepted]
                 stamp = local_time(now)
                 self.statements.accepted.run(conn, [
                     {"key": key, "message_id": mid, "state": "accepted", "now": stamp, "node": self._node}
@@ -238,19 +239,21 @@ class DbSource(Service):
                 self.statements.rejected.run(conn, [
                     {"key": key, "message_id": None, "state": "rejected", "error": reason[:500], "now": stamp,
                      "node": self._node} for key, reason in bad])
-        out.accepted = len(good)
+        out.reconciled = sum(1 for a in accepted if a.repeated)
+        out.accepted = len(good) - out.reconciled
         out.rejected = len(bad)
         for key, reason in bad:
             log.warning("db_row_rejected", source=self.source.name, key=str(key), error=reason)
         return out
 
-    def _accept(self, good: list[tuple[Any, str, PreparedMessage]], now: float) -> defer.Deferred[list[str]]:
+    def _accept(self, good: list[tuple[Any, str, PreparedMessage]],
+                now: float) -> defer.Deferred[list[AcceptedMessage]]:
         st = self.statements
         notify = self.kind if st.submitted is not None or st.reported is not None else None
-        d: defer.Deferred[list[Any]] = self._gateway.accept_prepared(
+        d: defer.Deferred[list[AcceptedMessage]] = self._gateway.accept_prepared(
             self._account, self.kind, [p for _, _, p in good], now, notify=notify,
             sources=[(self.source.name, key) for _, key, _ in good])
-        return d.addCallback(lambda accepted: [a.id for a in accepted])
+        return d
 
 
 def _reasons(problems: list[Problem]) -> str:
@@ -401,7 +404,9 @@ class DbWriteback:
                     final_event = e.event == "recipient_final"
                     if st.submitted is not None and (not final_event or _payload_state(e) in ("sent", "failed")):
                         steps.append((st.submitted, values))
-                    if final_event and state.complete and st.reported is not None:
+                    # Whatever the event: a row that is complete gets its final columns in the same
+                    # transaction that may show its final state (a submitted step carries the state).
+                    if state.complete and st.reported is not None:
                         steps.append((st.reported, values))
             plans.append(steps)
             outcomes.append(outcome)
@@ -433,12 +438,24 @@ class DbWriteback:
         return outcomes
 
     def _run(self, conn: Connection, steps: list[tuple[WriteBack, dict[str, Any]]]) -> None:
-        """Same statements together (executemany), in the order submitted, reported, inbox; each row once."""
+        """Same statements together (executemany), in the order submitted, reported, inbox; each row once.
+
+        A row that still looks new (its claim's commit failed after smsgw stored it, and the next
+        poll has not come yet) first gets its accepted step here: taken, never sent twice.
+        """
         st = self._source.statements
         grouped: dict[int, tuple[WriteBack, dict[Any, dict[str, Any]]]] = {}
         for wb, values in steps:
             ident = values.get("key", values.get("mo_id"))
             grouped.setdefault(id(wb), (wb, {}))[1][ident] = values
+        rows_by_key = {values["key"]: values for wb, values in steps if wb is not st.inbox}
+        untaken = st.still_pending(conn, list(rows_by_key))
+        if untaken:
+            st.accepted.run(conn, [{**rows_by_key[k], "state": "accepted"} for k in untaken])
+            for k in untaken:
+                log.info("db_row_reconciled", source=self._source.source.name, key=str(k),
+                         message_id=rows_by_key[k]["message_id"],
+                         reason="stored by smsgw, but the claim's commit did not reach the legacy database")
         for step in (st.submitted, st.reported, st.inbox):
             if step is None or id(step) not in grouped:
                 continue

@@ -171,6 +171,24 @@ class Statements:
                 out.append(RawRow(data["k"], {role: data[f"c_{role}"] for role in m.columns}))
         return out
 
+    def still_pending(self, conn: Connection, keys: list[Any]) -> list[Any]:
+        """Which of `keys` still match `pending:` (with a select: mapping there is no telling: none)."""
+        m = self.mapping
+        if not keys or not m.pending:
+            return []
+        t = self._table
+        where = and_(*[t.c[c] == bindparam(f"p_{c}", v) for c, v in m.pending.items()])
+        found: list[Any] = []
+        for i in range(0, len(keys), 500):
+            # A locking read: a row a poll holds right now is waited for, then seen as taken.
+            stmt = select(t.c[m.key]).where(where, t.c[m.key].in_(keys[i:i + 500]))
+            if self.dialect == "mssql":
+                stmt = stmt.with_hint(t, "WITH (UPDLOCK, ROWLOCK)", "mssql")
+            elif self.dialect != "sqlite":
+                stmt = stmt.with_for_update()
+            found += conn.execute(stmt).scalars().all()
+        return found
+
     def key_text(self, key: Any) -> str:
         return str(key)
 
