@@ -74,3 +74,40 @@ def test_hash_key_prints_the_sha256_to_configure() -> None:
     """hash-key prints the api_key_sha256 value of a key."""
     out = smsgw("hash-key", "demo-key")
     assert out.stdout.strip() == hashlib.sha256(b"demo-key").hexdigest()
+
+
+def test_db_init_interface_creates_the_standard_tables_once(tmp_path: pathlib.Path) -> None:
+    """init-interface --url creates sms_outbox and sms_inbox, and leaves existing ones alone."""
+    url = f"sqlite:///{tmp_path / 'legacy.db'}"
+    first = smsgw("db", "init-interface", "--url", url)
+    assert first.returncode == 0, first.stderr
+    assert "created sms_outbox, sms_inbox" in first.stdout
+    again = smsgw("db", "init-interface", "--url", url)
+    assert again.returncode == 0 and "exist already; nothing changed" in again.stdout
+    with sqlite3.connect(tmp_path / "legacy.db") as conn:
+        conn.execute("INSERT INTO sms_outbox (mobiles, content) VALUES ('13800138000', '你好')")
+        assert conn.execute("SELECT state, report_wanted FROM sms_outbox").fetchone() == ("new", 1)
+
+
+def test_db_init_interface_prints_a_dialects_ddl_without_connecting() -> None:
+    """--dialect D --print shows the DDL; --dialect alone is refused with the fix."""
+    out = smsgw("db", "init-interface", "--dialect", "mssql", "--print")
+    assert out.returncode == 0
+    assert "CREATE TABLE sms_outbox" in out.stdout and "NVARCHAR(2000)" in out.stdout and "DATETIME2" in out.stdout
+    refused = smsgw("db", "init-interface", "--dialect", "oracle")
+    assert refused.returncode == 2 and "add --print" in refused.stderr
+
+
+def test_db_init_interface_takes_a_configured_source(tmp_path: pathlib.Path) -> None:
+    """--source NAME -c FILE uses that db_sources entry's URL; an unknown name lists the known ones."""
+    path = good_config(tmp_path)
+    legacy = tmp_path / "erp.db"
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "db_sources: []", f"db_sources:\n  - {{name: erp, url: 'sqlite:///{legacy}'}}"), encoding="utf-8")
+    out = smsgw("db", "init-interface", "--source", "erp", "-c", str(path))
+    assert out.returncode == 0, out.stderr
+    assert legacy.exists()
+    unknown = smsgw("db", "init-interface", "--source", "crm", "-c", str(path))
+    assert unknown.returncode == 2 and "no db_sources entry named 'crm'" in unknown.stderr and "erp" in unknown.stderr
+    bad = smsgw("db", "init-interface", "--url", "nonsense")
+    assert bad.returncode == 2 and "not a database URL" in bad.stderr
