@@ -87,6 +87,11 @@ class Daemon(Service):
                                  config.node.name)
         self.adapters: list[AdapterService] = [
             service for _, factory in load_factories() for service in factory(context)]
+        served = {a.name for a in self.adapters}
+        missing = [s.name for s in config.db_sources if f"db:{s.name}" not in served]
+        if missing:  # never leave configured sources silently unpolled
+            raise RuntimeError(f"db_sources {', '.join(missing)} are configured but no adapter serves them: "
+                               "the entry point 'db' of group smsgw.adapters is missing (reinstall smsgw)")
         self.api_port: IListeningPort | None = None
         self._watchdog: sdnotify.WatchdogService | None = None
 
