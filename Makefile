@@ -40,6 +40,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python scripts/bench/cmpp_throughput.py --count 200000 --connections 1 --reports on
 	$(BIN)/python scripts/bench/e2e.py --count 50000 --mode batch
 	$(BIN)/python scripts/bench/e2e.py --count 20000 --mode single
+	$(BIN)/python scripts/bench/db_poll.py --url sqlite:///$(CURDIR)/var/bench-legacy.db --rows 20000
 
 ## make soak: the long kill -9 crash loop (not part of make test)
 soak: $(VENV)/.installed
