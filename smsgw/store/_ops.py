@@ -331,16 +331,7 @@ class Ops:
         stmt = (select(r.id)
                 .where(r.link == a.link, r.state == R.QUEUED, r.account == a.account, r.due_at <= a.now)
                 .order_by(r.priority.desc(), r.due_at, r.id))
-        if self.dialect == "oracle":
-            # Oracle refuses FOR UPDATE with FETCH FIRST; rows lock as they are fetched.
-            result = conn.execute(stmt.with_for_update(skip_locked=True))
-            ids = [row.id for row in result.fetchmany(a.limit)]
-            result.close()
-        else:
-            stmt = stmt.limit(a.limit)
-            if self._lock_rows:
-                stmt = stmt.with_for_update(skip_locked=True)
-            ids = list(conn.execute(stmt).scalars())
+        ids = self._lock_ids(conn, stmt, a.limit)
         if not ids:
             return []
         conn.execute(update(recipients).where(r.id.in_(ids))
@@ -356,6 +347,19 @@ class Ops:
             out.append(Claimed(row.id, row.message_id, row.phone, a.link, a.account, row.priority,
                                row.attempts, content, ext, report, msg_fmt, nseg))
         return out
+
+    def _lock_ids(self, conn: Connection, stmt: Any, limit: int) -> list[int]:
+        """The ids of up to `limit` rows of an id SELECT, locked (SKIP LOCKED) where the dialect locks rows."""
+        if self.dialect == "oracle":
+            # Oracle refuses FOR UPDATE with FETCH FIRST; rows lock as they are fetched.
+            result = conn.execute(stmt.with_for_update(skip_locked=True))
+            ids = [row.id for row in result.fetchmany(limit)]
+            result.close()
+            return ids
+        stmt = stmt.limit(limit)
+        if self._lock_rows:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return list(conn.execute(stmt).scalars())
 
     def _message_bodies(self, conn: Connection, ids: set[int]) -> dict[int, tuple[str, str, bool, int, int]]:
         m = messages.c
@@ -577,15 +581,7 @@ class Ops:
         for a in items:
             stmt = (select(ob.id).where(ob.state == "pending", ob.kind.in_(a.kinds), ob.next_at <= a.now)
                     .order_by(ob.id))
-            if self.dialect == "oracle":
-                result = conn.execute(stmt.with_for_update(skip_locked=True))
-                ids = [row.id for row in result.fetchmany(a.limit)]
-                result.close()
-            else:
-                stmt = stmt.limit(a.limit)
-                if self._lock_rows:
-                    stmt = stmt.with_for_update(skip_locked=True)
-                ids = list(conn.execute(stmt).scalars())
+            ids = self._lock_ids(conn, stmt, a.limit)
             if not ids:
                 out.append([])
                 continue
