@@ -30,6 +30,7 @@ TIME_FIELDS = frozenset({"now", "submitted_at", "done_at", "received_at"})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$#]{0,127}")
 _BIND = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
+SubProblem = tuple[tuple[str, ...], str, str]  # (path below the model, what, fix)
 
 #: dialect -> (drivers smsgw knows for it, an example URL)
 SOURCE_DATABASES = {
@@ -141,6 +142,15 @@ def _writeback(event: str) -> Any:
     return AfterValidator(check)
 
 
+def _statement_problems(where: tuple[str, ...], sql: str, fields: tuple[str, ...],
+                        what: str) -> list[SubProblem]:
+    unknown = sorted(set(_BIND.findall(sql)) - set(fields))
+    if unknown:
+        return [(where, f"the statement binds {', '.join(':' + u for u in unknown)}, which the {what} does not have",
+                 "bind only " + ", ".join(":" + f for f in fields))]
+    return []
+
+
 def _check_statement(value: dict[str, Scalar], fields: tuple[str, ...], what: str) -> dict[str, Scalar]:
     if not value:
         raise _bad(f"the {what} is empty", "assign at least one column, e.g. {status: 2}, or write sql: UPDATE ...")
@@ -173,23 +183,22 @@ class InboxMapping(_Section):
     columns: dict[str, Identifier] = Field(default_factory=dict)  # field -> column
     sql: str | None = None
 
-    @model_validator(mode="after")
-    def _one_way(self) -> InboxMapping:
+    def problems(self) -> list[SubProblem]:
+        """(sub-path, what, fix) of what the types alone cannot say; config.py adds the line."""
         if self.sql is not None:
             if self.table is not None or self.columns:
-                raise _bad("both sql and table/columns are set", "keep one of them")
-            _check_statement({"sql": self.sql}, INBOX_FIELDS, "inbox insert")
-            return self
+                return [(("sql",), "both sql and table/columns are set", "keep one of them")]
+            return _statement_problems(("sql",), self.sql, INBOX_FIELDS, "inbox insert")
         if self.table is None or not self.columns:
-            raise _bad("the inbox needs table and columns (or sql)",
-                       "write table: my_inbox and columns: {mobile: phone, content: msg, ...}")
+            return [((), "the inbox needs table and columns (or sql)",
+                     "write table: my_inbox and columns: {mobile: phone, content: msg, ...}")]
         unknown = sorted(set(self.columns) - set(INBOX_FIELDS))
         if unknown:
-            raise _bad(f"unknown inbox field(s) {', '.join(unknown)}", "use " + ", ".join(INBOX_FIELDS))
-        for need in ("mobile", "content"):
-            if need not in self.columns:
-                raise _bad(f"the inbox columns lack {need}", f"map {need}: to the column that holds it")
-        return self
+            return [(("columns",), f"unknown inbox field(s) {', '.join(unknown)}", "use " + ", ".join(INBOX_FIELDS))]
+        lacking: list[SubProblem] = [(("columns",), f"the inbox columns lack {need}",
+                                      f"map {need}: to the column that holds it")
+                                     for need in ("mobile", "content") if need not in self.columns]
+        return lacking[:1]
 
 
 class TableMapping(_Section):
@@ -206,26 +215,28 @@ class TableMapping(_Section):
     submitted: Annotated[dict[str, Scalar], _writeback("submitted")] | None = None
     reported: Annotated[dict[str, Scalar], _writeback("reported")] | None = None
 
-    @model_validator(mode="after")
-    def _consistent(self) -> TableMapping:
+    def problems(self) -> list[SubProblem]:
+        """(sub-path, what, fix) of what the types alone cannot say; config.py adds the line."""
         unknown = sorted(set(self.columns) - set(ROW_COLUMNS))
         if unknown:
-            raise _bad(f"unknown column role(s) {', '.join(unknown)}", "map only " + ", ".join(ROW_COLUMNS))
+            return [(("columns",), f"unknown column role(s) {', '.join(unknown)}", "map only " + ", ".join(ROW_COLUMNS))]
         for need in ("to", "text"):
             if need not in self.columns:
-                raise _bad(f"columns lacks {need}", f"map {need}: to the column holding the "
-                           + ("mobile number(s)" if need == "to" else "message text"))
+                return [(("columns",), f"columns lacks {need}", f"map {need}: to the column holding the "
+                         + ("mobile number(s)" if need == "to" else "message text"))]
         if (self.select is None) == (not self.pending):
-            raise _bad("say which rows to take with pending: or with select:, not both or neither",
-                       "write pending: {sms_flag: 0} (rows whose columns hold these values), or a select:")
+            where = ("select",) if self.select is not None else ("pending",) if self.pending else ()
+            return [(where, "say which rows to take with pending: or with select:, not both or neither",
+                     "write pending: {sms_flag: 0} (rows whose columns hold these values), or a select:")]
         if self.select is not None:
             unknown = sorted(set(_BIND.findall(self.select)) - {"limit"})
             if unknown:
-                raise _bad(f"the select binds {', '.join(':' + u for u in unknown)}", "bind only :limit")
+                return [(("select",), f"the select binds {', '.join(':' + u for u in unknown)}", "bind only :limit")]
         if self.pending and set(self.accepted) != {"sql"} and not set(self.pending) & set(self.accepted):
-            raise _bad("accepted: changes none of the pending: columns, so every poll would take the rows again",
-                       f"assign one of {', '.join(self.pending)} in accepted:, e.g. {next(iter(self.pending))}: 1")
-        return self
+            return [(("accepted",), "accepted: changes none of the pending: columns, so every poll would take "
+                     "the rows again", f"assign one of {', '.join(self.pending)} in accepted:, e.g. "
+                     f"{next(iter(self.pending))}: 1")]
+        return []
 
 
 class DbSourceConfig(_Section):

@@ -665,6 +665,12 @@ def _db_source_problems(cfg: Config) -> Iterator[_Problem]:
         if store is not None and _sqlite_file(url) == store:
             yield (("db_sources", i, "url"), "the source is smsgw's own SQLite store file",
                    "point the source at the legacy system's database; SQLite allows one writer per file")
+        if src.mapping is not None:
+            for sub, what, fix in src.mapping.problems():
+                yield (("db_sources", i, "mapping", *sub), what, fix)
+        if src.mo_inbox is not None:
+            for sub, what, fix in src.mo_inbox.problems():
+                yield (("db_sources", i, "mo_inbox", *sub), what, fix)
         if src.password is not None and url.startswith("sqlite"):
             yield (("db_sources", i, "password"), "a password is set but the source is SQLite, which has none",
                    "remove password")
