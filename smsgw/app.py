@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from smsgw import sdnotify
 from smsgw.adapter import AdapterContext, AdapterService, load_factories
 from smsgw.api import make_api
+from smsgw.callbacks import CallbackSettings, HttpCallbacks
 from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
 from smsgw.config import Config
 from smsgw.dispatch import Dispatcher
@@ -79,9 +80,23 @@ class Daemon(Service):
             mo_default=config.mo.default_consumer,
             auto_replies=[AutoReplyRule(r.keyword, r.text, r.ext) for r in config.mo.auto_replies],
             timing=Timing(d.report_timeout, d.orphan_keep, d.sweep_interval, config.store.lease_seconds),
-            mo_sinks={s.name: s.interface() for s in config.db_sources if s.inbox or s.mo_inbox})
+            mo_sinks=self._mo_sinks(config),
+            notify={a.name: kind for a in config.accounts if (kind := a.callback_kind()) and a.callbacks
+                    and a.callbacks.dlr_url})
+        # Notifications a receiver refused back off like refused submits (dispatch.retry_*).
         self.outbox = OutboxWorker(self.store, reactor, owner=config.node.name,
-                                   lease_seconds=config.store.lease_seconds)
+                                   lease_seconds=config.store.lease_seconds, retry_initial=d.retry_initial,
+                                   retry_max=d.retry_max)
+        self.callbacks: list[HttpCallbacks] = []
+        for a in config.accounts:
+            if a.callbacks is None:
+                continue
+            cb = a.callbacks
+            handler = HttpCallbacks(CallbackSettings(
+                a.name, cb.dlr_url, cb.mo_url, cb.format, cb.secret.get_secret_value() if cb.secret else None,
+                cb.timeout, cb.submitted), self.store, reactor)
+            self.outbox.add(f"http:{a.name}", handler, retry_for=cb.retry_for)
+            self.callbacks.append(handler)
         accounts = {a.name: a for a in config.account_objects()}
         context = AdapterContext(config, self.gateway, self.store, self.outbox, validator, accounts, reactor,
                                  config.node.name)
@@ -94,6 +109,17 @@ class Daemon(Service):
                                "the entry point 'db' of group smsgw.adapters is missing (reinstall smsgw)")
         self.api_port: IListeningPort | None = None
         self._watchdog: sdnotify.WatchdogService | None = None
+
+    @staticmethod
+    def _mo_sinks(config: Config) -> dict[str, str]:
+        """MO consumer -> the outbox kind that delivers its messages: an account's mo_url, a db source's inbox."""
+        sinks: dict[str, str] = {}
+        for a in config.accounts:
+            if a.callbacks is not None and a.callbacks.mo_url:
+                for consumer in (a.name, *a.mo_consumers):
+                    sinks.setdefault(consumer, f"http:{a.name}")
+        sinks.update({s.name: s.interface() for s in config.db_sources if s.inbox or s.mo_inbox})
+        return sinks
 
     # --- callbacks the links hold (bound late: the gateway owns the logic) -----------
 
@@ -186,6 +212,7 @@ class Daemon(Service):
         left = max(2.0, budget - (self._reactor.seconds() - started))
         yield defer.DeferredList([link.stop(left) for link in self.links.values()])
         yield defer.DeferredList([defer.maybeDeferred(a.stopService) for a in self.adapters], consumeErrors=True)
+        yield defer.DeferredList([c.close() for c in self.callbacks], consumeErrors=True)
         if self.simulator is not None:
             yield defer.maybeDeferred(self.simulator.stopService)
         if self._watchdog is not None:

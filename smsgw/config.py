@@ -253,6 +253,37 @@ class ApiSection(_Section):
     request_timeout: Positive = 30.0
 
 
+def _callback_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _bad(f"{value.split('?', 1)[0][:60]!r} is not an http(s) URL",
+                   "write the receiver's full URL, e.g. https://oa.example/sms/dlr")
+    return value
+
+
+CallbackUrl = Annotated[str, AfterValidator(_callback_url)]
+
+
+class CallbackSection(_Section):
+    """Where an account's delivery reports and MO messages are pushed (docs/callbacks.md)."""
+
+    dlr_url: CallbackUrl | None = None
+    mo_url: CallbackUrl | None = None
+    format: Literal["json", "kannel"] = "json"
+    secret: Secret | None = None  # HMAC-SHA256 signature header (json format)
+    submitted: bool = False  # also tell when a recipient is submitted (Kannel DLR type 8)
+    timeout: Positive = 10.0
+    retry_for: Positive = 21_600.0  # seconds an event is retried before it is given up (6 hours)
+
+    @model_validator(mode="after")
+    def _some_url(self) -> CallbackSection:
+        if self.dlr_url is None and self.mo_url is None:
+            raise _bad("callbacks has neither dlr_url nor mo_url", "set one of them, or remove callbacks:")
+        return self
+
+
 class AccountConfig(_Section):
     """A business system allowed to send; becomes `smsgw.model.Account`."""
 
@@ -263,9 +294,14 @@ class AccountConfig(_Section):
     max_priority: Annotated[int, Field(ge=0, le=9)] = 9
     needs_review: bool = False
     mo_consumers: tuple[Name, ...] = ()
+    callbacks: CallbackSection | None = None
 
     def account(self) -> Account:
-        return Account(**{name: getattr(self, name) for name in type(self).model_fields})
+        return Account(**{name: getattr(self, name) for name in type(self).model_fields if name != "callbacks"})
+
+    def callback_kind(self) -> str | None:
+        """The outbox kind of this account's callbacks, or None without any."""
+        return f"http:{self.name}" if self.callbacks is not None else None
 
 
 class CarrierConfig(_Section):
@@ -540,7 +576,7 @@ _Problem = tuple[Path, str, str]  # where, what, fix
 def _meaning(cfg: Config, source: Source) -> list[_Problem]:
     return [*_api_problems(cfg, source), *_duplicates(cfg), *_routing_problems(cfg), *_simulator_problems(cfg),
             *_order_problems(cfg), *_mo_problems(cfg), *_store_problems(cfg), *_ext_problems(cfg),
-            *_db_source_problems(cfg)]
+            *_db_source_problems(cfg), *_callback_problems(cfg)]
 
 
 def _api_problems(cfg: Config, source: Source) -> Iterator[_Problem]:
@@ -674,3 +710,26 @@ def _db_source_problems(cfg: Config) -> Iterator[_Problem]:
         if src.password is not None and url.startswith("sqlite"):
             yield (("db_sources", i, "password"), "a password is set but the source is SQLite, which has none",
                    "remove password")
+
+
+def _callback_problems(cfg: Config) -> Iterator[_Problem]:
+    sources = {s.name for s in cfg.db_sources}
+    for i, a in enumerate(cfg.accounts):
+        cb = a.callbacks
+        if cb is None:
+            continue
+        for key in ("dlr_url", "mo_url"):
+            url = getattr(cb, key)
+            if url is not None and url.startswith("https:") and not _tls_available():
+                yield (("accounts", i, "callbacks", key), "https callbacks need Twisted's TLS support",
+                       "install it (pip install 'twisted[tls]') or use an http:// URL on a trusted network")
+        if cb.mo_url is not None and a.name in sources:
+            yield (("accounts", i, "callbacks", "mo_url"),
+                   f"MO for consumer {a.name!r} already goes to the db source of that name",
+                   "rename the account or the source, or remove mo_url")
+
+
+def _tls_available() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("OpenSSL") is not None and find_spec("service_identity") is not None

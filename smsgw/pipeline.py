@@ -71,7 +71,7 @@ class Gateway:
                  dispatchers: dict[str, Dispatcher], clock: IReactorTime, *, node: str,
                  mo_rules: Sequence[MoRule] = (), mo_default: str | None = None,
                  auto_replies: Sequence[AutoReplyRule] = (), timing: Timing = Timing(),
-                 mo_sinks: dict[str, str] | None = None) -> None:
+                 mo_sinks: dict[str, str] | None = None, notify: dict[str, str] | None = None) -> None:
         self._store = store
         self._validator = validator
         self._router = router
@@ -84,6 +84,7 @@ class Gateway:
         self._auto = {rule.keyword.upper(): rule for rule in auto_replies}
         self._timing = timing
         self._mo_sinks = dict(mo_sinks or {})  # consumer -> outbox kind that delivers its MO (e.g. "db:erp")
+        self._notify = dict(notify or {})  # account -> outbox kind owed its messages' states (callbacks)
         self.accepting = False
         self._sweeper: IDelayedCall | None = None
         self._sweeping = False
@@ -140,7 +141,7 @@ class Gateway:
             prepared = self._validator.prepare(account, requests, now)
         except RequestRejected as exc:
             return defer.fail(exc)
-        return self.accept_prepared(account, interface, prepared, now)
+        return self.accept_prepared(account, interface, prepared, now, notify=self._notify.get(account.name))
 
     def accept_prepared(self, account: Account, interface: str, prepared: Sequence[PreparedMessage],
                         now: float, notify: str | None = None,

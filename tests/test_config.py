@@ -169,8 +169,8 @@ def test_carrier_fields_and_defaults_are_those_of_link_config() -> None:
 
 
 def test_account_fields_are_those_of_the_model_account() -> None:
-    """AccountConfig has exactly the fields of smsgw.model.Account."""
-    assert list(AccountConfig.model_fields) == [f.name for f in dataclasses.fields(Account)]
+    """AccountConfig has exactly the fields of smsgw.model.Account, and callbacks (the daemon's, not the model's)."""
+    assert list(AccountConfig.model_fields) == [f.name for f in dataclasses.fields(Account)] + ["callbacks"]
 
 
 def test_link_configs_carry_every_field_and_the_plain_secret(tmp_path: pathlib.Path) -> None:

@@ -1,0 +1,289 @@
+"""HTTP callbacks: delivery reports and MO messages pushed to the account's URLs.
+
+An account with ``callbacks:`` (see docs/callbacks.md) gets, for each of its
+messages' recipients, an event when the recipient reaches a final state (and,
+if asked, when it is submitted), and for each MO routed to its name an event
+with the message. Events are outbox rows (`smsgw.outbox`), committed with the
+state change they report, so a receiver that is down loses nothing and never
+holds up sending: each event is retried with back-off until it is acknowledged
+by any 2xx answer or `retry_for` seconds have passed (then it is dead, with an
+alarm line).
+
+At least once: an event can arrive twice (a 2xx that was lost, a restart);
+`event_id` is stable, so receivers drop repeats.
+
+Two formats:
+
+- ``json``: ``POST`` with a JSON body (below), ``Content-Type: application/json``,
+  ``X-Smsgw-Event-Id`` and, with a secret, ``X-Smsgw-Signature: t=<unix time>,v1=<hex>``
+  where hex is HMAC-SHA256(secret, "<t>.<body>").
+- ``kannel``: ``GET`` of the URL with Kannel's %-escapes replaced (URL-encoded):
+  ``%d`` DLR type (1 delivered, 2 undeliverable, 8 submitted, 16 rejected),
+  ``%p`` the recipient (MO: the sender), ``%P`` the extension the message was
+  sent with (MO: the full number it was sent to), ``%A`` the Stat, ``%I`` smsgw's message id (MO: the MO id),
+  ``%a`` the MO text, ``%k`` its keyword, ``%T`` unix time, ``%t`` local time,
+  ``%F`` the final state, ``%r`` the message's ref, ``%%`` a percent sign.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Sequence
+from urllib.parse import quote
+
+import structlog
+from sqlalchemy import Connection, select
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from smsgw.outbox import Outcome, Refused
+from smsgw.store import OutboxEvent, Store, schema
+
+log = structlog.get_logger("smsgw.callbacks")
+
+#: Kannel's DLR types, by the recipient's state.
+KANNEL_DLR = {"delivered": 1, "undeliverable": 2, "expired": 2, "failed": 16, "sent": 8, "submitted": 8}
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackSettings:
+    account: str
+    dlr_url: str | None
+    mo_url: str | None
+    format: str  # json | kannel
+    secret: str | None
+    timeout: float
+    submitted: bool  # also an event when a recipient is submitted
+
+
+def iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def load_events(conn: Connection, recipient_ids: list[int], mo_ids: list[int]) -> tuple[dict[int, dict[str, Any]],
+                                                                                         dict[int, dict[str, Any]]]:
+    """What the callbacks tell, read from the store (a reader thread)."""
+    r, m, s, mo = schema.recipients.c, schema.messages.c, schema.segments.c, schema.mo_messages.c
+    recips: dict[int, dict[str, Any]] = {}
+    for i in range(0, len(recipient_ids), 500):
+        chunk = recipient_ids[i:i + 500]
+        result = conn.execute(select(r.id, r.message_id, r.phone, r.state, r.stat, r.error, r.attempts, r.submitted_at,
+                                   r.final_at, m.ref, m.account, m.ext).join(schema.messages, m.id == r.message_id)
+                            .where(r.id.in_(chunk)))
+        for row in result:
+            recips[row.id] = {"recipient_id": row.id, "message_id": row.message_id, "to": row.phone,
+                              "state": row.state, "stat": row.stat, "error": row.error, "attempt": row.attempts,
+                              "submitted_at": row.submitted_at, "final_at": row.final_at, "ref": row.ref,
+                              "account": row.account, "ext": row.ext, "msg_ids": []}
+        segs: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+        for seg in conn.execute(select(s.recipient_id, s.attempt, s.number, s.msg_id)
+                                .where(s.recipient_id.in_(chunk))):
+            segs[seg.recipient_id].append((seg.attempt, seg.number, seg.msg_id))
+        for rid, kept in segs.items():
+            if rid in recips:
+                current = recips[rid]["attempt"]
+                recips[rid]["msg_ids"] = [mid for a, _, mid in sorted(kept) if a == current]
+    mos: dict[int, dict[str, Any]] = {}
+    for i in range(0, len(mo_ids), 500):
+        for mo_row in conn.execute(select(mo.id, mo.src, mo.dest, mo.ext, mo.content, mo.keyword, mo.consumer,
+                                       mo.received_at, mo.link).where(mo.id.in_(mo_ids[i:i + 500]))):
+            mos[mo_row.id] = {"mo_id": mo_row.id, "from": mo_row.src, "to": mo_row.dest, "ext": mo_row.ext,
+                              "text": mo_row.content, "keyword": mo_row.keyword, "consumer": mo_row.consumer,
+                              "received_at": mo_row.received_at, "link": mo_row.link}
+    return recips, mos
+
+
+def json_body(event: OutboxEvent, data: dict[str, Any]) -> dict[str, Any]:
+    if event.event == "mo":
+        return {"event_id": str(event.id), "type": "mo", "mo_id": str(data["mo_id"]), "from": data["from"],
+                "to": data["to"], "ext": data["ext"], "text": data["text"], "keyword": data["keyword"],
+                "consumer": data["consumer"], "received_at": iso(data["received_at"])}
+    return {"event_id": str(event.id), "type": "dlr", "message_id": str(data["message_id"]), "ref": data["ref"],
+            "to": data["to"], "state": data["state"], "stat": data["stat"], "error": data["error"],
+            "msg_ids": data["msg_ids"], "submitted_at": iso(data["submitted_at"]), "done_at": iso(data["final_at"]),
+            "account": data["account"]}
+
+
+def kannel_url(template: str, event: OutboxEvent, data: dict[str, Any], now: float) -> str:
+    """The URL with Kannel's escapes replaced by URL-encoded values."""
+    if event.event == "mo":
+        values = {"p": data["from"], "P": data["to"], "I": str(data["mo_id"]), "a": data["text"],
+                  "k": data["keyword"] or "", "A": "", "d": "", "F": "", "r": ""}
+    else:
+        values = {"p": data["to"], "P": data["ext"], "I": str(data["message_id"]), "a": "", "k": "",
+                  "A": data["stat"] or "", "d": str(KANNEL_DLR.get(data["state"], 0)), "F": data["state"],
+                  "r": data["ref"] or ""}
+    values["T"] = str(int(now))
+    values["t"] = datetime.fromtimestamp(now).strftime("%Y-%m-%d %H:%M:%S")
+    out, i = [], 0
+    while i < len(template):
+        ch = template[i]
+        if ch == "%" and i + 1 < len(template):
+            code = template[i + 1]
+            if code == "%":
+                out.append("%")
+                i += 2
+                continue
+            if code in values:
+                out.append(quote(values[code], safe=""))
+                i += 2
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def signature(secret: str, body: bytes, now: float) -> str:
+    t = str(int(now))
+    mac = hmac.new(secret.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+class _Collect(Protocol):
+    """Reads an answer's body (the first 1 KiB is kept, for the error text) so the connection can be reused."""
+
+    def __init__(self, done: defer.Deferred[bytes]) -> None:
+        self._done = done
+        self._data = bytearray()
+
+    def dataReceived(self, data: bytes) -> None:
+        if len(self._data) < 1024:
+            self._data += data[:1024 - len(self._data)]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._done.callback(bytes(self._data))
+
+
+@implementer(IBodyProducer)
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
+        consumer.write(self._data)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class HttpCallbacks:
+    """The outbox handler of one account's callbacks."""
+
+    def __init__(self, settings: CallbackSettings, store: Store, reactor: Any, *, concurrency: int = 16) -> None:
+        self.settings = settings
+        self._store = store
+        self._reactor = reactor
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.maxPersistentPerHost = concurrency
+        self._agent = Agent(reactor, pool=self._pool, connectTimeout=settings.timeout)
+        self._concurrency = concurrency
+
+    def close(self) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = self._pool.closeCachedConnections()
+        return d
+
+    def deliver(self, events: Sequence[OutboxEvent]) -> defer.Deferred[list[Outcome]]:
+        rids = sorted({e.recipient_id for e in events if e.recipient_id is not None and e.event != "mo"})
+        mo_ids = sorted({int(json.loads(e.payload)["mo_id"]) for e in events if e.event == "mo"})
+        d: defer.Deferred[Any] = self._store.read(load_events, rids, mo_ids)
+        d.addCallback(self._send_all, list(events))
+        return d
+
+    def _send_all(self, loaded: tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]],
+                  events: list[OutboxEvent]) -> defer.Deferred[list[Outcome]]:
+        recips, mos = loaded
+        sem = defer.DeferredSemaphore(self._concurrency)
+        calls: list[defer.Deferred[Outcome]] = []
+        last: dict[tuple[str, int], defer.Deferred[Any]] = {}  # events of one recipient go out one after another
+        for e in events:
+            if e.event == "recipient_submitted" and not self.settings.submitted:
+                calls.append(defer.succeed(None))  # not asked for
+                continue
+            if e.event == "mo":
+                data = mos.get(int(json.loads(e.payload)["mo_id"]))
+                url = self.settings.mo_url
+            else:
+                data = recips.get(e.recipient_id or 0)
+                url = self.settings.dlr_url
+            done: Outcome = None  # no URL for this kind of event (any more): nothing owed
+            if url is not None and data is None:
+                done = Refused("no longer in the store")
+            if url is None or data is None:
+                calls.append(defer.succeed(done))
+                continue
+            if e.event == "recipient_submitted":  # it tells of the submit, whatever happened since
+                data = {**data, "state": "submitted", "stat": None, "final_at": None}
+            key = ("mo", e.id) if e.event == "mo" else ("r", e.recipient_id or 0)
+            calls.append(self._after(last.get(key), sem, e, data, url))
+            last[key] = calls[-1]
+        gathered: defer.Deferred[list[Outcome]] = defer.gatherResults(calls, consumeErrors=True)
+        return gathered
+
+    def _after(self, previous: defer.Deferred[Any] | None, sem: defer.DeferredSemaphore, event: OutboxEvent,
+               data: dict[str, Any], url: str) -> defer.Deferred[Outcome]:
+        if previous is None:
+            return sem.run(self._send, event, data, url)
+        follow: defer.Deferred[Outcome] = defer.Deferred()
+
+        def go(result: Any) -> Any:
+            sem.run(self._send, event, data, url).chainDeferred(follow)
+            return result
+        previous.addBoth(go)
+        return follow
+
+    def _send(self, event: OutboxEvent, data: dict[str, Any], url: str) -> defer.Deferred[Outcome]:
+        now = self._reactor.seconds()
+        headers = Headers({b"User-Agent": [b"smsgw"], b"X-Smsgw-Event-Id": [str(event.id).encode()]})
+        if self.settings.format == "kannel":
+            target = kannel_url(url, event, data, now)
+            d = self._agent.request(b"GET", target.encode(), headers)
+        else:
+            body = json.dumps(json_body(event, data), ensure_ascii=False).encode()
+            headers.addRawHeader(b"Content-Type", b"application/json; charset=utf-8")
+            if self.settings.secret:
+                headers.addRawHeader(b"X-Smsgw-Signature", signature(self.settings.secret, body, now).encode())
+            d = self._agent.request(b"POST", url.encode(), headers, _Body(body))
+        d.addTimeout(self.settings.timeout, self._reactor)
+        started = time.monotonic()
+
+        def answered(response: Any) -> Any:
+            code = response.code
+            body_d: defer.Deferred[bytes] = defer.Deferred()
+            response.deliverBody(_Collect(body_d))
+
+            def judged(body: bytes) -> Outcome:
+                if 200 <= code < 300:
+                    return None
+                return Refused(f"HTTP {code} from {_shown(url)}: {body[:120].decode('utf-8', 'replace')}")
+            return body_d.addCallback(judged)
+
+        def failed(failure: Any) -> Outcome:
+            reason = failure.getErrorMessage() or failure.type.__name__
+            if failure.check(defer.TimeoutError, defer.CancelledError):
+                reason = f"no answer within {self.settings.timeout:g}s"
+            return Refused(f"{_shown(url)}: {reason} (after {time.monotonic() - started:.1f}s)")
+        out: defer.Deferred[Outcome] = d.addCallbacks(answered, failed)
+        return out
+
+
+def _shown(url: str) -> str:
+    """The URL without its query (which may hold credentials or personal data)."""
+    return url.split("?", 1)[0]
