@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
+from smsgw.client import ApiError, BadResponse, Client, ConnectionFailed
 from smsgw.config import Config, ConfigError, check_config as _check, load_config
 
 
@@ -154,22 +154,19 @@ def run(args: argparse.Namespace) -> int:
     return _run_service(reactor, daemon, daemon.start, "smsgw run")
 
 
-def _api(config: Config, key: str | None, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def _client(config: Config, key: str | None) -> Client:
     key = key or os.environ.get("SMSGW_API_KEY")
     if not key:
         raise SystemExit("smsgw: no API key: give --key KEY or set SMSGW_API_KEY")
     host = config.api.listen if config.api.listen not in ("0.0.0.0", "::") else "127.0.0.1"
-    url = f"http://{host}:{config.api.port}{path}"
-    data = json.dumps(body, ensure_ascii=False).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-    except (urllib.error.URLError, OSError) as exc:
-        raise SystemExit(f"smsgw: cannot reach the daemon at {url}: {exc}; is `smsgw run` running?") from None
+        return Client(f"http://{f'[{host}]' if ':' in host else host}:{config.api.port}", key, timeout=30)
+    except ValueError as exc:
+        raise SystemExit(f"smsgw: {exc}") from None
+
+
+def _unreachable(exc: ConnectionFailed) -> SystemExit:
+    return SystemExit(f"smsgw: cannot reach the daemon at {exc.url}: {exc.reason}; is `smsgw run` running?")
 
 
 def send(args: argparse.Namespace) -> int:
@@ -177,27 +174,39 @@ def send(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     to = [n.strip() for item in args.to for n in item.split(",") if n.strip()]
-    body: dict[str, Any] = {"to": to, "text": args.text}
-    for name in ("priority", "ext", "ref"):
-        if getattr(args, name) is not None:
-            body[name] = getattr(args, name)
-    code, answer = _api(config, args.key, "POST", "/api/v1/messages", body)
-    if code == 202:
-        for message in answer["messages"]:
-            print(f"accepted: id {message['id']} ({message['recipients']} recipient(s), "
-                  f"{message['segments']} segment(s) each)")
-        return 0
-    print(f"smsgw send: refused ({code}): {json.dumps(answer, ensure_ascii=False, indent=2)}", file=sys.stderr)
-    return 1
+    try:
+        with _client(config, args.key) as client:
+            accepted = client.send(to, args.text, priority=args.priority, ext=args.ext, ref=args.ref)
+    except ApiError as exc:
+        print(f"smsgw send: refused ({exc.status}): {json.dumps(exc.body, ensure_ascii=False, indent=2)}",
+              file=sys.stderr)
+        return 1
+    except BadResponse as exc:
+        print(f"smsgw send: {exc}", file=sys.stderr)
+        return 1
+    except ConnectionFailed as exc:
+        raise _unreachable(exc) from None
+    print(f"accepted: id {accepted.id} ({accepted.recipients} recipient(s), {accepted.segments} segment(s) each)")
+    return 0
 
 
 def status(args: argparse.Namespace) -> int:
     config = _load(args.config, "status")
     if config is None:
         return 2
-    code, answer = _api(config, args.key, "GET", "/api/v1/status")
+    try:
+        with _client(config, args.key) as client:
+            answer = dataclasses.asdict(client.status())
+    except ApiError as exc:
+        print(json.dumps(exc.body, ensure_ascii=False, indent=2))
+        return 1
+    except BadResponse as exc:
+        print(f"smsgw status: {exc}", file=sys.stderr)
+        return 1
+    except ConnectionFailed as exc:
+        raise _unreachable(exc) from None
     print(json.dumps(answer, ensure_ascii=False, indent=2))
-    return 0 if code == 200 else 1
+    return 0
 
 
 def hash_key(args: argparse.Namespace) -> int:

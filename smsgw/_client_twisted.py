@@ -1,0 +1,222 @@
+"""`TwistedClient`: smsgw.client's calls as Deferreds, on twisted.web's Agent.
+
+Imported by `smsgw.client` on first use (`from smsgw.client import
+TwistedClient`), so that programs using only the synchronous client never load
+Twisted. The requests and the reading of answers are smsgw._client_codec's,
+shared with `Client`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, AsyncIterator, Sequence, TypeVar
+
+from twisted.internet import error as net_error
+from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, succeed
+from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer, IResponse
+from zope.interface import implementer
+
+from smsgw._client_codec import (
+    Accepted,
+    Call,
+    ConnectionFailed,
+    Message,
+    Target,
+    message_call,
+    mo_call,
+    next_cursor,
+    outcome,
+    request_headers,
+    send_call,
+    send_many_call,
+    status_call,
+)
+from smsgw.model import GatewayStatus, MessageView, MoPage, MoView
+
+__all__ = ["TwistedClient"]
+
+_T = TypeVar("_T")
+
+# What a request that got no (whole) answer fails with. Everything else (ApiError and the
+# like from `outcome`, or a bug) passes through unchanged.
+_NO_ANSWER = (net_error.ConnectError, net_error.ConnectionLost, net_error.ConnectionDone,
+              net_error.DNSLookupError, DeferredTimeout)
+
+
+class TwistedClient:
+    """smsgw's REST API for Twisted programs: `Client`'s methods, each returning a Deferred.
+
+    Requests go through a `twisted.web.client.Agent` with a persistent
+    `HTTPConnectionPool`, so connections are kept alive and reused (an idle GET
+    that finds its connection closed is retried once; a POST never is). Errors
+    are the exceptions `Client` raises, delivered as failures.
+
+    Args:
+        base_url: where the daemon's API listens, e.g. "http://127.0.0.1:8080".
+        api_key: the account's key; never shown.
+        reactor: the reactor to run on (`from twisted.internet import reactor`).
+        timeout: seconds for a whole call (connecting, sending, reading the answer).
+        pool: a pool to share with other agents; by default the client makes
+            its own, which `close()` closes.
+
+    Raises:
+        ValueError: a malformed base_url or api_key.
+    """
+
+    def __init__(self, base_url: str, api_key: str, reactor: Any, *, timeout: float = 30.0,
+                 pool: HTTPConnectionPool | None = None) -> None:
+        self._target = Target.parse(base_url)
+        self._headers = {name.encode("ascii"): [value.encode("ascii")]
+                         for name, value in request_headers(api_key).items()}
+        self._reactor: IReactorTime = reactor
+        self._timeout = timeout
+        self._own_pool = pool is None
+        self._pool = HTTPConnectionPool(reactor, persistent=True) if pool is None else pool
+        self._agent = Agent(reactor, connectTimeout=timeout, pool=self._pool)
+
+    def __repr__(self) -> str:
+        return f"TwistedClient({self._target.url('').removesuffix('/api/v1')!r})"
+
+    def close(self) -> Deferred[None]:
+        """Close the pool's idle connections (if the pool is the client's own); fires when they are closed."""
+        if not self._own_pool:
+            return succeed(None)
+        d: Deferred[None] = self._pool.closeCachedConnections()
+        return d
+
+    def send(self, to: str | Sequence[str], text: str, *, priority: int | str | None = None,
+             send_at: datetime.datetime | float | None = None, ext: str | None = None,
+             ref: str | None = None, report: bool = True) -> Deferred[Accepted]:
+        """Like `Client.send`."""
+        return self._run(send_call(Message(to, text, priority, send_at, ext, ref, report)))
+
+    def send_many(self, messages: Sequence[Message]) -> Deferred[list[Accepted]]:
+        """Like `Client.send_many`."""
+        if not messages:
+            return succeed([])
+        return self._run(send_many_call(messages))
+
+    def get_message(self, message_id: str) -> Deferred[MessageView]:
+        """Like `Client.get_message`."""
+        return self._run(message_call(message_id))
+
+    def mo(self, cursor: str | None = None, limit: int = 100) -> Deferred[MoPage]:
+        """Like `Client.mo`."""
+        return self._run(mo_call(cursor, limit))
+
+    async def mo_iter(self, cursor: str | None = None, *, limit: int = 100) -> AsyncIterator[MoView]:
+        """Like `Client.mo_iter`, for `async for` in a coroutine run by `Deferred.fromCoroutine`."""
+        while True:
+            page = await self.mo(cursor, limit)
+            for item in page.items:
+                yield item
+            cursor = next_cursor(page, cursor)
+            if cursor is None:
+                return
+
+    def status(self) -> Deferred[GatewayStatus]:
+        """Like `Client.status`."""
+        return self._run(status_call())
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _run(self, call: Call[_T]) -> Deferred[_T]:
+        url = self._target.url(call.path)
+        headers = Headers(self._headers)
+        body = None
+        if call.body is not None:
+            headers.setRawHeaders(b"content-type", [b"application/json"])
+            body = _Body(call.body)
+        d = self._agent.request(call.method.encode("ascii"), url.encode("ascii"), headers, body)
+        answer = d.addCallback(_read)
+        answer.addTimeout(self._timeout, self._reactor)
+        return answer.addCallbacks(lambda got: outcome(call, url, *got), self._failed, errbackArgs=(url,))
+
+    def _failed(self, failure: Failure, url: str) -> Failure:
+        exc = failure.value
+        if exc is None:
+            return failure
+        if isinstance(exc, DeferredTimeout):
+            raise ConnectionFailed(url, f"no answer within {self._timeout:g} s")
+        reasons = getattr(exc, "reasons", None)  # ResponseFailed and friends wrap the real causes
+        if isinstance(exc, _NO_ANSWER) or reasons is not None:
+            cause = reasons[0].value if reasons else None
+            raise ConnectionFailed(url, _reason(cause if isinstance(cause, BaseException) else exc))
+        return failure
+
+
+def _read(response: IResponse) -> Deferred[tuple[int, str | None, bytes]]:
+    retry_after = response.headers.getRawHeaders(b"retry-after")
+    value = retry_after[0].decode("latin-1") if retry_after else None
+
+    def done(raw: bytes) -> tuple[int, str | None, bytes]:
+        return response.code, value, raw
+
+    body = _Collect()
+    response.deliverBody(body)
+    return body.done.addCallback(done)
+
+
+class _Collect(Protocol):
+    """A response body as bytes: `readBody`, minus its warning about kept-alive transports.
+
+    (readBody warns on every response of a pooled HTTP/1.1 connection, whose
+    transport proxy has no abortConnection; loseConnection closes it just as well.)
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self.done: Deferred[bytes] = Deferred(self._cancel)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):  # PotentialDataLoss: a body ended by closing
+            self.done.callback(b"".join(self._chunks))
+        else:
+            self.done.errback(reason)
+
+    def _cancel(self, _: Deferred[bytes]) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, net_error.ConnectionRefusedError):
+        return "connection refused (is the daemon running, and is this its api.port?)"
+    if isinstance(exc, net_error.DNSLookupError):
+        return "cannot resolve the host name"
+    if isinstance(exc, net_error.TimeoutError):
+        return "connecting timed out"
+    if isinstance(exc, (net_error.ConnectionDone, net_error.ConnectionLost)):
+        return "the server closed the connection without answering"
+    return str(exc) or type(exc).__name__
+
+
+@implementer(IBodyProducer)
+class _Body:
+    """A request body that is already in memory: written at once, so nothing to pause."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass

@@ -1,0 +1,252 @@
+"""A small client for smsgw's REST API (docs/python-client.md, docs/rest-api.md).
+
+    from smsgw.client import Client, Message
+
+    with Client("http://127.0.0.1:8080", "demo-key") as api:
+        accepted = api.send("13800138000", "您的验证码是 493021", priority="urgent", ref="otp-1")
+        view = api.get_message(accepted.id)     # view.state == "completed" once every recipient is final
+
+`Client` is synchronous, uses only the standard library and keeps one HTTP/1.1
+connection open between calls. `TwistedClient` (smsgw._client_twisted,
+imported on first use so that `Client` never loads Twisted) has the same
+methods returning Deferreds. Both build their requests and read the answers
+with smsgw._client_codec, so they send the same JSON and raise the same
+errors. Nothing here logs, and no message or `repr` shows the API key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import select
+import socket
+import ssl
+import threading
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TypeVar
+
+from smsgw._client_codec import (
+    Accepted,
+    ApiError,
+    AuthFailed,
+    BadResponse,
+    Call,
+    ClientError,
+    ConnectionFailed,
+    Message,
+    Target,
+    Unavailable,
+    request_headers,
+    message_call,
+    mo_call,
+    next_cursor,
+    outcome,
+    send_call,
+    send_many_call,
+    status_call,
+)
+from smsgw.lifecycle import FINAL
+from smsgw.model import GatewayStatus, MessageView, MoPage, MoView, Problem, RecipientView, SegmentView
+
+if TYPE_CHECKING:
+    from smsgw._client_twisted import TwistedClient
+
+__all__ = [
+    "FINAL_STATES", "Accepted", "ApiError", "AuthFailed", "BadResponse", "Client", "ClientError",
+    "ConnectionFailed", "GatewayStatus", "Message", "MessageView", "MoPage", "MoView", "Problem",
+    "RecipientView", "SegmentView", "TwistedClient", "Unavailable",
+]
+
+FINAL_STATES = FINAL
+"""Recipient states that close a recipient; a message is "completed" once all its recipients are in one."""
+
+_T = TypeVar("_T")
+
+
+# -- the synchronous client ---------------------------------------------------------------------
+
+class Client:
+    """smsgw's REST API over one kept-alive HTTP connection, standard library only.
+
+    Calls are serialised by a lock, so threads may share a client (but a client
+    per thread runs them in parallel). Use it as a context manager, or `close()` it.
+
+    Args:
+        base_url: where the daemon's API listens, e.g. "http://127.0.0.1:8080"
+            (a path prefix is kept, for a daemon behind a proxy).
+        api_key: the account's key; sent as "Authorization: Bearer", never shown.
+        timeout: seconds to wait for connecting and for each read.
+
+    Raises:
+        ValueError: a malformed base_url or api_key.
+    """
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0) -> None:
+        self._target = Target.parse(base_url)
+        self._headers = request_headers(api_key)
+        self._timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return self._target.url("").removesuffix("/api/v1")
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the kept-alive connection (the next call opens a new one)."""
+        with self._lock:
+            self._drop()
+
+    def send(self, to: str | Sequence[str], text: str, *, priority: int | str | None = None,
+             send_at: datetime.datetime | float | None = None, ext: str | None = None,
+             ref: str | None = None, report: bool = True) -> Accepted:
+        """Send one text to one or several numbers (`Message` explains the fields).
+
+        Returns:
+            The committed message: its id for `get_message`.
+
+        Raises:
+            ApiError: refused; for a 422 `problems` lists every reason ("to[0]", "text", ...).
+            AuthFailed: the key is wrong (401) or the account may not use REST (403).
+            Unavailable: the gateway is busy, starting or stopping; retry later with the same ref.
+            ConnectionFailed: no answer; the message may have been committed: resend with the same ref.
+            ValueError: `send_at` is a datetime without a time zone (nothing was sent).
+        """
+        return self._run(send_call(Message(to, text, priority, send_at, ext, ref, report)))
+
+    def send_many(self, messages: Sequence[Message]) -> list[Accepted]:
+        """Send several messages in one request: all are committed, or none (a 422 lists every problem).
+
+        Returns:
+            One `Accepted` per message, in order; `[]` for no messages (nothing is sent).
+
+        Raises:
+            The same as `send`; problems read "[1].to[0]" for the second message's first number.
+        """
+        if not messages:
+            return []
+        return self._run(send_many_call(messages))
+
+    def get_message(self, message_id: str) -> MessageView:
+        """One of this account's messages: its state, and each recipient's state, Stat and segments.
+
+        Raises:
+            ApiError: 404 not_found for an unknown id or another account's message.
+        """
+        return self._run(message_call(message_id))
+
+    def mo(self, cursor: str | None = None, limit: int = 100) -> MoPage:
+        """Up to `limit` (1–1000) uplink messages after `cursor`, oldest first.
+
+        Returns:
+            The page; pass its `next_cursor` back for what follows. An empty
+            page keeps the cursor: store it and ask again later.
+        """
+        return self._run(mo_call(cursor, limit))
+
+    def mo_iter(self, cursor: str | None = None, *, limit: int = 100) -> Iterator[MoView]:
+        """Every uplink message after `cursor`, page by page, until none is left.
+
+        Each item's `id` is the cursor to store once you have handled it.
+        """
+        while True:
+            page = self.mo(cursor, limit)
+            yield from page.items
+            cursor = next_cursor(page, cursor)
+            if cursor is None:
+                return
+
+    def status(self) -> GatewayStatus:
+        """The gateway's links, queue depths and rates (any account's key may read it)."""
+        return self._run(status_call())
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def _run(self, call: Call[_T]) -> _T:
+        url = self._target.url(call.path)
+        with self._lock:
+            status, retry_after, raw = self._exchange(call, url)
+        return outcome(call, url, status, retry_after, raw)
+
+    def _exchange(self, call: Call[Any], url: str) -> tuple[int, str | None, bytes]:
+        headers = self._headers if call.body is None else {**self._headers, "Content-Type": "application/json"}
+        while True:
+            conn, reused = self._connection()
+            try:
+                conn.request(call.method, self._target.path(call.path), body=call.body, headers=headers)
+                response = conn.getresponse()
+                raw = response.read()
+            except (http.client.HTTPException, OSError) as exc:
+                self._drop()
+                # A kept-alive connection the server closed just now: a GET may go again on a
+                # new one. A POST may not (had the server taken it, the retry would send twice).
+                if reused and call.method == "GET" and isinstance(exc, _CLOSED):
+                    continue
+                raise ConnectionFailed(url, _reason(exc, self._timeout)) from exc
+            if response.will_close:
+                self._drop()
+            return response.status, response.getheader("Retry-After"), raw
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """The kept-alive connection if the server has not closed it, else a new one (not yet open)."""
+        conn = self._conn
+        if conn is not None and conn.sock is not None and not _closed_by_peer(conn.sock):
+            return conn, True
+        self._drop()
+        t = self._target
+        if t.scheme == "https":
+            self._conn = http.client.HTTPSConnection(t.host, t.port, timeout=self._timeout,
+                                                     context=ssl.create_default_context())
+        else:
+            self._conn = http.client.HTTPConnection(t.host, t.port, timeout=self._timeout)
+        return self._conn, False
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+_CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether an idle kept-alive socket is readable: then the server closed it (or broke HTTP)."""
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
+    except (OSError, ValueError):
+        return True
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the daemon running, and is this its api.port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror})"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
+    return str(exc) or type(exc).__name__
+
+
+def __getattr__(name: str) -> Any:
+    # TwistedClient lives in its own module so that `import smsgw.client` does not load Twisted.
+    if name == "TwistedClient":
+        from smsgw._client_twisted import TwistedClient
+
+        return TwistedClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
