@@ -32,7 +32,7 @@ from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
 from smsgw.config import Config
 from smsgw.dispatch import Dispatcher
 from smsgw.outbox import OutboxWorker
-from smsgw.pipeline import AutoReplyRule, Gateway, MoRule, Timing
+from smsgw.pipeline import DLR_URL_KIND, AutoReplyRule, Gateway, MoRule, Timing
 from smsgw.simulator import IsmgSimulator
 from smsgw.store import Store
 from smsgw.validation import Router, Validator
@@ -97,6 +97,11 @@ class Daemon(Service):
                 cb.timeout, cb.submitted), self.store, reactor)
             self.outbox.add(f"http:{a.name}", handler, retry_for=cb.retry_for)
             self.callbacks.append(handler)
+        # Messages that name their own report URL (Kannel's dlr-url): Kannel-style GETs, as their mask asks.
+        per_message = HttpCallbacks(CallbackSettings(DLR_URL_KIND, None, None, "kannel", None, 10.0, True,
+                                                     per_message=True), self.store, reactor)
+        self.outbox.add(DLR_URL_KIND, per_message, retry_for=21_600.0)
+        self.callbacks.append(per_message)
         accounts = {a.name: a for a in config.account_objects()}
         context = AdapterContext(config, self.gateway, self.store, self.outbox, validator, accounts, reactor,
                                  config.node.name)

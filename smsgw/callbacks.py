@@ -64,6 +64,7 @@ class CallbackSettings:
     secret: str | None
     timeout: float
     submitted: bool  # also an event when a recipient is submitted
+    per_message: bool = False  # the URL and mask are the message's own (Kannel dlr-url / dlr-mask)
 
 
 def iso(epoch: float | None) -> str | None:
@@ -78,13 +79,14 @@ def load_events(conn: Connection, recipient_ids: list[int], mo_ids: list[int]) -
     for i in range(0, len(recipient_ids), 500):
         chunk = recipient_ids[i:i + 500]
         result = conn.execute(select(r.id, r.message_id, r.phone, r.state, r.stat, r.error, r.attempts, r.submitted_at,
-                                   r.final_at, m.ref, m.account, m.ext).join(schema.messages, m.id == r.message_id)
+                                   r.final_at, m.ref, m.account, m.ext, m.dlr_url, m.dlr_mask).join(schema.messages, m.id == r.message_id)
                             .where(r.id.in_(chunk)))
         for row in result:
             recips[row.id] = {"recipient_id": row.id, "message_id": row.message_id, "to": row.phone,
                               "state": row.state, "stat": row.stat, "error": row.error, "attempt": row.attempts,
                               "submitted_at": row.submitted_at, "final_at": row.final_at, "ref": row.ref,
-                              "account": row.account, "ext": row.ext, "msg_ids": []}
+                              "account": row.account, "ext": row.ext, "msg_ids": [], "dlr_url": row.dlr_url,
+                              "dlr_mask": row.dlr_mask or 0}
         segs: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
         for seg in conn.execute(select(s.recipient_id, s.attempt, s.number, s.msg_id)
                                 .where(s.recipient_id.in_(chunk))):
@@ -141,6 +143,12 @@ def kannel_url(template: str, event: OutboxEvent, data: dict[str, Any], now: flo
         out.append(ch)
         i += 1
     return "".join(out)
+
+
+def wanted(event: OutboxEvent, data: dict[str, Any]) -> bool:
+    """Whether a message's dlr-mask asks for this event (Kannel's bits)."""
+    bit = 8 if event.event == "recipient_submitted" else KANNEL_DLR.get(data["state"], 0)
+    return bool(data["dlr_mask"] & bit)
 
 
 def signature(secret: str, body: bytes, now: float) -> str:
@@ -223,6 +231,8 @@ class HttpCallbacks:
             else:
                 data = recips.get(e.recipient_id or 0)
                 url = self.settings.dlr_url
+                if self.settings.per_message:
+                    url = None if data is None or not wanted(e, data) else data["dlr_url"]
             done: Outcome = None  # no URL for this kind of event (any more): nothing owed
             if url is not None and data is None:
                 done = Refused("no longer in the store")

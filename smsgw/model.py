@@ -43,6 +43,8 @@ class SendRequest:
     ext: str | None = None  # appended to the service number; None: the account's default
     ref: str | None = None  # the caller's own reference, echoed back
     report: bool = True  # whether a status report is wanted
+    dlr_url: str | None = None  # Kannel-style per-message report URL (%-escapes), see docs/callbacks.md
+    dlr_mask: int = 0  # Kannel's dlr-mask: 1 delivered, 2 undeliverable, 8 submitted, 16 rejected (sum)
 
 
 @dataclass(frozen=True, slots=True)

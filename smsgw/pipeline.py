@@ -39,6 +39,8 @@ from smsgw.validation import PreparedMessage, Router, Validator
 log = structlog.get_logger("smsgw.pipeline")
 
 AUTO_REPLY_ACCOUNT = Account(name="auto_reply")
+#: The outbox kind of messages that name their own report URL (Kannel's dlr-url).
+DLR_URL_KIND = "dlr-url"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +158,8 @@ class Gateway:
             links = [self._router.route(phone) for phone in message.to]
             items.append(NewMessage(self._store.ids.next(), account.name, interface, message, links,
                                     self._store.ids.many(len(message.to)), now,
-                                    needs_review=account.needs_review, notify=notify,
+                                    needs_review=account.needs_review,
+                                    notify=DLR_URL_KIND if message.dlr_url else notify,
                                     source=sources[i] if sources is not None else None))
         d = self._store.write("accept", items)  # one request: all its messages in one transaction
         return d.addCallbacks(lambda ids: self._accepted(account, interface, items, ids),

@@ -281,6 +281,8 @@ class PreparedMessage:
     ext: str
     ref: str | None
     report: bool
+    dlr_url: str | None = None
+    dlr_mask: int = 0
 
 
 class Validator:
@@ -387,10 +389,19 @@ class Validator:
                 f"{where}.ref", "bad_ref",
                 f"ref is {what}: use a string of at most {_MAX_REF} characters, or leave it out",
             ))
+        dlr_url, dlr_mask = request.dlr_url, request.dlr_mask
+        if dlr_url is not None and (not isinstance(dlr_url, str) or len(dlr_url) > 1000
+                                    or not dlr_url.startswith(("http://", "https://"))):
+            problems.append(Problem(f"{where}.dlr_url", "bad_dlr_url",
+                                    "dlr_url must be an http:// or https:// URL of at most 1000 characters"))
+        if type(dlr_mask) is not int or not 0 <= dlr_mask <= 31:
+            problems.append(Problem(f"{where}.dlr_mask", "bad_dlr_mask",
+                                    "dlr_mask is a sum of 1 (delivered), 2 (undeliverable), 4 (buffered), "
+                                    "8 (submitted), 16 (rejected): 0 to 31"))
         if len(problems) > before:
             return None
         return PreparedMessage(to, duplicates, request.text, segments, msg_fmt, priority, send_at, ext, ref,
-                               bool(request.report))
+                               bool(request.report), dlr_url, dlr_mask if dlr_url else 0)
 
     def _recipients(
         self, where: str, numbers: Sequence[str], problems: list[Problem]

@@ -35,6 +35,7 @@ from ports import free_port
 from smsgw.app import Daemon
 from smsgw.callbacks import kannel_url, signature
 from smsgw.config import Config, check_config
+from smsgw.model import RequestRejected, SendRequest
 from smsgw.store import OutboxEvent
 
 
@@ -201,3 +202,37 @@ def test_callback_settings_are_checked(tmp_path: pathlib.Path) -> None:
     tls = importlib.util.find_spec("OpenSSL") is not None and importlib.util.find_spec("service_identity") is not None
     https = problems({"dlr_url": "https://oa.example/dlr"})
     assert https == [] if tls else ("https callbacks need Twisted's TLS support" in https[0])
+
+
+class PerMessageUrlTests(CallbackCase):
+    async def test_a_message_with_its_own_dlr_url_gets_what_its_mask_asks(self) -> None:
+        """dlr_url + dlr_mask on the message (Kannel's dlr-url): GETs with escapes, only the masked events."""
+        receiver = Receiver()
+        port = self.listen(receiver).getHost().port  # type: ignore[attr-defined]
+        config = make_config(self.tmp)
+        daemon = await self.daemon(config)
+        demo = config.account_objects()[0]
+        url = f"http://127.0.0.1:{port}/dlr?type=%d&to=%p&stat=%A&id=%I"
+        both = SendRequest(to=("13800138000",), text="x", dlr_url=url, dlr_mask=1 + 8)
+        final_only = SendRequest(to=("13900139000",), text="y", dlr_url=url, dlr_mask=1)
+        none = SendRequest(to=("13700137000",), text="z", dlr_url=url, dlr_mask=16)
+        accepted = await daemon.gateway.accept(demo, "url", [both, final_only, none])
+        await wait_for(lambda: count(config, "recipients", "state = 'delivered'") == 3, what="3 delivered")
+        await wait_for(lambda: len(receiver.requests) >= 3, what="three report GETs")
+        await spin(1.0)
+        got = sorted((q["id"][0], q["to"][0], q["type"][0], q["stat"][0])
+                     for q in (parse_qs(urlsplit(r["uri"]).query, keep_blank_values=True) for r in receiver.requests))
+        ids = [a.id for a in accepted]
+        assert got == sorted([(ids[0], "13800138000", "8", ""), (ids[0], "13800138000", "1", "DELIVRD"),
+                              (ids[1], "13900139000", "1", "DELIVRD")])
+        assert rows(config, "SELECT dlr_mask FROM messages ORDER BY id") == [(9,), (1,), (16,)]
+
+    async def test_a_bad_dlr_url_or_mask_is_refused(self) -> None:
+        """Validation names dlr_url and dlr_mask problems."""
+        config = make_config(self.tmp)
+        daemon = await self.daemon(config)
+        demo = config.account_objects()[0]
+        with self.assertRaises(RequestRejected) as caught:
+            await daemon.gateway.accept(demo, "url", [SendRequest(to=("13800138000",), text="x",
+                                                                  dlr_url="ftp://x", dlr_mask=64)])
+        assert sorted(p.code for p in caught.exception.problems) == ["bad_dlr_mask", "bad_dlr_url"]

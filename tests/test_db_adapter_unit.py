@@ -823,21 +823,23 @@ def empty_engine(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iter
 
 
 def test_upgrade_from_v1_adds_notify_and_source_rows(empty_engine: Engine) -> None:
-    """A v1 store upgrades to v2: recipients.notify (NULL for old rows) and source_rows, version 2."""
+    """A v1 store upgrades to the latest: recipients.notify (NULL for old rows), source_rows (v2) and
+    messages.dlr_url / dlr_mask (v3)."""
     engine = empty_engine
     v1_store(engine)
     assert "notify" not in {c["name"] for c in inspect(engine).get_columns("recipients")}
     assert not inspect(engine).has_table("source_rows")
-    with pytest.raises(migrations.SchemaOutdated, match="schema version 1, this smsgw needs 2"):
+    with pytest.raises(migrations.SchemaOutdated, match=f"schema version 1, this smsgw needs {migrations.LATEST}"):
         migrations.require_current(engine)
 
-    assert migrations.upgrade(engine) == [2]
+    assert migrations.upgrade(engine) == [2, 3]
 
     inspector = inspect(engine)
     assert "notify" in {c["name"] for c in inspector.get_columns("recipients")}
     assert inspector.has_table("source_rows")
     assert "ix_source_rows_message" in {i["name"] for i in inspector.get_indexes("source_rows")}
-    assert migrations.current_version(engine) == 2
+    assert {"dlr_url", "dlr_mask"} <= {c["name"] for c in inspector.get_columns("messages")}
+    assert migrations.current_version(engine) == 3
     migrations.require_current(engine)
     with engine.begin() as conn:
         assert conn.execute(select(schema.recipients.c.notify)).scalar_one() is None

@@ -249,6 +249,7 @@ class Ops:
                 "report": m.report, "msg_fmt": m.msg_fmt, "segments": m.segments, "recipients": len(m.to),
                 "open_recipients": len(m.to), "state": state, "needs_review": item.needs_review,
                 "notify": item.notify, "created_at": item.now, "updated_at": item.now,
+                "dlr_url": m.dlr_url, "dlr_mask": m.dlr_mask if m.dlr_url else None,
             })
             due = m.send_at if m.send_at is not None and m.send_at > item.now else item.now
             for rid, phone, link in zip(item.recipient_ids, m.to, item.links):

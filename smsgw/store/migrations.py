@@ -26,7 +26,7 @@ class Migration:
 
 # v1 as released: the tables of schema.py less what later versions added.
 _V1_TABLES = ("messages", "recipients", "segments", "reports", "mo_messages", "mo_parts", "outbox", "audit_log")
-_ADDED_COLUMNS = {("recipients", "notify")}  # (table, column) added by a later migration
+_ADDED_COLUMNS = {("recipients", "notify"), ("messages", "dlr_url"), ("messages", "dlr_mask")}  # by later ones
 
 
 def _v1(conn: Connection) -> None:
@@ -62,9 +62,15 @@ def _v2(conn: Connection) -> None:
     schema.source_rows.create(conn)
 
 
+def _v3(conn: Connection) -> None:
+    _add_column(conn, schema.messages, schema.messages.c.dlr_url)
+    _add_column(conn, schema.messages, schema.messages.c.dlr_mask)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "messages, recipients, segments, reports, MO, outbox, audit log", _v1),
     Migration(2, "legacy database sources: source_rows; recipients.notify", _v2),
+    Migration(3, "per-message report URLs: messages.dlr_url, messages.dlr_mask", _v3),
 )
 LATEST = MIGRATIONS[-1].version
 

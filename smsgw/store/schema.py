@@ -52,6 +52,8 @@ messages = Table(
     Column("notify", String(64)),  # outbox kind owed on final states (None: the origin pulls)
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    Column("dlr_url", String(1000)),  # v3: this message's own report URL (Kannel dlr-url, %-escapes)
+    Column("dlr_mask", SmallInteger),  # v3: which reports it wants (Kannel dlr-mask bits)
 )
 Index("ix_messages_account_created", messages.c.account, messages.c.created_at)
 Index("ix_messages_state_created", messages.c.state, messages.c.created_at)
