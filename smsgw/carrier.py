@@ -304,6 +304,7 @@ class CarrierLink(MultiService):
         self._recent_ids: dict[int, None] = {}
         self._held: dict[int, list[tuple[float, LinkReport, CmppProtocol, int, int]]] = {}
         self._timer: IDelayedCall | None = None
+        self._halted = False
         self._stopped: defer.Deferred[None] | None = None
         self._clients: list[ClientService] = []
         self._closing_time = config.response_timeout
@@ -376,6 +377,7 @@ class CarrierLink(MultiService):
 
     def startService(self) -> None:
         self._accepting = True
+        self._halted = False
         log.info("link_starting", link=self.name, host=self.config.host, port=self.config.port,
                  connections=self.config.connections, version=self.config.version.text)
         super().startService()
@@ -406,6 +408,7 @@ class CarrierLink(MultiService):
         return d
 
     def _stop_children(self, _: None) -> defer.Deferred[None]:
+        self._halted = True  # data still arriving while the connections close arms no timer
         self._cancel_timer()
         stopped: defer.Deferred[None] = defer.maybeDeferred(super().stopService)
         return stopped
@@ -713,6 +716,8 @@ class CarrierLink(MultiService):
     # --- the link's own timer: waiting submits, held reports, MO expiry --------------
 
     def _arm_timer(self) -> None:
+        if self._halted:
+            return
         if self._timer is not None and self._timer.active():
             return
         self._timer = self._clock.callLater(0.5, self._on_timer)
