@@ -102,15 +102,19 @@ class ApiRequest(server.Request):
         site: ApiSite = self.channel.site  # type: ignore[attr-defined]
         return site.max_body_bytes
 
+    def refusal(self, message: str) -> tuple[bytes, bytes]:
+        """The Content-Type and body of the 413 answer (interfaces that answer in text override it)."""
+        return b"application/json", error_body("payload_too_large", message)
+
     def _refuse(self, message: str) -> None:
         """Answer 413 before reading the body, and close: HTTP cannot skip an unread body."""
         self.refused = True
         self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
         channel = self.channel
-        body = error_body("payload_too_large", message)
+        ctype, body = self.refusal(message)
         cast(ITransport, channel.transport).write(
-            b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\nServer: smsgw\r\n\r\n%s" % (len(body), body))
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\nServer: smsgw\r\n\r\n%s" % (ctype, len(body), body))
         channel.loseConnection()
         # The request line is parsed but not yet handed to the request object.
         method = getattr(channel, "_command", b"?")

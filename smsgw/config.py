@@ -253,6 +253,16 @@ class ApiSection(_Section):
     request_timeout: Positive = 30.0
 
 
+class UrlInterfaceSection(_Section):
+    """Kannel's sendsms URL interface (docs/url-interface.md), served by the ``url`` adapter."""
+
+    enabled: bool = False
+    listen: Listen = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 13013  # Kannel's sendsms-port
+    max_body_bytes: AtLeastOne = 64 * 1024
+    request_timeout: Positive = 30.0
+
+
 def _callback_url(value: str) -> str:
     from urllib.parse import urlsplit
 
@@ -421,6 +431,7 @@ class Config(_Section):
     log: LogSection = Field(default_factory=LogSection)
     store: StoreSection = Field(default_factory=StoreSection)
     api: ApiSection = Field(default_factory=ApiSection)
+    url_interface: UrlInterfaceSection = Field(default_factory=UrlInterfaceSection)
     accounts: tuple[AccountConfig, ...] = ()
     carriers: tuple[CarrierConfig, ...] = ()
     routing: RoutingSection = Field(default_factory=RoutingSection)

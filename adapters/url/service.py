@@ -1,0 +1,340 @@
+"""The sendsms listener: twisted.web glue around `_sendsms` and the gateway (docs/url-interface.md).
+
+One leaf resource answers `GET`/`POST /cgi-bin/sendsms`: it parses the parameters
+(smsgw.adapters.url._sendsms), checks the account's key as the REST API does, and
+answers 202 ``0: Accepted for delivery`` only once `Gateway.accept` fired, that is
+once the message is committed. Every request logs one `http_request` line (never
+the query string: it holds the password).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any, Mapping, Sequence
+
+import structlog
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from smsgw._api_codec import accepted_json, encode, error_body, rebase, rejected
+from smsgw._api_http import ApiRequest, ApiSite, text
+from smsgw.adapters.url._sendsms import Params, SendsmsError, one, parse_form, send_request, utf8, wants_json
+from smsgw.model import Account, GatewayApi, RequestRejected, ServiceUnavailable
+
+__all__ = ["ACCEPTED", "INTERFACE", "SENDSMS_PATH", "SendsmsResource", "UrlInterface"]
+
+INTERFACE = "url"
+SENDSMS_PATH = b"/cgi-bin/sendsms"
+ACCEPTED = b"0: Accepted for delivery"
+RETRY_AFTER_S = 5
+_AUTH_FAILED = "Authorization failed for sendsms"
+_FORM = b"application/x-www-form-urlencoded"
+_TEXT = [b"text/plain; charset=utf-8"]
+_JSON = [b"application/json"]
+_TEXT_PROBLEMS = 20  # a text answer names the first few; format=json lists up to the REST API's cap
+_REASONS = {413: b"Content Too Large", 422: b"Unprocessable Content"}
+_log = structlog.get_logger()
+
+
+class UrlInterface(Service):
+    """Listens for sendsms requests while running; `stop_polling` stops listening and waits for answers."""
+
+    name = INTERFACE
+
+    def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], reactor: Any, *, listen: str = "127.0.0.1",
+                 port: int = 13013, max_body_bytes: int = 64 * 1024, request_timeout: float = 30.0,
+                 service_codes: Sequence[str] = ()) -> None:
+        self._reactor = reactor
+        self._listen = listen
+        self._port_number = port
+        self.resource = SendsmsResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
+                                        service_codes=service_codes)
+        self._site = UrlSite(self.resource, max_body_bytes, reactor)
+        self._port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._port = self._reactor.listenTCP(self._port_number, self._site, interface=self._listen)
+        _log.info("url_interface_listening", address=self.address())
+
+    def stop_polling(self) -> defer.Deferred[Any]:
+        d = self._stop_listening()
+        d.addCallback(lambda _: self.resource.drained())
+        return d
+
+    def stopService(self) -> defer.Deferred[Any]:
+        super().stopService()
+        d = self._stop_listening()
+        d.addBoth(self._stopped)
+        return d
+
+    def _stopped(self, result: Any) -> Any:
+        self.resource.stop()
+        return result
+
+    def address(self) -> str | None:
+        """host:port it listens on, or None when stopped."""
+        if self._port is None:
+            return None
+        host = self._port.getHost()
+        return f"{host.host}:{host.port}"  # type: ignore[attr-defined]
+
+    def _stop_listening(self) -> defer.Deferred[Any]:
+        port, self._port = self._port, None
+        if port is None:
+            return defer.succeed(None)
+        return defer.maybeDeferred(port.stopListening)
+
+
+class UrlRequest(ApiRequest):
+    """A request whose 413 answer is plain text, as every sendsms answer."""
+
+    def refusal(self, message: str) -> tuple[bytes, bytes]:
+        site: ApiSite = self.channel.site  # type: ignore[attr-defined]
+        return _TEXT[0], b"Request body too large, rejected: at most %d bytes" % site.max_body_bytes
+
+
+class UrlSite(ApiSite):
+    def __init__(self, resource: SendsmsResource, max_body_bytes: int, clock: IReactorTime) -> None:
+        super().__init__(resource, max_body_bytes, clock)
+        self.requestFactory = UrlRequest
+
+
+class _Exchange:
+    """One request in flight: what its log line and its late answer need."""
+
+    __slots__ = ("request", "started", "account", "json", "done")
+
+    def __init__(self, request: ApiRequest, started: float) -> None:
+        self.request = request
+        self.started = started
+        self.account: Account | None = None
+        self.json = False
+        self.done = False
+
+
+class SendsmsResource(Resource):
+    """Answers every request the site hands it: sendsms, or Kannel's "Unknown request"."""
+
+    isLeaf = True
+
+    def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], *, clock: IReactorTime,
+                 request_timeout: float = 30.0, service_codes: Sequence[str] = ()) -> None:
+        super().__init__()
+        if not request_timeout > 0:
+            raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
+        self._gateway = gateway
+        # name -> (account, lower-case key hash); an account without a key cannot log in
+        self._accounts = {a.name: (a, a.api_key_sha256.strip().lower()) for a in accounts if a.api_key_sha256}
+        self._clock = clock
+        self._timeout = request_timeout
+        self._service_codes = tuple(service_codes)
+        # Requests waiting for the gateway, oldest first: one timer serves them all (as in smsgw.api).
+        self._waiting: dict[_Exchange, None] = {}
+        self._sweeper: IDelayedCall | None = None
+        self._idle: list[defer.Deferred[None]] = []
+
+    def render(self, request: ApiRequest) -> int:
+        ex = _Exchange(request, self._clock.seconds())
+        try:
+            self._sendsms(ex)
+        except SendsmsError as e:
+            self._fail(ex, e)
+        except Exception:
+            self._crash(ex, Failure())
+        return server.NOT_DONE_YET
+
+    def stop(self) -> None:
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+
+    def drained(self) -> defer.Deferred[None]:
+        """Fires once no request waits for the gateway (at once if none does)."""
+        if not self._waiting:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+    # -- the request ------------------------------------------------------------------------
+
+    def _sendsms(self, ex: _Exchange) -> None:
+        request = ex.request
+        query = request.uri.partition(b"?")[2]
+        body = request.body.getvalue() if request.method == b"POST" else b""
+        ex.json = wants_json(query, body)
+        if request.path != SENDSMS_PATH:
+            raise SendsmsError(404, "not_found", f"Unknown request: the sendsms interface is "
+                               f"{SENDSMS_PATH.decode()}")
+        if request.method not in (b"GET", b"POST"):
+            raise SendsmsError(405, "method_not_allowed", f"Method {text(request.method)} not allowed: use GET "
+                               "or POST", headers={b"allow": b"GET, POST"})
+        params = parse_form(query, "query string")
+        body_charset = None
+        if body:
+            body_charset = self._form_charset(request)
+            parse_form(body, "body", params)
+        ex.json = _format(params)
+        ex.account = self._authenticate(params)
+        send = send_request(params, ex.account, self._clock.seconds(), self._service_codes, body_charset)
+        self._call(ex, send)
+
+    @staticmethod
+    def _form_charset(request: ApiRequest) -> str | None:
+        """The charset parameter of a form body's Content-Type (None without one)."""
+        ctype = request.requestHeaders.getRawHeaders(b"content-type")
+        media, *options = (ctype[0] if ctype else b"").split(b";")
+        if media.strip().lower() != _FORM:
+            got = f"got {text(ctype[0])!r}" if ctype else "no Content-Type was sent"
+            raise SendsmsError(400, "unsupported_media_type", f"Invalid content-type: POST the parameters as "
+                               f"{_FORM.decode()} ({got})")
+        for option in options:
+            key, _, value = option.strip().partition(b"=")
+            if key.lower() == b"charset" and value.strip(b'"'):
+                return value.strip(b'"').decode("ascii", "replace")
+        return None
+
+    def _authenticate(self, params: Params) -> Account:
+        name = utf8(params, "username", "user")
+        password = one(params, "password", "pass")
+        entry = self._accounts.get(name) if name is not None else None
+        if entry is None or not password or not hmac.compare_digest(
+                hashlib.sha256(password).hexdigest(), entry[1]):
+            raise SendsmsError(403, "forbidden", _AUTH_FAILED)
+        account = entry[0]
+        if account.interfaces and INTERFACE not in account.interfaces:
+            raise SendsmsError(403, "forbidden", f"{_AUTH_FAILED}: account {account.name!r} may not use the url "
+                               f"interface (it may use: {', '.join(account.interfaces)})")
+        return account
+
+    # -- the gateway's answer -----------------------------------------------------------------
+
+    def _call(self, ex: _Exchange, send: Any) -> None:
+        assert ex.account is not None
+        try:
+            d = self._gateway.accept(ex.account, INTERFACE, [send])
+        except Exception:  # a gateway that raises instead of failing its Deferred
+            self._gateway_failed(Failure(), ex)
+            return
+        d.addCallbacks(self._accepted, self._gateway_failed, callbackArgs=(ex,), errbackArgs=(ex,))
+        if not ex.done:
+            self._waiting[ex] = None
+            if self._sweeper is None:
+                self._sweeper = self._clock.callLater(self._timeout, self._sweep)
+
+    def _accepted(self, accepted: Any, ex: _Exchange) -> None:
+        if ex.done:
+            _log.info("http_late_answer", **_where(ex), outcome="answered")
+        elif ex.json:
+            self._respond(ex, 202, encode(accepted_json(accepted)))
+        else:
+            self._respond(ex, 202, ACCEPTED)
+
+    def _gateway_failed(self, failure: Failure, ex: _Exchange) -> None:
+        exc = failure.value
+        if ex.done:
+            if isinstance(exc, (RequestRejected, ServiceUnavailable)):
+                _log.info("http_late_answer", **_where(ex), outcome=type(exc).__name__)
+            else:
+                _log.error("http_late_answer", **_where(ex), outcome="error", exc_info=_exc_info(failure))
+        elif isinstance(exc, RequestRejected):
+            self._fail(ex, _rejected(exc, ex.json))
+        elif isinstance(exc, ServiceUnavailable):
+            reason = str(exc) or "the gateway is not taking messages now"
+            self._fail(ex, _unavailable(f"{reason}: retry in {RETRY_AFTER_S} s"))
+        else:
+            self._crash(ex, failure)
+
+    def _sweep(self) -> None:
+        """Answer 503 to every request that has waited `request_timeout`; re-arm for the next one."""
+        self._sweeper = None
+        now = self._clock.seconds()
+        while self._waiting:
+            ex = next(iter(self._waiting))
+            if ex.started + self._timeout > now:
+                self._sweeper = self._clock.callLater(ex.started + self._timeout - now, self._sweep)
+                return
+            _log.warning("http_gateway_timeout", **_where(ex), waited_s=self._timeout)
+            self._fail(ex, _unavailable(f"the gateway did not answer within {self._timeout:g} s; the message may "
+                                        "still have been accepted: resend it with the same ref to find out "
+                                        "without sending twice"))
+
+    # -- answering ------------------------------------------------------------------------------
+
+    def _fail(self, ex: _Exchange, error: SendsmsError) -> None:
+        body = error_body(error.code, error.text, error.details) if ex.json else error.text.encode("utf-8")
+        self._respond(ex, error.status, body, error.headers)
+
+    def _crash(self, ex: _Exchange, failure: Failure) -> None:
+        """A bug or an unexpected gateway error: logged in full; the client gets only an incident id."""
+        incident = secrets.token_hex(6)
+        _log.error("http_internal_error", **_where(ex), incident=incident, exc_info=_exc_info(failure))
+        if not ex.done:
+            self._fail(ex, SendsmsError(500, "internal_error", f"Sending failed. An internal error occurred; "
+                                        f"incident {incident} has the details in the gateway's log"))
+
+    def _respond(self, ex: _Exchange, status: int, body: bytes, headers: Mapping[bytes, bytes] | None = None) -> None:
+        ex.done = True
+        if ex in self._waiting:
+            del self._waiting[ex]
+            if not self._waiting:
+                idle, self._idle = self._idle, []
+                for d in idle:
+                    d.callback(None)
+        request = ex.request
+        if not request.lost:
+            request.setResponseCode(status, _REASONS.get(status))
+            out = request.responseHeaders
+            out.setRawHeaders(b"content-type", _JSON if ex.json else _TEXT)
+            out.setRawHeaders(b"content-length", [b"%d" % len(body)])
+            for name, value in (headers or {}).items():
+                out.setRawHeaders(name, [value])
+            request.write(body)
+            request.finish()
+        fields = _where(ex)
+        if request.lost:
+            fields["client_gone"] = True
+        _log.info("http_request", **fields, status=status,
+                  duration_ms=round((self._clock.seconds() - ex.started) * 1000, 2))
+
+
+def _format(params: Params) -> bool:
+    value = utf8(params, "format")
+    if value is None or value == "text":
+        return False
+    if value == "json":
+        return True
+    raise SendsmsError(400, "bad_request", f"Format field misformed, rejected: {value[:20]!r} is not json or text")
+
+
+def _rejected(exc: RequestRejected, json: bool) -> SendsmsError:
+    problems = rebase(exc.problems, True)
+    if json:
+        same = rejected(problems)  # the REST API's 422, details capped as there
+        return SendsmsError(same.status, same.code, same.message, same.details)
+    listed = "; ".join(f"{p['where']}: {p['message']}" if p["where"] else p["message"]
+                       for p in problems[:_TEXT_PROBLEMS])
+    more = f"; and {len(problems) - _TEXT_PROBLEMS} more problems" if len(problems) > _TEXT_PROBLEMS else ""
+    return SendsmsError(400, "validation_failed", f"Invalid message, rejected: {listed}{more}")
+
+
+def _unavailable(reason: str) -> SendsmsError:
+    return SendsmsError(503, "unavailable", f"Sending failed. {reason}",
+                        headers={b"retry-after": b"%d" % RETRY_AFTER_S})
+
+
+def _where(ex: _Exchange) -> dict[str, Any]:
+    request = ex.request
+    return {"interface": INTERFACE, "method": text(request.method), "path": text(request.path),
+            "account": ex.account.name if ex.account else None}
+
+
+def _exc_info(failure: Failure) -> tuple[Any, ...]:
+    return (failure.type, failure.value, failure.getTracebackObject())
