@@ -13,14 +13,11 @@ from typing import Any, AsyncIterator, Sequence, TypeVar
 
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, succeed
-from twisted.internet.interfaces import IConsumer, IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import IResponse
 
 from smsgw._client_codec import (
     Accepted,
@@ -37,6 +34,7 @@ from smsgw._client_codec import (
     send_many_call,
     status_call,
 )
+from smsgw._twisted_http import BytesBody, read_body
 from smsgw.model import GatewayStatus, MessageView, MoPage, MoView
 
 __all__ = ["TwistedClient"]
@@ -132,7 +130,7 @@ class TwistedClient:
         body = None
         if call.body is not None:
             headers.setRawHeaders(b"content-type", [b"application/json"])
-            body = _Body(call.body)
+            body = BytesBody(call.body)
         d = self._agent.request(call.method.encode("ascii"), url.encode("ascii"), headers, body)
         answer = d.addCallback(_read)
         answer.addTimeout(self._timeout, self._reactor)
@@ -158,34 +156,7 @@ def _read(response: IResponse) -> Deferred[tuple[int, str | None, bytes]]:
     def done(raw: bytes) -> tuple[int, str | None, bytes]:
         return response.code, value, raw
 
-    body = _Collect()
-    response.deliverBody(body)
-    return body.done.addCallback(done)
-
-
-class _Collect(Protocol):
-    """A response body as bytes: `readBody`, minus its warning about kept-alive transports.
-
-    (readBody warns on every response of a pooled HTTP/1.1 connection, whose
-    transport proxy has no abortConnection; loseConnection closes it just as well.)
-    """
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-        self.done: Deferred[bytes] = Deferred(self._cancel)
-
-    def dataReceived(self, data: bytes) -> None:
-        self._chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(ResponseDone, PotentialDataLoss):  # PotentialDataLoss: a body ended by closing
-            self.done.callback(b"".join(self._chunks))
-        else:
-            self.done.errback(reason)
-
-    def _cancel(self, _: Deferred[bytes]) -> None:
-        if self.transport is not None:
-            self.transport.loseConnection()
+    return read_body(response).addCallback(done)
 
 
 def _reason(exc: BaseException) -> str:
@@ -198,25 +169,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, (net_error.ConnectionDone, net_error.ConnectionLost)):
         return "the server closed the connection without answering"
     return str(exc) or type(exc).__name__
-
-
-@implementer(IBodyProducer)
-class _Body:
-    """A request body that is already in memory: written at once, so nothing to pause."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass

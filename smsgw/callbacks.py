@@ -40,12 +40,10 @@ from urllib.parse import quote
 import structlog
 from sqlalchemy import Connection, select
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
+from smsgw._twisted_http import BytesBody, read_body
 from smsgw.outbox import Outcome, Refused
 from smsgw.store import OutboxEvent, Store, schema
 
@@ -157,41 +155,6 @@ def signature(secret: str, body: bytes, now: float) -> str:
     return f"t={t},v1={mac}"
 
 
-class _Collect(Protocol):
-    """Reads an answer's body (the first 1 KiB is kept, for the error text) so the connection can be reused."""
-
-    def __init__(self, done: defer.Deferred[bytes]) -> None:
-        self._done = done
-        self._data = bytearray()
-
-    def dataReceived(self, data: bytes) -> None:
-        if len(self._data) < 1024:
-            self._data += data[:1024 - len(self._data)]
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self._done.callback(bytes(self._data))
-
-
-@implementer(IBodyProducer)
-class _Body:
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
-        consumer.write(self._data)
-        return defer.succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
 class HttpCallbacks:
     """The outbox handler of one account's callbacks."""
 
@@ -270,14 +233,13 @@ class HttpCallbacks:
             headers.addRawHeader(b"Content-Type", b"application/json; charset=utf-8")
             if self.settings.secret:
                 headers.addRawHeader(b"X-Smsgw-Signature", signature(self.settings.secret, body, now).encode())
-            d = self._agent.request(b"POST", url.encode(), headers, _Body(body))
+            d = self._agent.request(b"POST", url.encode(), headers, BytesBody(body))
         d.addTimeout(self.settings.timeout, self._reactor)
         started = time.monotonic()
 
         def answered(response: Any) -> Any:
             code = response.code
-            body_d: defer.Deferred[bytes] = defer.Deferred()
-            response.deliverBody(_Collect(body_d))
+            body_d = read_body(response)
 
             def judged(body: bytes) -> Outcome:
                 if 200 <= code < 300:
