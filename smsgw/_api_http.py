@@ -1,4 +1,5 @@
-"""The HTTP plumbing under the REST API: the Site, and requests that police the body size.
+"""The HTTP plumbing under the REST API and the URL interface: the Site, requests that police the
+body size, and `GatewayResource`, the answering of requests the gateway answers later.
 
 Kept apart from smsgw.api (routing and the gateway calls): everything here is about
 twisted.web's request life cycle, not about messages.
@@ -6,16 +7,20 @@ twisted.web's request life cycle, not about messages.
 
 from __future__ import annotations
 
+import secrets
 import time
 from io import BytesIO
-from typing import Protocol, cast
+from typing import Any, Generic, Mapping, Protocol, TypeVar, cast
 
 import structlog
-from twisted.internet.interfaces import IReactorTime, ITransport
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web.resource import Resource
 
-from smsgw._api_codec import error_body
+from smsgw._api_codec import ApiError, error_body
+from smsgw.model import Account, RequestRejected, ServiceUnavailable
 
 _SERVER = [b"smsgw"]
 _log = structlog.get_logger()
@@ -143,3 +148,164 @@ _http_date = _DateHeader()
 def text(raw: bytes, limit: int = 200) -> str:
     """Request bytes (method, path) for a log line or a message: decoded, never raising, bounded."""
     return raw[:limit].decode("utf-8", "replace")
+
+
+# --- what both HTTP interfaces (REST, URL) do with a request the gateway answers later -------------
+
+RETRY_AFTER_S = 5
+JSON_TYPE = [b"application/json"]
+REASONS = {413: b"Content Too Large", 422: b"Unprocessable Content"}  # RFC 9110 names Twisted lacks
+
+
+class Exchange:
+    """One request in flight: what its log line and its late answer need."""
+
+    __slots__ = ("request", "started", "account", "done")
+
+    def __init__(self, request: ApiRequest, started: float) -> None:
+        self.request = request
+        self.started = started
+        self.account: Account | None = None
+        self.done = False
+
+
+E = TypeVar("E", bound=Exchange)
+
+
+class GatewayResource(Resource, Generic[E]):
+    """A leaf resource whose answers wait for the gateway.
+
+    It keeps the requests waiting for the gateway, oldest first: every request has
+    the same timeout, so insertion order is deadline order and one timer serves them
+    all (a callLater and a cancel per request cost more than the rest of the routing).
+    A gateway failure becomes the subclass's error; an unexpected one is logged in
+    full and the client gets only an incident id; an answer that comes after the
+    request was answered is logged. Every request ends in one `http_request` line.
+    """
+
+    isLeaf = True
+
+    def __init__(self, clock: IReactorTime, request_timeout: float) -> None:
+        super().__init__()
+        self._clock = clock
+        self._timeout = request_timeout
+        self._waiting: dict[E, None] = {}
+        self._sweeper: IDelayedCall | None = None
+        self._idle: list[Deferred[None]] = []
+
+    def stop(self) -> None:
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+
+    def drained(self) -> Deferred[None]:
+        """Fires once no request waits for the gateway (at once if none does)."""
+        if not self._waiting:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        return d
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def _where(self, ex: E) -> dict[str, Any]:
+        """The fields that name a request in its log lines."""
+        request = ex.request
+        return {"method": text(request.method), "path": text(request.path),
+                "account": ex.account.name if ex.account else None}
+
+    def _log_fields(self, ex: E) -> dict[str, Any]:
+        """More fields for the request's `http_request` line."""
+        return {}
+
+    def _content_type(self, ex: E) -> list[bytes]:
+        return JSON_TYPE
+
+    def _error_body(self, ex: E, error: ApiError) -> bytes:
+        return error_body(error.code, error.message, error.details)
+
+    def _rejected(self, exc: RequestRejected, ex: E) -> ApiError:
+        raise NotImplementedError
+
+    def _unavailable(self, exc: ServiceUnavailable) -> ApiError:
+        raise NotImplementedError
+
+    def _internal_error(self, incident: str) -> ApiError:
+        raise NotImplementedError
+
+    def _timed_out(self, ex: E) -> None:
+        raise NotImplementedError
+
+    # -- waiting for the gateway ------------------------------------------------------------------
+
+    def _wait(self, ex: E) -> None:
+        """`ex` waits for the gateway's answer (unless it came at once), at most request_timeout."""
+        if not ex.done:
+            self._waiting[ex] = None
+            if self._sweeper is None:
+                self._sweeper = self._clock.callLater(self._timeout, self._sweep)
+
+    def _sweep(self) -> None:
+        """Time out every request that has waited `request_timeout`; re-arm for the next one."""
+        self._sweeper = None
+        now = self._clock.seconds()
+        while self._waiting:
+            ex = next(iter(self._waiting))
+            if ex.started + self._timeout > now:
+                self._sweeper = self._clock.callLater(ex.started + self._timeout - now, self._sweep)
+                return
+            del self._waiting[ex]
+            self._timed_out(ex)
+
+    def _gateway_failed(self, failure: Failure, ex: E) -> None:
+        exc = failure.value
+        if ex.done:
+            if isinstance(exc, (RequestRejected, ServiceUnavailable)):
+                _log.info("http_late_answer", **self._where(ex), outcome=type(exc).__name__)
+            else:
+                _log.error("http_late_answer", **self._where(ex), outcome="error", exc_info=exc_info(failure))
+        elif isinstance(exc, RequestRejected):
+            self._fail(ex, self._rejected(exc, ex))
+        elif isinstance(exc, ServiceUnavailable):
+            self._fail(ex, self._unavailable(exc))
+        else:
+            self._crash(ex, failure)
+
+    # -- answering --------------------------------------------------------------------------
+
+    def _fail(self, ex: E, error: ApiError) -> None:
+        self._respond(ex, error.status, self._error_body(ex, error), error.headers)
+
+    def _crash(self, ex: E, failure: Failure) -> None:
+        """A bug or an unexpected gateway error: log it in full, tell the client only an incident id."""
+        incident = secrets.token_hex(6)
+        _log.error("http_internal_error", **self._where(ex), incident=incident, exc_info=exc_info(failure))
+        if not ex.done:
+            self._fail(ex, self._internal_error(incident))
+
+    def _respond(self, ex: E, status: int, body: bytes, headers: Mapping[bytes, bytes] | None = None) -> None:
+        ex.done = True
+        self._waiting.pop(ex, None)
+        if not self._waiting and self._idle:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+        request = ex.request
+        if not request.lost:
+            request.setResponseCode(status, REASONS.get(status))
+            out = request.responseHeaders
+            out.setRawHeaders(b"content-type", self._content_type(ex))
+            out.setRawHeaders(b"content-length", [b"%d" % len(body)])
+            for name, value in (headers or {}).items():
+                out.setRawHeaders(name, [value])
+            request.write(body)
+            request.finish()
+        fields = self._where(ex)
+        if request.lost:
+            fields["client_gone"] = True
+        _log.info("http_request", **fields, status=status,
+                  duration_ms=round((self._clock.seconds() - ex.started) * 1000, 2), **self._log_fields(ex))
+
+
+def exc_info(failure: Failure) -> tuple[Any, ...]:
+    return (failure.type, failure.value, failure.getTracebackObject())

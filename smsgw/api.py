@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, cast
 from urllib.parse import unquote_to_bytes
 
 import structlog
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.resource import Resource
 
 from smsgw._api_codec import (
     ApiError,
     accepted_json,
     decode_json,
     encode,
-    error_body,
     message_json,
     mo_page_json,
     parse_mo_query,
@@ -37,17 +34,14 @@ from smsgw._api_codec import (
     rejected,
     status_json,
 )
-from smsgw._api_http import ApiRequest, ApiSite, text
+from smsgw._api_http import RETRY_AFTER_S, ApiRequest, ApiSite, Exchange, GatewayResource, text
 from smsgw._openapi import build_openapi
 from smsgw.model import Account, GatewayApi, RequestRejected, ServiceUnavailable
 
 __all__ = ["ROUTES", "Route", "make_api"]
 
 INTERFACE = "rest"  # the name accounts list in `interfaces`, and what the gateway records
-RETRY_AFTER_S = 5
 _AUTH_CHALLENGE = b'Bearer realm="smsgw"'
-_JSON = [b"application/json"]
-_REASONS = {413: b"Content Too Large", 422: b"Unprocessable Content"}  # RFC 9110 names Twisted lacks
 _HASH = re.compile("[0-9a-f]{64}")
 _log = structlog.get_logger()
 
@@ -125,44 +119,32 @@ def _accounts_by_hash(accounts: Sequence[Account]) -> dict[str, Account]:
     return by_hash
 
 
-class _Exchange:
-    """One request in flight: what its log line and its late answers need."""
+class _Exchange(Exchange):
+    """One API request in flight, with what its answers and log line need besides."""
 
-    __slots__ = ("request", "started", "account", "messages", "single", "arg", "done")
+    __slots__ = ("messages", "single", "arg")
 
     def __init__(self, request: ApiRequest, started: float) -> None:
-        self.request = request
-        self.started = started
-        self.account: Account | None = None
+        super().__init__(request, started)
         self.messages: int | None = None
         self.single = True
         self.arg = ""
-        self.done = False
 
 
 _Handler = Callable[[_Exchange, bytes], None]
 _OnResult = Callable[[_Exchange, Any], tuple[int, bytes]]
 
 
-class _ApiResource(Resource):
+class _ApiResource(GatewayResource[_Exchange]):
     """Routes, authenticates and answers every request under /api/v1/."""
-
-    isLeaf = True
 
     def __init__(self, gateway: GatewayApi, accounts: dict[str, Account], *, max_batch: int,
                  request_timeout: float, clock: IReactorTime, openapi: bytes) -> None:
-        super().__init__()
+        super().__init__(clock, request_timeout)
         self._gateway = gateway
         self._accounts = accounts
         self._max_batch = max_batch
-        self._timeout = request_timeout
-        self._clock = clock
         self._openapi = openapi
-        # Requests waiting for the gateway, oldest first: every request has the same
-        # timeout, so insertion order is deadline order and one timer serves them all
-        # (a callLater and a cancel per request cost more than the rest of the routing).
-        self._waiting: dict[_Exchange, None] = {}
-        self._sweeper: IDelayedCall | None = None
         # path -> method -> (route, handler); templates ending in /{x} match on their prefix
         self._static: dict[bytes, dict[bytes, tuple[Route, _Handler]]] = {}
         self._prefixed: dict[bytes, dict[bytes, tuple[Route, _Handler]]] = {}
@@ -183,11 +165,6 @@ class _ApiResource(Resource):
         except Exception:
             self._crash(ex, Failure())
         return server.NOT_DONE_YET
-
-    def stop(self) -> None:
-        if self._sweeper is not None and self._sweeper.active():
-            self._sweeper.cancel()
-        self._sweeper = None
 
     # -- routing and checks -----------------------------------------------------------------
 
@@ -277,14 +254,11 @@ class _ApiResource(Resource):
             self._gateway_failed(Failure(), ex)
             return
         d.addCallbacks(self._answered, self._gateway_failed, callbackArgs=(ex, on_result), errbackArgs=(ex,))
-        if not ex.done:
-            self._waiting[ex] = None
-            if self._sweeper is None:
-                self._sweeper = self._clock.callLater(self._timeout, self._sweep)
+        self._wait(ex)
 
     def _answered(self, result: Any, ex: _Exchange, on_result: _OnResult) -> None:
         if ex.done:
-            _log.info("http_late_answer", **_where(ex), outcome="answered", result=_summary(result))
+            _log.info("http_late_answer", **self._where(ex), outcome="answered", result=_summary(result))
             return
         try:
             status, body = on_result(ex, result)
@@ -295,85 +269,31 @@ class _ApiResource(Resource):
         else:
             self._respond(ex, status, body)
 
-    def _gateway_failed(self, failure: Failure, ex: _Exchange) -> None:
-        exc = failure.value
-        if ex.done:
-            if isinstance(exc, (RequestRejected, ServiceUnavailable)):
-                _log.info("http_late_answer", **_where(ex), outcome=type(exc).__name__)
-            else:
-                _log.error("http_late_answer", **_where(ex), outcome="error", exc_info=_exc_info(failure))
-        elif isinstance(exc, RequestRejected):
-            self._fail(ex, _rejected(exc, ex.single))
-        elif isinstance(exc, ServiceUnavailable):
-            reason = str(exc) or "the gateway is not taking requests now"
-            self._fail(ex, ApiError(503, "unavailable", f"{reason}: retry in {RETRY_AFTER_S} s",
-                                    headers={b"retry-after": b"%d" % RETRY_AFTER_S}))
-        else:
-            self._crash(ex, failure)
+    # -- GatewayResource's hooks -------------------------------------------------------------
 
-    def _sweep(self) -> None:
-        """Answer 503 to every request that has waited `request_timeout`; re-arm for the next one."""
-        self._sweeper = None
-        now = self._clock.seconds()
-        while self._waiting:
-            ex = next(iter(self._waiting))
-            if ex.started + self._timeout > now:
-                self._sweeper = self._clock.callLater(ex.started + self._timeout - now, self._sweep)
-                return
-            del self._waiting[ex]
-            self._timed_out(ex)
+    def _log_fields(self, ex: _Exchange) -> dict[str, Any]:
+        return {"messages": ex.messages}
+
+    def _rejected(self, exc: RequestRejected, ex: _Exchange) -> ApiError:
+        return rejected(rebase(exc.problems, ex.single))
+
+    def _unavailable(self, exc: ServiceUnavailable) -> ApiError:
+        reason = str(exc) or "the gateway is not taking requests now"
+        return ApiError(503, "unavailable", f"{reason}: retry in {RETRY_AFTER_S} s",
+                        headers={b"retry-after": b"%d" % RETRY_AFTER_S})
+
+    def _internal_error(self, incident: str) -> ApiError:
+        return ApiError(500, "internal_error", f"an internal error occurred; incident {incident} has the details "
+                        "in the gateway's log")
 
     def _timed_out(self, ex: _Exchange) -> None:
-        _log.warning("http_gateway_timeout", **_where(ex), waited_s=self._timeout)
+        _log.warning("http_gateway_timeout", **self._where(ex), waited_s=self._timeout)
         if ex.messages is None:
             message = f"the gateway did not answer within {self._timeout:g} s: retry later"
         else:
             message = (f"the gateway did not answer within {self._timeout:g} s; the messages may still have been "
                        "committed: resend them with the same ref to find out without sending twice")
         self._fail(ex, ApiError(503, "unavailable", message, headers={b"retry-after": b"%d" % RETRY_AFTER_S}))
-
-    # -- answering --------------------------------------------------------------------------
-
-    def _fail(self, ex: _Exchange, error: ApiError) -> None:
-        self._respond(ex, error.status, error_body(error.code, error.message, error.details), error.headers)
-
-    def _crash(self, ex: _Exchange, failure: Failure) -> None:
-        """A bug or an unexpected gateway error: log it in full, tell the client only an incident id."""
-        incident = secrets.token_hex(6)
-        _log.error("http_internal_error", **_where(ex), incident=incident, exc_info=_exc_info(failure))
-        if not ex.done:
-            self._respond(ex, 500, error_body("internal_error", f"an internal error occurred; incident "
-                                              f"{incident} has the details in the gateway's log"))
-
-    def _respond(self, ex: _Exchange, status: int, body: bytes, headers: dict[bytes, bytes] | None = None) -> None:
-        ex.done = True
-        self._waiting.pop(ex, None)
-        request = ex.request
-        if not request.lost:
-            request.setResponseCode(status, _REASONS.get(status))
-            out = request.responseHeaders
-            out.setRawHeaders(b"content-type", _JSON)
-            out.setRawHeaders(b"content-length", [b"%d" % len(body)])
-            if headers:
-                for name, value in headers.items():
-                    out.setRawHeaders(name, [value])
-            request.write(body)
-            request.finish()
-        fields = _where(ex)
-        if request.lost:
-            fields["client_gone"] = True
-        _log.info("http_request", **fields, status=status,
-                  duration_ms=round((self._clock.seconds() - ex.started) * 1000, 2), messages=ex.messages)
-
-
-def _where(ex: _Exchange) -> dict[str, Any]:
-    request = ex.request
-    return {"method": text(request.method), "path": text(request.path),
-            "account": ex.account.name if ex.account else None}
-
-
-def _exc_info(failure: Failure) -> tuple[Any, ...]:
-    return (failure.type, failure.value, failure.getTracebackObject())
 
 
 def _summary(result: Any) -> Any:
@@ -392,10 +312,6 @@ def _is_json_type(value: bytes) -> bool:
     if media.strip() != b"application/json":
         return False
     return all(p.replace(b" ", b"") in (b"charset=utf-8", b'charset="utf-8"') for p in params)
-
-
-def _rejected(exc: RequestRejected, single: bool) -> ApiError:
-    return rejected(rebase(exc.problems, single))
 
 
 def _accepted(ex: _Exchange, accepted: Any) -> tuple[int, bytes]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 from urllib.parse import unquote_to_bytes
 
-from smsgw._api_codec import MAX_EPOCH, parse_time
+from smsgw._api_codec import MAX_EPOCH, ApiError, parse_time
 from smsgw.model import PRIORITY_BULK, PRIORITY_NORMAL, PRIORITY_URGENT, Account, Problem, SendRequest
 
 __all__ = ["KANNEL_PRIORITY", "Params", "SendsmsError", "one", "parse_form", "send_request", "utf8", "wants_json"]
@@ -38,17 +38,13 @@ _JSON_FORMAT = re.compile(rb"(?:^|&)format=json(?:&|$)")
 _EXT_DIGITS = 12  # as AccountConfig.default_ext
 
 
-class SendsmsError(Exception):
-    """A request the interface refuses: `text` is the plain answer (Kannel's wording where it has one)."""
+class SendsmsError(ApiError):
+    """A request the interface refuses: `text` is the plain answer (Kannel's wording where it has one);
+    with format=json the answer is the REST API's error object of `code` and the same text."""
 
-    def __init__(self, status: int, code: str, text: str, details: Sequence[Mapping[str, str]] = (),
-                 headers: Mapping[bytes, bytes] | None = None) -> None:
-        super().__init__(text)
-        self.status = status
-        self.code = code
-        self.text = text
-        self.details = list(details)
-        self.headers = dict(headers or {})
+    @property
+    def text(self) -> str:
+        return self.message
 
 
 def _bad(text: str, code: str = "bad_request") -> SendsmsError:

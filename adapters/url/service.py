@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import structlog
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.resource import Resource
 
-from smsgw._api_codec import accepted_json, encode, error_body, rebase, rejected
-from smsgw._api_http import ApiRequest, ApiSite, text
+from smsgw._api_codec import ApiError, accepted_json, encode, rebase, rejected
+from smsgw._api_http import JSON_TYPE, RETRY_AFTER_S, ApiRequest, ApiSite, Exchange, GatewayResource, text
 from smsgw.adapters.url._sendsms import Params, SendsmsError, one, parse_form, send_request, utf8, wants_json
 from smsgw.model import Account, GatewayApi, RequestRejected, ServiceUnavailable
 
@@ -32,13 +30,10 @@ __all__ = ["ACCEPTED", "INTERFACE", "SENDSMS_PATH", "SendsmsResource", "UrlInter
 INTERFACE = "url"
 SENDSMS_PATH = b"/cgi-bin/sendsms"
 ACCEPTED = b"0: Accepted for delivery"
-RETRY_AFTER_S = 5
 _AUTH_FAILED = "Authorization failed for sendsms"
 _FORM = b"application/x-www-form-urlencoded"
 _TEXT = [b"text/plain; charset=utf-8"]
-_JSON = [b"application/json"]
 _TEXT_PROBLEMS = 20  # a text answer names the first few; format=json lists up to the REST API's cap
-_REASONS = {413: b"Content Too Large", 422: b"Unprocessable Content"}
 _log = structlog.get_logger()
 
 
@@ -106,39 +101,28 @@ class UrlSite(ApiSite):
         self.requestFactory = UrlRequest
 
 
-class _Exchange:
-    """One request in flight: what its log line and its late answer need."""
+class _Exchange(Exchange):
+    """One sendsms request in flight; `json`: answer in JSON (format=json)."""
 
-    __slots__ = ("request", "started", "account", "json", "done")
+    __slots__ = ("json",)
 
     def __init__(self, request: ApiRequest, started: float) -> None:
-        self.request = request
-        self.started = started
-        self.account: Account | None = None
+        super().__init__(request, started)
         self.json = False
-        self.done = False
 
 
-class SendsmsResource(Resource):
+class SendsmsResource(GatewayResource[_Exchange]):
     """Answers every request the site hands it: sendsms, or Kannel's "Unknown request"."""
-
-    isLeaf = True
 
     def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], *, clock: IReactorTime,
                  request_timeout: float = 30.0, service_codes: Sequence[str] = ()) -> None:
-        super().__init__()
         if not request_timeout > 0:
             raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
+        super().__init__(clock, request_timeout)
         self._gateway = gateway
         # name -> (account, lower-case key hash); an account without a key cannot log in
         self._accounts = {a.name: (a, a.api_key_sha256.strip().lower()) for a in accounts if a.api_key_sha256}
-        self._clock = clock
-        self._timeout = request_timeout
         self._service_codes = tuple(service_codes)
-        # Requests waiting for the gateway, oldest first: one timer serves them all (as in smsgw.api).
-        self._waiting: dict[_Exchange, None] = {}
-        self._sweeper: IDelayedCall | None = None
-        self._idle: list[defer.Deferred[None]] = []
 
     def render(self, request: ApiRequest) -> int:
         ex = _Exchange(request, self._clock.seconds())
@@ -149,19 +133,6 @@ class SendsmsResource(Resource):
         except Exception:
             self._crash(ex, Failure())
         return server.NOT_DONE_YET
-
-    def stop(self) -> None:
-        if self._sweeper is not None and self._sweeper.active():
-            self._sweeper.cancel()
-        self._sweeper = None
-
-    def drained(self) -> defer.Deferred[None]:
-        """Fires once no request waits for the gateway (at once if none does)."""
-        if not self._waiting:
-            return defer.succeed(None)
-        d: defer.Deferred[None] = defer.Deferred()
-        self._idle.append(d)
-        return d
 
     # -- the request ------------------------------------------------------------------------
 
@@ -224,85 +195,49 @@ class SendsmsResource(Resource):
             self._gateway_failed(Failure(), ex)
             return
         d.addCallbacks(self._accepted, self._gateway_failed, callbackArgs=(ex,), errbackArgs=(ex,))
-        if not ex.done:
-            self._waiting[ex] = None
-            if self._sweeper is None:
-                self._sweeper = self._clock.callLater(self._timeout, self._sweep)
+        self._wait(ex)
 
     def _accepted(self, accepted: Any, ex: _Exchange) -> None:
         if ex.done:
-            _log.info("http_late_answer", **_where(ex), outcome="answered")
+            _log.info("http_late_answer", **self._where(ex), outcome="answered")
         elif ex.json:
             self._respond(ex, 202, encode(accepted_json(accepted)))
         else:
             self._respond(ex, 202, ACCEPTED)
 
-    def _gateway_failed(self, failure: Failure, ex: _Exchange) -> None:
-        exc = failure.value
-        if ex.done:
-            if isinstance(exc, (RequestRejected, ServiceUnavailable)):
-                _log.info("http_late_answer", **_where(ex), outcome=type(exc).__name__)
-            else:
-                _log.error("http_late_answer", **_where(ex), outcome="error", exc_info=_exc_info(failure))
-        elif isinstance(exc, RequestRejected):
-            self._fail(ex, _rejected(exc, ex.json))
-        elif isinstance(exc, ServiceUnavailable):
-            reason = str(exc) or "the gateway is not taking messages now"
-            self._fail(ex, _unavailable(f"{reason}: retry in {RETRY_AFTER_S} s"))
-        else:
-            self._crash(ex, failure)
+    # -- GatewayResource's hooks -----------------------------------------------------------------
 
-    def _sweep(self) -> None:
-        """Answer 503 to every request that has waited `request_timeout`; re-arm for the next one."""
-        self._sweeper = None
-        now = self._clock.seconds()
-        while self._waiting:
-            ex = next(iter(self._waiting))
-            if ex.started + self._timeout > now:
-                self._sweeper = self._clock.callLater(ex.started + self._timeout - now, self._sweep)
-                return
-            _log.warning("http_gateway_timeout", **_where(ex), waited_s=self._timeout)
-            self._fail(ex, _unavailable(f"the gateway did not answer within {self._timeout:g} s; the message may "
-                                        "still have been accepted: resend it with the same ref to find out "
-                                        "without sending twice"))
+    def _where(self, ex: _Exchange) -> dict[str, Any]:
+        return {"interface": INTERFACE, **super()._where(ex)}
 
-    # -- answering ------------------------------------------------------------------------------
+    def _content_type(self, ex: _Exchange) -> list[bytes]:
+        return JSON_TYPE if ex.json else _TEXT
 
-    def _fail(self, ex: _Exchange, error: SendsmsError) -> None:
-        body = error_body(error.code, error.text, error.details) if ex.json else error.text.encode("utf-8")
-        self._respond(ex, error.status, body, error.headers)
+    def _error_body(self, ex: _Exchange, error: ApiError) -> bytes:
+        return super()._error_body(ex, error) if ex.json else error.message.encode("utf-8")
 
-    def _crash(self, ex: _Exchange, failure: Failure) -> None:
-        """A bug or an unexpected gateway error: logged in full; the client gets only an incident id."""
-        incident = secrets.token_hex(6)
-        _log.error("http_internal_error", **_where(ex), incident=incident, exc_info=_exc_info(failure))
-        if not ex.done:
-            self._fail(ex, SendsmsError(500, "internal_error", f"Sending failed. An internal error occurred; "
-                                        f"incident {incident} has the details in the gateway's log"))
+    def _rejected(self, exc: RequestRejected, ex: _Exchange) -> ApiError:
+        problems = rebase(exc.problems, True)
+        if ex.json:
+            return rejected(problems)  # the REST API's 422, details capped as there
+        listed = "; ".join(f"{p['where']}: {p['message']}" if p["where"] else p["message"]
+                           for p in problems[:_TEXT_PROBLEMS])
+        more = f"; and {len(problems) - _TEXT_PROBLEMS} more problems" if len(problems) > _TEXT_PROBLEMS else ""
+        return SendsmsError(400, "validation_failed", f"Invalid message, rejected: {listed}{more}")
 
-    def _respond(self, ex: _Exchange, status: int, body: bytes, headers: Mapping[bytes, bytes] | None = None) -> None:
-        ex.done = True
-        if ex in self._waiting:
-            del self._waiting[ex]
-            if not self._waiting:
-                idle, self._idle = self._idle, []
-                for d in idle:
-                    d.callback(None)
-        request = ex.request
-        if not request.lost:
-            request.setResponseCode(status, _REASONS.get(status))
-            out = request.responseHeaders
-            out.setRawHeaders(b"content-type", _JSON if ex.json else _TEXT)
-            out.setRawHeaders(b"content-length", [b"%d" % len(body)])
-            for name, value in (headers or {}).items():
-                out.setRawHeaders(name, [value])
-            request.write(body)
-            request.finish()
-        fields = _where(ex)
-        if request.lost:
-            fields["client_gone"] = True
-        _log.info("http_request", **fields, status=status,
-                  duration_ms=round((self._clock.seconds() - ex.started) * 1000, 2))
+    def _unavailable(self, exc: ServiceUnavailable) -> ApiError:
+        reason = str(exc) or "the gateway is not taking messages now"
+        return _unavailable(f"{reason}: retry in {RETRY_AFTER_S} s")
+
+    def _internal_error(self, incident: str) -> ApiError:
+        return SendsmsError(500, "internal_error", f"Sending failed. An internal error occurred; incident "
+                            f"{incident} has the details in the gateway's log")
+
+    def _timed_out(self, ex: _Exchange) -> None:
+        _log.warning("http_gateway_timeout", **self._where(ex), waited_s=self._timeout)
+        self._fail(ex, _unavailable(f"the gateway did not answer within {self._timeout:g} s; the message may "
+                                    "still have been accepted: resend it with the same ref to find out "
+                                    "without sending twice"))
 
 
 def _format(params: Params) -> bool:
@@ -314,27 +249,6 @@ def _format(params: Params) -> bool:
     raise SendsmsError(400, "bad_request", f"Format field misformed, rejected: {value[:20]!r} is not json or text")
 
 
-def _rejected(exc: RequestRejected, json: bool) -> SendsmsError:
-    problems = rebase(exc.problems, True)
-    if json:
-        same = rejected(problems)  # the REST API's 422, details capped as there
-        return SendsmsError(same.status, same.code, same.message, same.details)
-    listed = "; ".join(f"{p['where']}: {p['message']}" if p["where"] else p["message"]
-                       for p in problems[:_TEXT_PROBLEMS])
-    more = f"; and {len(problems) - _TEXT_PROBLEMS} more problems" if len(problems) > _TEXT_PROBLEMS else ""
-    return SendsmsError(400, "validation_failed", f"Invalid message, rejected: {listed}{more}")
-
-
 def _unavailable(reason: str) -> SendsmsError:
     return SendsmsError(503, "unavailable", f"Sending failed. {reason}",
                         headers={b"retry-after": b"%d" % RETRY_AFTER_S})
-
-
-def _where(ex: _Exchange) -> dict[str, Any]:
-    request = ex.request
-    return {"interface": INTERFACE, "method": text(request.method), "path": text(request.path),
-            "account": ex.account.name if ex.account else None}
-
-
-def _exc_info(failure: Failure) -> tuple[Any, ...]:
-    return (failure.type, failure.value, failure.getTracebackObject())
