@@ -1,10 +1,18 @@
-"""What the benchmark scripts share: loopback ports and a process's CPU time."""
+"""What the benchmark scripts share: loopback ports, a process's CPU time and memory, and starting and
+stopping the simulator and daemon processes of the end-to-end benchmarks."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 
 def free_port() -> int:
@@ -30,3 +38,66 @@ def cpu_of(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the daemon and simulator processes of the end-to-end benchmarks ---------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def daemon_config(tmp: Path, sim_port: int) -> dict[str, Any]:
+    """conf/smsgw.yaml for a benchmark: data under `tmp`, every lifecycle line logged to its file,
+    the embedded simulator off and the carrier pointing at a simulator process on `sim_port`."""
+    data: dict[str, Any] = yaml.safe_load((ROOT / "conf" / "smsgw.yaml").read_text(encoding="utf-8"))
+    data["node"]["data_dir"] = str(tmp / "var")
+    data["log"]["file"] = "log/smsgw.log"
+    data["log"]["level"] = "info"  # every lifecycle line is written, as in production
+    data["simulator"]["enabled"] = False
+    data["carriers"][0]["port"] = sim_port
+    return data
+
+
+def write_config(tmp: Path, data: dict[str, Any]) -> Path:
+    path = tmp / "smsgw.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def start_simulator(port: int) -> subprocess.Popen[bytes]:
+    """`smsgw simulate` on 127.0.0.1:`port`, reporting at once; returns once it listens."""
+    proc = subprocess.Popen(
+        [str(BIN / "smsgw"), "--log-level", "warning", "simulate", "--listen", f"127.0.0.1:{port}",
+         "--account", "901234:simsecret", "--report-delay", "0"], stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return proc
+
+
+def start_daemon(config: Path) -> subprocess.Popen[bytes]:
+    """`smsgw db upgrade` then `smsgw run` on `config` (the caller waits for it to listen)."""
+    subprocess.run([str(BIN / "smsgw"), "db", "upgrade", "-c", str(config)], check=True, stdout=subprocess.DEVNULL)
+    return subprocess.Popen([str(BIN / "smsgw"), "run", "-c", str(config)], stdout=subprocess.DEVNULL)
+
+
+def profile(pid: int, output: str) -> subprocess.Popen[bytes]:
+    """py-spy recording `pid` as raw collapsed stacks (stopped by `stop_all` with SIGINT)."""
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", output,
+                             "--rate", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the processes, last started first (py-spy with SIGINT, so that it writes its file)."""
+    for proc in reversed(procs):
+        proc.send_signal(signal.SIGINT if "py-spy" in str(proc.args) else signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -18,45 +18,34 @@ insert began): the whole path, insert to final state written back.
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from sqlalchemy import create_engine, func, select
 
-from _bench import cpu_of, free_port, wait_port
+from _bench import (
+    cpu_of,
+    daemon_config,
+    free_port,
+    profile,
+    rss_mb,
+    start_daemon,
+    start_simulator,
+    stop_all,
+    write_config,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-sys.path.insert(0, str(ROOT))
 
-
-def write_config(tmp: Path, sim_port: int, url: str, poll_interval: float, batch: int, store: str | None) -> Path:
-    data = yaml.safe_load((ROOT / "conf" / "smsgw.yaml").read_text(encoding="utf-8"))
+def config_for(tmp: Path, sim_port: int, url: str, poll_interval: float, batch: int, store: str | None) -> Path:
+    data = daemon_config(tmp, sim_port)
     if store:
         data["store"]["url"] = store
-    data["node"]["data_dir"] = str(tmp / "var")
-    data["log"]["file"] = "log/smsgw.log"
-    data["log"]["level"] = "info"  # every lifecycle line is written, as in production
-    data["simulator"]["enabled"] = False
     data["api"]["enabled"] = False
     data["accounts"] = []
-    data["carriers"][0]["port"] = sim_port
     data["db_sources"] = [{"name": "bench", "url": url, "poll_interval": poll_interval, "batch_size": batch}]
-    path = tmp / "smsgw.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return write_config(tmp, data)
 
 
 def main() -> None:
@@ -78,7 +67,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="smsgw-dbpoll-"))
     sim_port = free_port()
-    config = write_config(tmp, sim_port, args.url, args.poll_interval, args.batch, args.store_url)
+    config = config_for(tmp, sim_port, args.url, args.poll_interval, args.batch, args.store_url)
     if args.store_url:
         from smsgw.store import schema
 
@@ -87,12 +76,8 @@ def main() -> None:
         store.dispose()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(subprocess.Popen(
-            [str(BIN / "smsgw"), "--log-level", "warning", "simulate", "--listen", f"127.0.0.1:{sim_port}",
-             "--account", "901234:simsecret", "--report-delay", "0"], stdout=subprocess.DEVNULL))
-        wait_port(sim_port)
-        subprocess.run([str(BIN / "smsgw"), "db", "upgrade", "-c", str(config)], check=True, stdout=subprocess.DEVNULL)
-        daemon = subprocess.Popen([str(BIN / "smsgw"), "run", "-c", str(config)], stdout=subprocess.DEVNULL)
+        procs.append(start_simulator(sim_port))
+        daemon = start_daemon(config)
         procs.append(daemon)
         log = tmp / "var" / "log" / "smsgw.log"
         deadline = time.time() + 30
@@ -102,9 +87,7 @@ def main() -> None:
             time.sleep(0.1)
         time.sleep(0.5)  # the link logs in
         if args.profile:
-            procs.append(subprocess.Popen(["py-spy", "record", "--pid", str(daemon.pid), "--format", "raw",
-                                           "--output", args.profile, "--rate", "200"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(profile(daemon.pid, args.profile))
         cpu0 = cpu_of(daemon.pid)
         t0 = time.perf_counter()
         for start in range(0, args.rows, 1000):
@@ -130,13 +113,7 @@ def main() -> None:
               f"  # rows={args.rows} dialect={legacy.dialect.name} poll_interval={args.poll_interval} "
               f"batch={args.batch} store={'sqlite' if not args.store_url else args.store_url.split(':')[0]}")
     finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGINT if "py-spy" in str(proc.args) else signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
         legacy.dispose()
 
 

@@ -18,45 +18,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _bench import cpu_of, free_port, wait_port
+from _bench import (
+    cpu_of,
+    daemon_config,
+    free_port,
+    profile,
+    rss_mb,
+    start_daemon,
+    start_simulator,
+    stop_all,
+    wait_port,
+    write_config,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 KEY = "demo-key"
 
 
-def write_config(tmp: Path, sim_port: int, api_port: int, claim_batch: int) -> Path:
-    text = (ROOT / "conf" / "smsgw.yaml").read_text(encoding="utf-8")
-    import yaml
-
-    data = yaml.safe_load(text)
-    data["node"]["data_dir"] = str(tmp / "var")
-    data["log"]["file"] = "log/smsgw.log"
-    data["log"]["level"] = "info"  # every lifecycle line is written, as in production
-    data["simulator"]["enabled"] = False
-    data["carriers"][0]["port"] = sim_port
+def config_for(tmp: Path, sim_port: int, api_port: int, claim_batch: int) -> Path:
+    data = daemon_config(tmp, sim_port)
     data["carriers"][0]["window"] = 16
     data["api"]["port"] = api_port
     data["api"]["max_batch"] = 1000
     data["dispatch"]["claim_batch"] = claim_batch
-    path = tmp / "smsgw.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return write_config(tmp, data)
 
 
 # --- the load client --------------------------------------------------------------
@@ -133,24 +123,18 @@ def main() -> None:
     sim_port, api_port = free_port(), free_port()
     if args.mode == "hold":
         sim_port = free_port()  # nothing will listen there: the link stays down, the queue holds
-    config = write_config(tmp, sim_port, api_port, args.claim_batch)
+    config = config_for(tmp, sim_port, api_port, args.claim_batch)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         if args.mode != "hold":
-            procs.append(subprocess.Popen(
-                [str(BIN / "smsgw"), "--log-level", "warning", "simulate", "--listen", f"127.0.0.1:{sim_port}",
-                 "--account", "901234:simsecret", "--report-delay", "0"], stdout=subprocess.DEVNULL))
-            wait_port(sim_port)
-        subprocess.run([str(BIN / "smsgw"), "db", "upgrade", "-c", str(config)], check=True, stdout=subprocess.DEVNULL)
-        daemon = subprocess.Popen([str(BIN / "smsgw"), "run", "-c", str(config)], stdout=subprocess.DEVNULL)
+            procs.append(start_simulator(sim_port))
+        daemon = start_daemon(config)
         procs.append(daemon)
         wait_port(api_port)
         time.sleep(0.5)  # the link logs in
         bodies = bodies_for(args.mode, args.count, args.per_request)
         if args.profile:
-            procs.append(subprocess.Popen(["py-spy", "record", "--pid", str(daemon.pid), "--format", "raw",
-                                           "--output", args.profile, "--rate", "200"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(profile(daemon.pid, args.profile))
         rss_before = rss_mb(daemon.pid)
         cpu0 = cpu_of(daemon.pid)
         t0 = time.perf_counter()
@@ -184,13 +168,7 @@ def main() -> None:
               f"cpu_ms_per_msg={cpu * 1000 / accepted:.3f} rss_mb={rss_mb(daemon.pid):.0f}"
               f"  # mode={args.mode} count={accepted} report_span_s={last_report:.2f}")
     finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGINT if "py-spy" in str(proc.args) else signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

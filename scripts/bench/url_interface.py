@@ -18,43 +18,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
 
-import yaml
+from _bench import (
+    cpu_of,
+    daemon_config,
+    free_port,
+    rss_mb,
+    start_daemon,
+    start_simulator,
+    stop_all,
+    wait_port,
+    write_config,
+)
 
-from _bench import cpu_of, free_port, wait_port
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 KEY = "demo-key"
 
 
-def write_config(tmp: Path, sim_port: int, url_port: int) -> Path:
-    data = yaml.safe_load((ROOT / "conf" / "smsgw.yaml").read_text(encoding="utf-8"))
-    data["node"]["data_dir"] = str(tmp / "var")
-    data["log"]["file"] = "log/smsgw.log"
-    data["log"]["level"] = "info"
-    data["simulator"]["enabled"] = False
-    data["carriers"][0]["port"] = sim_port
+def config_for(tmp: Path, sim_port: int, url_port: int) -> Path:
+    data = daemon_config(tmp, sim_port)
     data["api"]["port"] = free_port()
     data["url_interface"]["enabled"] = True
     data["url_interface"]["port"] = url_port
-    path = tmp / "smsgw.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return write_config(tmp, data)
 
 
 class Receiver:
@@ -124,15 +114,11 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="smsgw-url-"))
     sim_port, url_port, receiver_port = free_port(), free_port(), free_port()
-    config = write_config(tmp, sim_port, url_port)
+    config = config_for(tmp, sim_port, url_port)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(subprocess.Popen(
-            [str(BIN / "smsgw"), "--log-level", "warning", "simulate", "--listen", f"127.0.0.1:{sim_port}",
-             "--account", "901234:simsecret", "--report-delay", "0"], stdout=subprocess.DEVNULL))
-        wait_port(sim_port)
-        subprocess.run([str(BIN / "smsgw"), "db", "upgrade", "-c", str(config)], check=True, stdout=subprocess.DEVNULL)
-        daemon = subprocess.Popen([str(BIN / "smsgw"), "run", "-c", str(config)], stdout=subprocess.DEVNULL)
+        procs.append(start_simulator(sim_port))
+        daemon = start_daemon(config)
         procs.append(daemon)
         wait_port(url_port)
         time.sleep(0.5)  # the link logs in
@@ -146,13 +132,7 @@ def main() -> None:
               f"rss_mb={rss_mb(daemon.pid):.0f}  # count={args.count} accepted={accepted} "
               f"callbacks={receiver.count} connections={args.connections}")
     finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":
