@@ -57,12 +57,32 @@ def _identifier(value: str) -> str:
     return value
 
 
-def _source_url(value: SecretStr) -> SecretStr:
-    text = value.get_secret_value()
+def url_scheme(text: str) -> tuple[str, str, str, str]:
+    """(dialect, driver, the rest after "://", the scheme as it may be shown) of a database URL.
+
+    Only the scheme is ever shown: the rest may hold a password. Without "://" the dialect is "".
+    """
     scheme, sep, rest = text.partition("://")
     dialect, _, driver = scheme.partition("+")
     shown = repr(scheme) if sep and re.fullmatch(r"[A-Za-z0-9+_.-]{1,40}", scheme) else "(none)"
-    if not sep or dialect not in SOURCE_DATABASES:
+    return (dialect if sep else ""), driver, rest, shown
+
+
+def url_parses(text: str) -> bool:
+    """Whether SQLAlchemy takes the URL (its own error would quote the whole URL, password included)."""
+    from sqlalchemy.engine import make_url  # lazily: SQLAlchemy is slow to import
+
+    try:
+        make_url(text)
+    except Exception:
+        return False
+    return True
+
+
+def _source_url(value: SecretStr) -> SecretStr:
+    text = value.get_secret_value()
+    dialect, driver, rest, shown = url_scheme(text)
+    if dialect not in SOURCE_DATABASES:
         raise _bad(f"the database {shown} is not supported for a legacy source",
                    "use one of " + ", ".join(f"{d}+{drivers[0]}://" if d != "sqlite" else "sqlite:///"
                                              for d, (drivers, _) in SOURCE_DATABASES.items()))
@@ -73,12 +93,8 @@ def _source_url(value: SecretStr) -> SecretStr:
     if rest.count("@") > 1:
         raise _bad("the URL has more than one '@' (a password containing '@'?)",
                    "percent-encode @ : / ? # in the password (@ is %40), or set password: apart")
-    from sqlalchemy.engine import make_url
-
-    try:
-        make_url(text)
-    except Exception:  # the message would quote the password
-        raise _bad("is not a valid database URL", f"write it as {example}") from None
+    if not url_parses(text):
+        raise _bad("is not a valid database URL", f"write it as {example}")
     return value
 
 

@@ -24,7 +24,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 
-from smsgw._config_db import ActiveWindow, DbSourceConfig, InboxMapping, TableMapping
+from smsgw._config_db import ActiveWindow, DbSourceConfig, InboxMapping, TableMapping, url_parses, url_scheme
 from smsgw._yaml_source import CUSTOM_ERROR, Path, Source, path_text, read_source, validation_problems
 from smsgw.model import Account
 from smsgw.protocol.cmpp import Version
@@ -168,12 +168,9 @@ _DATABASES = {
 
 
 def _store_url(value: SecretStr) -> SecretStr:
-    # Only the scheme is ever shown: the rest may hold a password.
     text = value.get_secret_value()
-    scheme, sep, rest = text.partition("://")
-    dialect, _, driver = scheme.partition("+")
-    shown = repr(scheme) if sep and re.fullmatch(r"[A-Za-z0-9+_.-]{1,40}", scheme) else "(none)"
-    if not sep or dialect not in _DATABASES:
+    dialect, driver, rest, shown = url_scheme(text)
+    if dialect not in _DATABASES:
         raise _bad(f"the database {shown} is not supported",
                    "use one of " + ", ".join(f"{d}+{drv}://" if d != "sqlite" else "sqlite:///"
                                              for d, (drv, _) in _DATABASES.items()) + ", or null for SQLite in data_dir")
@@ -184,12 +181,8 @@ def _store_url(value: SecretStr) -> SecretStr:
               "and set store.password")
     if rest.count("@") > 1:
         raise _bad("the URL has more than one '@' (a password containing '@'?)", encode)
-    from sqlalchemy.engine import make_url  # lazily: SQLAlchemy is slow to import
-
-    try:
-        make_url(text)
-    except Exception:  # ArgumentError quotes the whole URL, password included: not shown
-        raise _bad("is not a valid database URL", f"write it as {example}; {encode}") from None
+    if not url_parses(text):
+        raise _bad("is not a valid database URL", f"write it as {example}; {encode}")
     return value
 
 
