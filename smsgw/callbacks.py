@@ -31,7 +31,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -72,27 +71,23 @@ def iso(epoch: float | None) -> str | None:
 def load_events(conn: Connection, recipient_ids: list[int], mo_ids: list[int]) -> tuple[dict[int, dict[str, Any]],
                                                                                          dict[int, dict[str, Any]]]:
     """What the callbacks tell, read from the store (a reader thread)."""
-    r, m, s, mo = schema.recipients.c, schema.messages.c, schema.segments.c, schema.mo_messages.c
+    r, m, mo = schema.recipients.c, schema.messages.c, schema.mo_messages.c
     recips: dict[int, dict[str, Any]] = {}
     for i in range(0, len(recipient_ids), 500):
         chunk = recipient_ids[i:i + 500]
-        result = conn.execute(select(r.id, r.message_id, r.phone, r.state, r.stat, r.error, r.attempts, r.submitted_at,
-                                   r.final_at, m.ref, m.account, m.ext, m.dlr_url, m.dlr_mask).join(schema.messages, m.id == r.message_id)
-                            .where(r.id.in_(chunk)))
+        result = conn.execute(
+            select(r.id, r.message_id, r.phone, r.state, r.stat, r.error, r.attempts, r.submitted_at, r.final_at,
+                   m.ref, m.account, m.ext, m.dlr_url, m.dlr_mask)
+            .join(schema.messages, m.id == r.message_id).where(r.id.in_(chunk)))
         for row in result:
             recips[row.id] = {"recipient_id": row.id, "message_id": row.message_id, "to": row.phone,
                               "state": row.state, "stat": row.stat, "error": row.error, "attempt": row.attempts,
                               "submitted_at": row.submitted_at, "final_at": row.final_at, "ref": row.ref,
                               "account": row.account, "ext": row.ext, "msg_ids": [], "dlr_url": row.dlr_url,
                               "dlr_mask": row.dlr_mask or 0}
-        segs: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
-        for seg in conn.execute(select(s.recipient_id, s.attempt, s.number, s.msg_id)
-                                .where(s.recipient_id.in_(chunk))):
-            segs[seg.recipient_id].append((seg.attempt, seg.number, seg.msg_id))
-        for rid, kept in segs.items():
-            if rid in recips:
-                current = recips[rid]["attempt"]
-                recips[rid]["msg_ids"] = [mid for a, _, mid in sorted(kept) if a == current]
+    msg_ids = Store.current_msg_ids(conn, {rid: data["attempt"] for rid, data in recips.items()})
+    for rid, data in recips.items():
+        data["msg_ids"] = msg_ids.get(rid, [])
     mos: dict[int, dict[str, Any]] = {}
     for i in range(0, len(mo_ids), 500):
         for mo_row in conn.execute(select(mo.id, mo.src, mo.dest, mo.ext, mo.content, mo.keyword, mo.consumer,

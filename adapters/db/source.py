@@ -291,11 +291,10 @@ class RowState:
 
 def load_row_states(conn: Connection, source: str, message_ids: list[int]) -> dict[int, RowState]:
     """The current state of the legacy rows behind `message_ids` (a reader-thread query on smsgw's store)."""
-    sr, r, s = schema.source_rows.c, schema.recipients.c, schema.segments.c
+    sr, r = schema.source_rows.c, schema.recipients.c
     keys: dict[int, str] = {}
     recips: dict[int, list[Any]] = defaultdict(list)
     attempts: dict[int, int] = {}
-    seg_ids: dict[int, list[str]] = defaultdict(list)
     for i in range(0, len(message_ids), 500):
         chunk = message_ids[i:i + 500]
         for key_row in conn.execute(select(sr.message_id, sr.row_key).where(sr.source == source,
@@ -305,12 +304,7 @@ def load_row_states(conn: Connection, source: str, message_ids: list[int]) -> di
                                        r.final_at).where(r.message_id.in_(chunk)).order_by(r.id)):
             recips[row.message_id].append(row)
             attempts[row.id] = row.attempts
-    rids = sorted(attempts)
-    for i in range(0, len(rids), 500):
-        for seg in conn.execute(select(s.recipient_id, s.attempt, s.msg_id).where(s.recipient_id.in_(rids[i:i + 500]))
-                                .order_by(s.recipient_id, s.number)):
-            if seg.attempt == attempts[seg.recipient_id]:
-                seg_ids[seg.recipient_id].append(seg.msg_id)
+    seg_ids = Store.current_msg_ids(conn, attempts)
     out = {}
     for mid, key in keys.items():
         rows = recips.get(mid, [])

@@ -161,6 +161,19 @@ class Store:
         return list(conn.execute(select(r.account).where(r.link == link, r.state == "queued").distinct()).scalars())
 
     @staticmethod
+    def current_msg_ids(conn: Connection, attempts: dict[int, int]) -> dict[int, list[str]]:
+        """recipient id -> the Msg_Ids of its segments in its current attempt (`attempts`), in segment order."""
+        s = schema.segments.c
+        out: dict[int, list[str]] = {}
+        ids = sorted(attempts)
+        for i in range(0, len(ids), 500):
+            for seg in conn.execute(select(s.recipient_id, s.attempt, s.msg_id)
+                                    .where(s.recipient_id.in_(ids[i:i + 500])).order_by(s.recipient_id, s.number)):
+                if seg.attempt == attempts[seg.recipient_id]:
+                    out.setdefault(seg.recipient_id, []).append(seg.msg_id)
+        return out
+
+    @staticmethod
     def queue_counts(conn: Connection) -> dict[str, int]:
         r = schema.recipients.c
         open_states = ("queued", "dispatching", "submitted")
