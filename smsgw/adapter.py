@@ -33,7 +33,6 @@ class AdapterContext:
     validator: Validator
     accounts: dict[str, Account]
     reactor: Any
-    node: str
 
 
 class AdapterService(Protocol):

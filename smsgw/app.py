@@ -103,8 +103,7 @@ class Daemon(Service):
         self.outbox.add(DLR_URL_KIND, per_message, retry_for=21_600.0)
         self.callbacks.append(per_message)
         accounts = {a.name: a for a in config.account_objects()}
-        context = AdapterContext(config, self.gateway, self.store, self.outbox, validator, accounts, reactor,
-                                 config.node.name)
+        context = AdapterContext(config, self.gateway, self.store, self.outbox, validator, accounts, reactor)
         self.adapters: list[AdapterService] = [
             service for _, factory in load_factories() for service in factory(context)]
         served = {a.name for a in self.adapters}

@@ -86,10 +86,6 @@ class OutboxWorker:
     def add(self, kind: str, handler: OutboxHandler, *, retry_for: float) -> None:
         self._kinds[kind] = _Kind(kind, handler, retry_for)
 
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(self._kinds)
-
     def delivered(self, kind: str) -> int:
         return self._kinds[kind].delivered
 
@@ -106,12 +102,6 @@ class OutboxWorker:
                 kind.timer.cancel()
             kind.timer = None
         return defer.DeferredList(list(self._inflight), consumeErrors=True)
-
-    def wake(self, kind: str) -> None:
-        """Something was owed to `kind`: deliver now instead of at the next interval."""
-        k = self._kinds.get(kind)
-        if k is not None and not k.busy and self._clock.seconds() >= k.paused_until:
-            self._schedule(k, 0.0)
 
     # --- the loop per kind ---------------------------------------------------------
 

@@ -23,7 +23,7 @@ def make_services(context: AdapterContext) -> list[AdapterService]:
     for cfg in context.config.db_sources:
         account = context.accounts.get(cfg.account_name()) or Account(name=cfg.account_name(), interfaces=("db",))
         source = DbSource(cfg, context.gateway, context.store, context.validator, account, context.reactor,
-                          node=context.node)
+                          node=context.config.node.name)
         context.outbox.add(source.kind, source.writeback, retry_for=cfg.writeback_retry)
         out.append(source)
     return out

@@ -27,6 +27,7 @@ back; other sources are not held up.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ class DbSource(Service):
     """Polls one legacy database and writes results back to it."""
 
     def __init__(self, source: DbSourceConfig, gateway: Any, store: Store, validator: Validator,
-                 account: Account, reactor: Any, *, node: str, clock: Any = None) -> None:
+                 account: Account, reactor: Any, *, node: str) -> None:
         self.source = source
         self.name: str = f"db:{source.name}"
         self.kind = source.interface()
@@ -99,7 +100,7 @@ class DbSource(Service):
         self._validator = validator
         self._account = account
         self._reactor = reactor
-        self._clock = clock or reactor
+        self._clock = reactor
         self._node = node
         self.statements = Statements(source)
         self.engine: Engine | None = None
@@ -216,7 +217,7 @@ class DbSource(Service):
                 good: list[tuple[Any, str, PreparedMessage]] = []
                 bad: list[tuple[Any, str]] = []
                 for row in raw:
-                    key = self.statements.key_text(row.key)
+                    key = str(row.key)
                     try:
                         req = request(row.values, default_priority=self.source.priority,
                                       default_report=self.source.report)
@@ -462,8 +463,6 @@ class DbWriteback:
 
 
 def _payload_state(event: OutboxEvent) -> str | None:
-    import json
-
     try:
         value = json.loads(event.payload).get("state")
     except (ValueError, AttributeError):
@@ -472,6 +471,4 @@ def _payload_state(event: OutboxEvent) -> str | None:
 
 
 def _mo_id(event: OutboxEvent) -> str:
-    import json
-
     return str(json.loads(event.payload)["mo_id"])

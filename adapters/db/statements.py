@@ -43,7 +43,6 @@ from sqlalchemy.sql.expression import TableClause
 from sqlalchemy.types import TypeEngine
 
 from smsgw._config_db import INBOX_FIELDS, TIME_FIELDS, WRITEBACK_FIELDS, DbSourceConfig, InboxMapping, TableMapping
-from smsgw.adapters.db import interface
 
 #: The built-in mapping of the standard sms_outbox table.
 STANDARD_COLUMNS = {"to": "mobiles", "text": "content", "send_at": "send_at", "priority": "priority", "ext": "ext",
@@ -188,9 +187,6 @@ class Statements:
                 stmt = stmt.with_for_update()
             found += conn.execute(stmt).scalars().all()
         return found
-
-    def key_text(self, key: Any) -> str:
-        return str(key)
 
     def key_value(self, text_key: str) -> Any:
         return int(text_key) if self.mapping.key_type == "integer" else text_key

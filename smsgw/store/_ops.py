@@ -543,11 +543,9 @@ class Ops:
             out.expired = list(stale)
         out.rematched, out.orphans = self._rematch(conn, a)
         if a.outbox_done_before is not None:
-            ob = outbox.c
-            old = conn.execute(select(ob.id).where(ob.state == "done", ob.done_at < a.outbox_done_before)
-                               .limit(a.limit)).scalars().all()
-            if old:
-                conn.execute(outbox.delete().where(ob.id.in_(old)))
+            # All of them, in one statement: a capped batch per sweep (1,000 per 5 s) falls behind
+            # a daemon that delivers more than 200 notifications a second.
+            conn.execute(outbox.delete().where(outbox.c.state == "done", outbox.c.done_at < a.outbox_done_before))
         return out
 
     def _rematch(self, conn: Connection, a: SweepArgs) -> tuple[int, list[tuple[str, str, str]]]:
