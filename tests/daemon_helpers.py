@@ -17,16 +17,19 @@ import copy
 import hashlib
 import json
 import pathlib
+import shutil
 import sqlite3
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from typing import Any, Callable, Mapping
 
 import yaml
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
 
 from smsgw.app import Daemon
 from smsgw.config import Config, load_config
@@ -239,3 +242,26 @@ def recipient_states(config: Config) -> dict[str, int]:
 def numbers(n: int, start: int = 0, prefix: str = "138") -> list[str]:
     """`n` distinct valid mainland mobile numbers."""
     return [f"{prefix}{start + i:08d}" for i in range(n)]
+
+
+# --- a trial test case that runs daemons -------------------------------------------------------------
+
+class DaemonCase(TestCase):
+    """A temporary directory per test (`self.tmp`); daemons and simulators started here are stopped afterwards."""
+
+    timeout = 60
+    tmp_prefix = "smsgw-test-"
+
+    def setUp(self) -> None:
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix=self.tmp_prefix))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    async def daemon(self, config: Config) -> Daemon:
+        daemon = await start_daemon(config)
+        self.addCleanup(lambda: defer.ensureDeferred(stop_daemon(daemon)))
+        return daemon
+
+    def simulator(self, config: Config, **options: Any) -> IsmgSimulator:
+        sim = start_simulator(config, **options)
+        self.addCleanup(lambda: sim.stopService() if sim.running else None)
+        return sim

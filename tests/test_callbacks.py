@@ -6,18 +6,15 @@ import hashlib
 import hmac
 import json
 import pathlib
-import shutil
-import tempfile
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from structlog.testing import capture_logs
-from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
-from twisted.trial.unittest import TestCase
 from twisted.web import resource, server
 
 from daemon_helpers import (
+    DaemonCase,
     R,
     ApiClient,
     account,
@@ -25,14 +22,11 @@ from daemon_helpers import (
     make_config,
     rows,
     spin,
-    start_daemon,
     start_simulator,
-    stop_daemon,
     wait_for,
     write_config,
 )
 from ports import free_port
-from smsgw.app import Daemon
 from smsgw.callbacks import kannel_url, signature
 from smsgw.config import Config, check_config
 from smsgw.model import RequestRejected, SendRequest
@@ -61,12 +55,8 @@ class Receiver(resource.Resource):
         return [json.loads(r["body"]) for r in self.requests if r["method"] == "POST"]
 
 
-class CallbackCase(TestCase):
-    timeout = 60
-
-    def setUp(self) -> None:
-        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="smsgw-cb-"))
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+class CallbackCase(DaemonCase):
+    tmp_prefix = "smsgw-cb-"
 
     def listen(self, receiver: Receiver, port: int = 0) -> IListeningPort:
         listening: IListeningPort = R.listenTCP(port, server.Site(receiver), interface="127.0.0.1")
@@ -76,11 +66,6 @@ class CallbackCase(TestCase):
     def config(self, callbacks: dict[str, Any], **overrides: Any) -> Config:
         acct = account("demo", "demo-key", callbacks=callbacks)
         return make_config(self.tmp, {"accounts": [acct], **overrides})
-
-    async def daemon(self, config: Config) -> Daemon:
-        daemon = await start_daemon(config)
-        self.addCleanup(lambda: defer.ensureDeferred(stop_daemon(daemon)))
-        return daemon
 
 
 class JsonCallbackTests(CallbackCase):

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import datetime
 import json
-import pathlib
-import shutil
-import tempfile
 import time
 from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
 from twisted.web import server
 from twisted.web.resource import Resource
 
 from daemon_helpers import (
+    DaemonCase,
     DEMO_KEY,
     R,
     account,
@@ -31,9 +28,7 @@ from daemon_helpers import (
     make_config,
     rows,
     spin,
-    start_daemon,
     start_simulator,
-    stop_daemon,
     wait_for,
     write_config,
 )
@@ -77,19 +72,14 @@ async def raises(kind: type[_E], d: Awaitable[Any]) -> _E:
     raise AssertionError(f"expected {kind.__name__}, got the result {result!r}")
 
 
-class ClientCase(TestCase):
+class ClientCase(DaemonCase):
     """A temporary directory per test; daemons and clients made here are closed afterwards."""
 
-    timeout = 60
+    tmp_prefix = "smsgw-client-"
 
-    def setUp(self) -> None:
-        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="smsgw-client-"))
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-
-    async def daemon(self, config: Config) -> str:
+    async def api_daemon(self, config: Config) -> str:
         """Start a daemon on `config` and return its API's base URL."""
-        daemon = await start_daemon(config)
-        self.addCleanup(lambda: defer.ensureDeferred(stop_daemon(daemon)))
+        daemon = await self.daemon(config)
         return f"http://{daemon.api_address()}"
 
     def client(self, base_url: str, key: str = DEMO_KEY) -> Client:
@@ -128,7 +118,7 @@ class ClientCase(TestCase):
 class SendTests(ClientCase):
     async def test_a_chinese_message_is_sent_and_followed_to_delivery(self) -> None:
         """send returns the committed message, and get_message shows it delivered with its text intact."""
-        client = self.client(await self.daemon(make_config(self.tmp)))
+        client = self.client(await self.api_daemon(make_config(self.tmp)))
         accepted = await blocking(client.send, "13800138000", LONG_CHINESE, priority="urgent", ref="otp-1")
         assert (accepted.ref, accepted.recipients, accepted.segments, accepted.dropped_duplicates) == (
             "otp-1", 1, 2, ())
@@ -145,7 +135,7 @@ class SendTests(ClientCase):
     async def test_send_many_commits_every_message_in_order(self) -> None:
         """send_many answers one Accepted per message, in order, with duplicates and an aware send_at kept."""
         config = make_config(self.tmp)
-        client = self.client(await self.daemon(config))
+        client = self.client(await self.api_daemon(config))
         soon = datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))) + datetime.timedelta(seconds=0.5)
         first, second = await blocking(client.send_many, [
             Message(["13800138000", "13900139000", "13800138000"], CHINESE, ref="batch-1"),
@@ -167,7 +157,7 @@ class ErrorTests(ClientCase):
     async def test_refusals_name_every_problem_where_it_is(self) -> None:
         """A 422 gives ApiError with each problem's where and code, for one message and for a batch."""
         config = make_config(self.tmp)
-        client = self.client(await self.daemon(config))
+        client = self.client(await self.api_daemon(config))
         exc = await raises(ApiError, blocking(client.send, ["12345", "13800138000"], "  "))
         assert (exc.status, exc.code, type(exc)) == (422, "validation_failed", ApiError)
         assert {(p.where, p.code) for p in exc.problems} == {("to[0]", "wrong_length"), ("text", "empty_text")}
@@ -192,7 +182,7 @@ class ErrorTests(ClientCase):
     async def test_a_wrong_key_or_interface_is_refused_without_showing_the_key(self) -> None:
         """A wrong key gives 401 AuthFailed, a db-only account 403 on send but its status; no error shows a key."""
         accounts = {"accounts": [account("demo", DEMO_KEY), account("erp", "erp-secret-key", interfaces=["db"])]}
-        base = await self.daemon(make_config(self.tmp, accounts))
+        base = await self.api_daemon(make_config(self.tmp, accounts))
         wrong = self.client(base, "wrong-secret-key")
         exc = await raises(AuthFailed, blocking(wrong.status))
         assert (exc.status, exc.code) == (401, "unauthorized") and "API key is not known" in str(exc)
@@ -223,7 +213,7 @@ class MoTests(ClientCase):
     async def test_mo_pages_follow_cursors_to_the_end(self) -> None:
         """mo pages by cursor, an empty page keeps the cursor, and both mo_iters read every message once."""
         config = make_config(self.tmp, {"mo": {"default_consumer": "demo"}}, embedded_simulator=False)
-        base = await self.daemon(config)
+        base = await self.api_daemon(config)
         sim = start_simulator(config, mo_rate=40.0, mo_long_ratio=0.3)
         self.addCleanup(lambda: sim.stopService() if sim.running else None)
         await wait_for(lambda: count(config, "mo_messages") >= 9, what="9 MO messages")
@@ -255,7 +245,7 @@ class MoTests(ClientCase):
 class TwistedClientTests(ClientCase):
     async def test_send_follow_and_refusal_as_deferreds(self) -> None:
         """TwistedClient sends, follows to delivery and fails with ApiError, on one kept-alive pool."""
-        base = await self.daemon(make_config(self.tmp))
+        base = await self.api_daemon(make_config(self.tmp))
         client = self.twisted_client(base)
         accepted = await client.send("13800138000", CHINESE, ref="tw-1")
         [other] = await client.send_many([Message("13900139000", "第二条")])
@@ -276,7 +266,7 @@ class CommandLineTests(ClientCase):
         """`smsgw send` prints the accepted id, a refusal exits 1 with the error, `smsgw status` prints JSON."""
         path = write_config(self.tmp)
         config = load_config(str(path), {})
-        client = self.client(await self.daemon(config))
+        client = self.client(await self.api_daemon(config))
         sent, refused, status, denied = await defer.gatherResults([
             defer.ensureDeferred(blocking(smsgw, "send", "-c", str(path), "--key", DEMO_KEY,
                                           "--to", "13800138000,13900139000", "--text", CHINESE, "--ref", "cli-1")),

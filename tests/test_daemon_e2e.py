@@ -8,17 +8,13 @@ retries from 0.1 s) so the module runs in well under a minute and a half.
 
 from __future__ import annotations
 
-import pathlib
-import shutil
-import tempfile
 import time
 from typing import Any, Mapping, Sequence
 
 from structlog.testing import capture_logs
-from twisted.internet import defer
-from twisted.trial.unittest import TestCase
 
 from daemon_helpers import (
+    DaemonCase,
     ApiClient,
     account,
     count,
@@ -28,14 +24,11 @@ from daemon_helpers import (
     rows,
     spin,
     start_daemon,
-    start_simulator,
     stop_daemon,
     wait_for,
 )
-from smsgw.app import Daemon
-from smsgw.config import Config
 from smsgw.lifecycle import FINAL
-from smsgw.simulator import _MO_TEXTS, FAIL_STATS, IsmgSimulator
+from smsgw.simulator import _MO_TEXTS, FAIL_STATS
 
 LONG_CHINESE = ("【市民服务】尊敬的市民您好，您预约的社保卡补办业务已受理完成，新卡已制作完毕，"
                 "请于本月三十日前携带本人有效身份证件原件前往所选网点领取。逾期未领取的，卡片将退回制卡中心，"
@@ -44,24 +37,8 @@ LONG_CHINESE = ("【市民服务】尊敬的市民您好，您预约的社保卡
                 "详情请登录市民服务网站查询办理进度，或关注官方公众号。")[:200]
 
 
-class DaemonCase(TestCase):
-    """A temporary directory per test; daemons and simulators started here are stopped afterwards."""
-
-    timeout = 60
-
-    def setUp(self) -> None:
-        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="smsgw-e2e-"))
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-
-    async def daemon(self, config: Config) -> Daemon:
-        daemon = await start_daemon(config)
-        self.addCleanup(lambda: defer.ensureDeferred(stop_daemon(daemon)))
-        return daemon
-
-    def simulator(self, config: Config, **options: Any) -> IsmgSimulator:
-        sim = start_simulator(config, **options)
-        self.addCleanup(lambda: sim.stopService() if sim.running else None)
-        return sim
+class E2eCase(DaemonCase):
+    tmp_prefix = "smsgw-e2e-"
 
     async def final_view(self, api: ApiClient, message_id: str, timeout: float = 20.0) -> dict[str, Any]:
         """GET the message until every recipient is in a final state; return that view."""
@@ -87,7 +64,7 @@ def events(logs: Sequence[Mapping[str, Any]], name: str, **match: Any) -> list[M
     return [e for e in logs if e["event"] == name and all(e.get(k) == v for k, v in match.items())]
 
 
-class SendAndReportTests(DaemonCase):
+class SendAndReportTests(E2eCase):
     async def test_message_to_two_recipients_is_delivered_and_shown(self) -> None:
         """A message to two recipients is accepted, submitted, reported DELIVRD and shown with Msg_Id and Stat."""
         config = make_config(self.tmp)
@@ -182,7 +159,7 @@ class SendAndReportTests(DaemonCase):
         assert count(config, "messages") == count(config, "recipients") == 0
 
 
-class MoTests(DaemonCase):
+class MoTests(E2eCase):
     async def test_mo_is_routed_stored_paged_and_auto_answered(self) -> None:
         """MO lands in mo_messages with its consumer, long ones whole, pages by cursor, and TD gets an auto-reply."""
         service_code = "1069000100"
@@ -231,7 +208,7 @@ class MoTests(DaemonCase):
         assert any(m["text"] == _MO_TEXTS[-1] and m["parts"] == 2 and m["complete"] for m in seen)
 
 
-class FlowAndLinkTests(DaemonCase):
+class FlowAndLinkTests(E2eCase):
     async def test_flow_control_answers_are_retried_until_everything_is_delivered(self) -> None:
         """Against a simulator limited to 40 submits/s, 200 messages all end delivered after Result 8 retries."""
         config = make_config(self.tmp, {"simulator": {"flow_limit": 40},
@@ -301,7 +278,7 @@ class FlowAndLinkTests(DaemonCase):
         assert send_at <= submitted_at < send_at + 3.0
 
 
-class PriorityTests(DaemonCase):
+class PriorityTests(E2eCase):
     async def test_urgent_messages_overtake_a_queued_bulk_batch(self) -> None:
         """5 urgent messages from account B queued behind 500 bulk ones from A are submitted among the first."""
         config = make_config(self.tmp, {"accounts": [account("demo", "demo-key"), account("b", "b-key")]},
@@ -320,7 +297,7 @@ class PriorityTests(DaemonCase):
         assert ranks[-1] < 16, f"urgent recipients submitted at positions {ranks} of 505"
 
 
-class StopAndStatusTests(DaemonCase):
+class StopAndStatusTests(E2eCase):
     timeout = 90
 
     async def test_graceful_stop_loses_no_recipient(self) -> None:

@@ -13,11 +13,8 @@ number) and against the simulator's counters (the total it accepted).
 
 from __future__ import annotations
 
-import pathlib
 import random
 import re
-import shutil
-import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
@@ -25,16 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Collection, Mapping, Sequence
 
-import pytest
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
 
-from daemon_helpers import ApiClient, count, make_config, rows, spin, start_daemon, stop_daemon, wait_for
+from daemon_helpers import DaemonCase, ApiClient, count, make_config, rows, spin, wait_for
 from dbs import server_url
 from smsgw.adapters.db import interface
 from smsgw.adapters.db.source import DbSource
@@ -315,14 +309,14 @@ def via(url: str, proxy: TcpProxy) -> str:
 
 # --- the tests -----------------------------------------------------------------------------------------
 
-class LegacyCase(TestCase):
+class LegacyCase(DaemonCase):
     """A temporary directory per test; what a test starts is stopped afterwards."""
 
     timeout = 120
+    tmp_prefix = "smsgw-legacy-"
 
     def setUp(self) -> None:
-        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="smsgw-legacy-"))
-        self.addCleanup(shutil.rmtree, self.tmp, True)
+        super().setUp()
         self.timings: dict[str, float] = {}
 
     def legacy(self, dialect: str) -> Legacy:
@@ -334,11 +328,6 @@ class LegacyCase(TestCase):
         self.addCleanup(legacy.dispose)
         legacy.reset()
         return legacy
-
-    async def daemon(self, config: Config) -> Daemon:
-        daemon = await start_daemon(config)
-        self.addCleanup(lambda: defer.ensureDeferred(stop_daemon(daemon)))
-        return daemon
 
     def writer(self, url: str, planned: Sequence[Planned], **options: Any) -> LegacyWriter:
         writer = LegacyWriter(url, planned, **options)

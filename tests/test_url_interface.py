@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import pathlib
-import shutil
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -16,12 +13,11 @@ from urllib.parse import parse_qs, quote, quote_from_bytes, urlencode, urlsplit
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from twisted.web import server
 
-from daemon_helpers import R, account, count, key_hash, make_config, rows, start_daemon, stop_daemon, wait_for
+from daemon_helpers import DaemonCase, R, account, count, key_hash, make_config, rows, wait_for
 from fake_gateway import SECRET_IN_ERROR, FakeGateway
 from ports import free_port
 from smsgw.adapters.url._sendsms import KANNEL_PRIORITY, SendsmsError, parse_form, send_request
@@ -48,17 +44,12 @@ def _http(url: str, data: bytes | None, headers: dict[str, str], method: str | N
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
-class UrlCase(TestCase):
-    timeout = 60
+class UrlCase(DaemonCase):
+    tmp_prefix = "smsgw-url-"
 
-    def setUp(self) -> None:
-        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="smsgw-url-"))
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-
-    async def daemon(self, **overrides: Any) -> tuple[Daemon, Config]:
+    async def url_daemon(self, **overrides: Any) -> tuple[Daemon, Config]:
         config = make_config(self.tmp, {"url_interface": {"enabled": True, "port": free_port()}, **overrides})
-        daemon = await start_daemon(config)
-        self.addCleanup(lambda: defer.ensureDeferred(stop_daemon(daemon)))
+        daemon = await self.daemon(config)
         [url] = [a for a in daemon.adapters if isinstance(a, UrlInterface)]
         self.base = f"http://{url.address()}"
         return daemon, config
@@ -77,7 +68,7 @@ class UrlCase(TestCase):
 class SendTests(UrlCase):
     async def test_get_and_post_are_accepted_and_delivered_to_every_number(self) -> None:
         """GET and form POST answer Kannel's 202; every number (space, +, comma, semicolon separated) is delivered."""
-        _, config = await self.daemon()
+        _, config = await self.url_daemon()
         status, headers, body = await self.get(f"{AUTH}&to=13800138000+13900139000&text=hello")
         assert (status, body) == (202, ACCEPTED)
         assert headers["content-type"].startswith("text/plain")
@@ -90,7 +81,7 @@ class SendTests(UrlCase):
 
     async def test_chinese_text_arrives_intact_in_utf8_gbk_and_ucs2(self) -> None:
         """Chinese text sent as UTF-8, as GBK bytes with charset=GBK and as UTF-16BE with coding=2 is stored alike."""
-        _, config = await self.daemon()
+        _, config = await self.url_daemon()
         text = "您好，世界！验证码 1234"
         queries = [
             f"{AUTH}&to=13800138000&text={quote(text)}",
@@ -108,7 +99,7 @@ class SendTests(UrlCase):
 
     async def test_json_answers_and_native_parameters(self) -> None:
         """format=json answers like the REST API; ref, ext from `from`, Kannel priority and send_at are stored."""
-        _, config = await self.daemon()
+        _, config = await self.url_daemon()
         later = int(time.time()) + 10 * 86400
         status, headers, body = await self.get(
             f"{AUTH}&to=13800138000,13900139000&text=x&format=json&ref=order-7&from={SERVICE_CODE}88"
@@ -130,7 +121,7 @@ class SendTests(UrlCase):
         """dlr-url keeps its Kannel %-escapes, is stored with dlr-mask and receives the masked report."""
         receiver = Receiver()
         port = self.listen_receiver(receiver)
-        _, config = await self.daemon()
+        _, config = await self.url_daemon()
         dlr_url = f"http://127.0.0.1:{port}/dlr?type=%d&to=%p&stat=%A"
         status, _, body = await self.get(f"{AUTH}&to=13800138000&text=x&dlr-mask=1&dlr-url={quote(dlr_url, safe='')}")
         assert (status, body) == (202, ACCEPTED)
@@ -150,7 +141,7 @@ class SendTests(UrlCase):
 class RefusalTests(UrlCase):
     async def test_credentials_and_interfaces_are_checked_like_the_rest_api(self) -> None:
         """Wrong or missing credentials and an account without the url interface get Kannel's 403."""
-        _, config = await self.daemon(accounts=[account("demo", "demo-key"),
+        _, config = await self.url_daemon(accounts=[account("demo", "demo-key"),
                                                 account("restonly", "r-key", interfaces=["rest"]),
                                                 account("urlonly", "u-key", interfaces=["url"])])
         for query in ("username=demo&password=wrong", "username=nobody&password=demo-key", "username=demo",
@@ -164,7 +155,7 @@ class RefusalTests(UrlCase):
 
     async def test_missing_and_invalid_parameters_get_precise_answers(self) -> None:
         """Missing to or text, and a number the validator refuses, are 400s naming the reason; nothing is stored."""
-        _, config = await self.daemon()
+        _, config = await self.url_daemon()
         cases = {
             f"{AUTH}&text=x": b"Missing receiver number, rejected",
             f"{AUTH}&to=&text=x": b"Empty receiver number not allowed, rejected",
@@ -195,7 +186,7 @@ class RefusalTests(UrlCase):
 
     async def test_malformed_requests_are_a_precise_400_never_a_trace(self) -> None:
         """Bad escapes, text that is not its charset, unknown charsets, wrong methods and paths get exact answers."""
-        _, config = await self.daemon()
+        _, config = await self.url_daemon()
         cases = {
             f"{AUTH}&to=13800138000&text=100%": b"Malformed query string, rejected: '%' at offset 55 is not "
                                                 b"followed by two hex digits (got '%')",
@@ -226,7 +217,7 @@ class RefusalTests(UrlCase):
 
     async def test_an_oversized_body_is_refused_before_it_is_read(self) -> None:
         """A POST announcing more than max_body_bytes gets a plain-text 413 and the connection closes."""
-        await self.daemon(url_interface={"enabled": True, "port": free_port(), "max_body_bytes": 1000})
+        await self.url_daemon(url_interface={"enabled": True, "port": free_port(), "max_body_bytes": 1000})
         host, port = self.base.removeprefix("http://").split(":")
         answer: bytes = await deferToThread(_raw_exchange, host, int(port),
                                             b"POST /cgi-bin/sendsms HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
