@@ -8,7 +8,7 @@ about the store or the carrier links.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -45,6 +45,8 @@ class SendRequest:
     report: bool = True  # whether a status report is wanted
     dlr_url: str | None = None  # Kannel-style per-message report URL (%-escapes), see docs/callbacks.md
     dlr_mask: int = 0  # Kannel's dlr-mask: 1 delivered, 2 undeliverable, 8 submitted, 16 rejected (sum)
+    template: str | None = None  # a named template (smsgw.templates): `text` stays empty, `params` fill it
+    params: Mapping[str, Any] | None = None  # the template's parameters
 
 
 @dataclass(frozen=True, slots=True)
