@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from smsgw import __version__
 from smsgw.model import GatewayStatus, MessageView, MoPage, MoView, Problem, RecipientView, SegmentView
+from smsgw.templates import Template
 
 _T = TypeVar("_T")
 _RETRYABLE_STATUS = frozenset({502, 503, 504})
@@ -57,6 +58,7 @@ class Accepted:
     recipients: int
     segments: int
     dropped_duplicates: tuple[str, ...] = ()  # numbers given twice; each recipient gets the message once
+    repeated: bool = False  # the gateway held this ref already: the stored message, not sent again
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -240,6 +242,10 @@ def status_call() -> Call[GatewayStatus]:
     return Call("GET", "/status", None, 200, _status)
 
 
+def template_call(name: str) -> Call[Template]:
+    return Call("GET", f"/templates/{quote(str(name), safe='')}", None, 200, _template)
+
+
 def outcome(call: Call[_T], url: str, status: int, retry_after: str | None, raw: bytes) -> _T:
     """The result of `call` from the server's answer, or the exception it means.
 
@@ -291,7 +297,8 @@ def _required_time(value: Any) -> float:
 
 def _accepted(answer: Any) -> list[Accepted]:
     return [Accepted(str(m["id"]), m["ref"], int(m["recipients"]), int(m["segments"]),
-                     tuple(m.get("dropped_duplicates", ()))) for m in answer["messages"]]
+                     tuple(m.get("dropped_duplicates", ())), bool(m.get("repeated", False)))
+            for m in answer["messages"]]
 
 
 def _segment(s: Any) -> SegmentView:
@@ -315,6 +322,11 @@ def _mo_page(page: Any) -> MoPage:
                          _required_time(m["received_at"]), int(m["parts"]), bool(m["complete"]))
                   for m in page["items"])
     return MoPage(items, page["next_cursor"])
+
+
+def _template(t: Any) -> Template:
+    """A named template as GET /api/v1/templates/{name} answers it; its placeholders parsed here again."""
+    return Template.create(str(t["name"]), str(t["text"]), bool(t.get("pre_approved", False)))
 
 
 def _status(s: Any) -> GatewayStatus:

@@ -33,9 +33,11 @@ from smsgw._client_codec import (
     send_call,
     send_many_call,
     status_call,
+    template_call,
 )
 from smsgw._twisted_http import BytesBody, read_body
 from smsgw.model import GatewayStatus, MessageView, MoPage, MoView
+from smsgw.templates import Template
 
 __all__ = ["TwistedClient"]
 
@@ -121,6 +123,10 @@ class TwistedClient:
     def status(self) -> Deferred[GatewayStatus]:
         """Like `Client.status`."""
         return self._run(status_call())
+
+    def template(self, name: str) -> Deferred[Template]:
+        """Like `Client.template`."""
+        return self._run(template_call(name))
 
     # -- HTTP ----------------------------------------------------------------------------------
 

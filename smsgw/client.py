@@ -43,9 +43,11 @@ from smsgw._client_codec import (
     send_call,
     send_many_call,
     status_call,
+    template_call,
 )
 from smsgw.lifecycle import FINAL
 from smsgw.model import GatewayStatus, MessageView, MoPage, MoView, Problem, RecipientView, SegmentView
+from smsgw.templates import Template
 
 if TYPE_CHECKING:
     from smsgw._client_twisted import TwistedClient
@@ -167,6 +169,14 @@ class Client:
     def status(self) -> GatewayStatus:
         """The gateway's links, queue depths and rates (any account's key may read it)."""
         return self._run(status_call())
+
+    def template(self, name: str) -> Template:
+        """The named template `name` (its text, parameters and whether it is pre-approved).
+
+        Raises:
+            ApiError: 404 not_found when the daemon has no template of that name.
+        """
+        return self._run(template_call(name))
 
     # -- HTTP ----------------------------------------------------------------------------------
 
