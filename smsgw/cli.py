@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", required=True, metavar="FILE")
     status.add_argument("--key", default=None, help="API key (default: $SMSGW_API_KEY)")
 
+    from smsgw.adapters.file.command import add_parser as add_import_parser  # smsgw import FILE
+
+    add_import_parser(sub)
+
     hash_key = sub.add_parser("hash-key", help="print the api_key_sha256 value for an API key",
                               description="Reads the key from stdin when not given (keeps it out of shell history).")
     hash_key.add_argument("key", nargs="?", default=None)
@@ -144,9 +148,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handler: Any = {"simulate": _simulate, "demo": _demo, "run": cli_daemon.run,
                     "check-config": cli_daemon.check_config, "db": cli_daemon.db, "send": cli_daemon.send,
-                    "status": cli_daemon.status, "hash-key": cli_daemon.hash_key}[args.command]
+                    "status": cli_daemon.status, "hash-key": cli_daemon.hash_key, "import": _import}[args.command]
     result: int = handler(args)
     return result
+
+
+def _import(args: argparse.Namespace) -> int:
+    from smsgw.adapters.file.command import run
+
+    return run(args)
 
 
 def _simulate(args: argparse.Namespace) -> int:
