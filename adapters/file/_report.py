@@ -159,8 +159,8 @@ class Outcomes:
             if len(kept) == len(message.rows):
                 left.append(message)
             elif kept:
-                request = replace(message.request, to=tuple(message.request.to[j] for j in kept))
-                left.append(replace(message, rows=tuple(message.rows[j] for j in kept), request=request))
+                left.append(replace(message, rows=tuple(message.rows[j] for j in kept),
+                                    to=tuple(message.to[j] for j in kept)))
         return left
 
     def _refuse_row(self, row: int, problem: Problem) -> None:

@@ -281,8 +281,8 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
         attempt = 0
         while chunk:
             try:
-                answers = client.send_many([Message(m.request.to, m.request.text, o.priority, o.send_at, None,
-                                                     m.ref, o.report) for m in chunk])
+                answers = client.send_many([Message(m.to, m.text, o.priority, o.send_at, None, m.ref, o.report)
+                                            for m in chunk])
             except ApiError as exc:
                 if not isinstance(exc, Unavailable) and exc.problems and exc.status in (400, 422):
                     before = sum(len(m.rows) for m in chunk)

@@ -250,12 +250,13 @@ class FileInbox(Service):
             log.warning("file_import_unreadable", dir=self.cfg.path(), file=name, error=exc.strerror or str(exc))
             return
         outcomes = Outcomes(plan)
+        planned = self._reactor.seconds() - started
         try:
             stopped = await self._send(plan, outcomes)
         except ImportAborted as exc:
             reason = f"the gateway refused the file's messages: {exc}"
             await self._move(name, self.cfg.failed_path(), result_csv(outcomes, f"not sent: {reason}"), started,
-                             plan, outcomes, reason=reason)
+                             plan, outcomes, planned, reason=reason)
             return
         if stopped is not None:
             log.warning("file_import_interrupted", dir=self.cfg.path(), file=name, reason=stopped,
@@ -265,7 +266,7 @@ class FileInbox(Service):
             return
         ok = outcomes.accepted + outcomes.repeated > 0
         await self._move(name, self.cfg.done_path() if ok else self.cfg.failed_path(), result_csv(outcomes),
-                         started, plan, outcomes, reason=None if ok else "no row is valid: see the result file")
+                         started, plan, outcomes, planned, reason=None if ok else "no row is valid: see the result file")
 
     async def _send(self, plan: Plan, outcomes: Outcomes) -> str | None:
         """Accept the plan's messages batch by batch; why it stopped early, or None when all were answered.
@@ -278,7 +279,8 @@ class FileInbox(Service):
                 if not self.running:
                     return "the daemon is stopping"
                 try:
-                    accepted = await self._gateway.accept(self._account, INTERFACE, [m.request for m in chunk])
+                    accepted = await self._gateway.accept(self._account, INTERFACE,
+                                                          [m.request(plan.options) for m in chunk])
                 except RequestRejected as exc:
                     chunk = outcomes.refuse(chunk, exc.problems)
                     continue
@@ -290,7 +292,8 @@ class FileInbox(Service):
         return None
 
     async def _move(self, name: str, folder: str, result: bytes, started: float, plan: Plan | None = None,
-                    outcomes: Outcomes | None = None, *, reason: str | None = None) -> None:
+                    outcomes: Outcomes | None = None, planned: float | None = None, *,
+                    reason: str | None = None) -> None:
         path = os.path.join(self.cfg.path(), name)
         try:
             target = await self._in_thread(_finish, path, folder, result)
@@ -312,7 +315,8 @@ class FileInbox(Service):
             fields.update(kind=plan.kind, encoding=plan.encoding, layout=plan.layout, sha256=plan.digest,
                           rows=plan.read, accepted=outcomes.accepted, repeated=outcomes.repeated,
                           invalid=plan.invalid + outcomes.refused, duplicates=plan.duplicates,
-                          not_sent=outcomes.not_sent, messages=outcomes.messages, segments=plan.segments)
+                          not_sent=outcomes.not_sent, messages=outcomes.messages, segments=plan.segments,
+                          plan_seconds=round(planned or 0.0, 3))
         if reason is None:
             log.info("file_import_done", **fields)
         else:
