@@ -361,6 +361,7 @@ def test_chunks_bound_messages_and_recipients_per_request() -> None:
              validator=Validator(max_recipients=2))
     assert [len(c) for c in chunks(p.messages, 2)] == [2, 2, 1]
     assert [sum(len(m.rows) for m in c) for c in chunks(p.messages, 10, max_recipients=5)] == [4, 4, 2]
+    assert [len(c) for c in chunks(p.messages, 10, max_bytes=2 * (3 * 2 + 16 * 2 + 100))] == [2, 2, 1]
 
 
 # --- preview, outcomes, result file ------------------------------------------------------------

@@ -358,6 +358,23 @@ class InboxWithFakeGatewayTests(DaemonCase):
         sent = [r.text for _, _, requests in gateway.accepted_requests for r in requests]
         assert sorted(sent) == ["a", "c"]
 
+    async def test_a_stop_waits_for_the_batch_under_way_and_leaves_the_file(self) -> None:
+        """stop_polling fires once the batch being committed is answered; the rest of the file waits in the folder."""
+        gateway = _Gateway()
+        gateway.mode = "hold"
+        service = self.inbox(gateway)
+        folder = pathlib.Path(service.cfg.path())
+        data = "".join(f"138{i:08d},text {i}\n" for i in range(5)).encode()  # 5 messages: 3 batches of 2
+        (folder / "n.txt").write_bytes(data)
+        await wait_for(lambda: bool(gateway.held), what="a batch being committed")
+        stopped = service.stop_polling()
+        await spin(0.2)
+        assert not stopped.called
+        gateway.release()
+        await stopped
+        assert (folder / "n.txt").read_bytes() == data and not (folder / "done" / "n.txt").exists()
+        assert len(gateway.accepted_requests) == 1
+
     async def test_a_gateway_refusing_the_account_fails_the_file(self) -> None:
         """A refusal of the request as a whole (no row named) moves the file to failed/ with the reason."""
 

@@ -419,17 +419,21 @@ def _plan(source: str, digest: str, sheet: Sheet, layout: _Layout, options: Impo
                 layout.ignored)
 
 
-def chunks(messages: Sequence[Outgoing], max_messages: int, max_recipients: int = 20_000) -> Iterator[list[Outgoing]]:
-    """The messages in order, in requests of at most `max_messages` messages and about `max_recipients`
-    recipients (a request body stays well under the API's size limit)."""
+def chunks(messages: Sequence[Outgoing], max_messages: int, max_recipients: int = 20_000,
+           max_bytes: int = 2 * 1024 * 1024) -> Iterator[list[Outgoing]]:
+    """The messages in order, in requests of at most `max_messages` messages, about `max_recipients`
+    recipients and about `max_bytes` of JSON (at most 3 bytes per character of text, 16 per number,
+    100 for the rest), so that a request body stays under the API's size limit."""
     chunk: list[Outgoing] = []
-    recipients = 0
+    recipients = size = 0
     for message in messages:
-        size = len(message.rows)
-        if chunk and (len(chunk) >= max_messages or recipients + size > max_recipients):
+        count = len(message.rows)
+        weight = 3 * len(message.text) + 16 * count + 100
+        if chunk and (len(chunk) >= max_messages or recipients + count > max_recipients or size + weight > max_bytes):
             yield chunk
-            chunk, recipients = [], 0
+            chunk, recipients, size = [], 0, 0
         chunk.append(message)
-        recipients += size
+        recipients += count
+        size += weight
     if chunk:
         yield chunk

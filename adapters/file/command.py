@@ -113,7 +113,8 @@ def _run(args: argparse.Namespace) -> int:
     client = client or _client(config, args.url, key)
     try:
         outcomes = Outcomes(plan)
-        stopped = send(client, plan, outcomes, config.api.max_batch, Progress(plan.valid, sys.stderr))
+        stopped = send(client, plan, outcomes, config.api.max_batch, Progress(plan.valid, sys.stderr),
+                       max_bytes=config.api.max_body_bytes // 2)
     finally:
         client.close()
     return _summary(args, plan, outcomes, stopped)
@@ -268,7 +269,8 @@ class Progress:
         self._stream.flush()
 
 
-def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Progress) -> str | None:
+def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Progress, *,
+         max_bytes: int = 2 * 1024 * 1024) -> str | None:
     """Send the plan's messages through `client` (smsgw.client.Client); why it stopped early, or None.
 
     A request refused for some rows (422) is sent again without them; an unavailable daemon
@@ -277,7 +279,7 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
     from smsgw.client import ApiError, ClientError, Message, Unavailable
 
     o = plan.options
-    for chunk in chunks(plan.messages, batch):
+    for chunk in chunks(plan.messages, batch, max_bytes=max_bytes):
         attempt = 0
         while chunk:
             try:
