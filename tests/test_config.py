@@ -131,7 +131,7 @@ def test_make_run_example_lists_every_key_with_its_default() -> None:
         model = info.annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
         _assert_defaults(section, raw[section], model, overrides.get(section, frozenset()))
-    _assert_defaults("accounts[0]", raw["accounts"][0], AccountConfig)
+    _assert_defaults("accounts[0]", raw["accounts"][0], AccountConfig, frozenset({"api_key_sha256"}))
     _assert_defaults("carriers[0]", raw["carriers"][0], CarrierConfig)
     assert raw["db_sources"] == []
 
