@@ -332,8 +332,9 @@ def _auth_error(exc: AuthError) -> ApiError:
     if isinstance(exc, InterfaceDenied):
         return ApiError(403, "forbidden", str(exc))
     assert isinstance(exc, AuthFailed)
-    return _unauthorized("the API key or the name and secret are not known here, or not from this address: "
-                         "check them, or ask the operator (the gateway's log says which)", b', error="invalid_token"')
+    return _unauthorized("the API key is not known, or the name and secret are wrong, or the account may not "
+                         "connect from this address: check them, or ask the operator (the gateway's log says which)",
+                         b', error="invalid_token"')
 
 
 def _is_json_type(value: bytes) -> bool:

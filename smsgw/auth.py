@@ -55,6 +55,7 @@ _log = structlog.get_logger("smsgw.auth")
 _SHA256 = re.compile("[0-9a-f]{64}")
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_INTERFACE_NAMES = {"rest": "REST", "url": "URL", "soap": "SOAP"}  # as people write them; the rest as configured
 RunBlocking = Callable[[Callable[[], bool]], "defer.Deferred[bool]"]
 
 
@@ -287,7 +288,8 @@ class Authenticator:
     @staticmethod
     def _allowed(account: Account, interface: str | None) -> Account:
         if interface is not None and account.interfaces and interface not in account.interfaces:
-            raise InterfaceDenied(f"account {account.name!r} may not use the {interface} interface (it may use: "
+            shown = _INTERFACE_NAMES.get(interface, interface)
+            raise InterfaceDenied(f"account {account.name!r} may not use the {shown} interface (it may use: "
                                   f"{', '.join(account.interfaces)}); the operator can add {interface!r} to its "
                                   "interfaces")
         return account

@@ -367,9 +367,9 @@ class ListenerTests(TestCase):
         assert (await self.rest(basic("erp", ERP_SECRET)))[0] == 202
         assert (await self.rest({"Authorization": f"Bearer erp:{ERP_SECRET}"}))[0] == 202
         assert (await self.rest({"X-API-Key": "machine-key-0123456789abcdef"}))[0] == 202
-        status, headers, body = await self.rest(basic("erp", "wrong"))
+        status, headers, body = await self.rest(basic("erp", "not-the-secret-42"))
         assert status == 401 and headers["www-authenticate"].startswith("Bearer")
-        assert json.loads(body)["error"]["code"] == "unauthorized" and b"wrong" not in body
+        assert json.loads(body)["error"]["code"] == "unauthorized" and b"not-the-secret" not in body
         status, _, body = await self.rest({"Authorization": "Basic !!!"})
         assert status == 401 and b"curl -u name:secret" in body
         assert [name for name, _, _ in self.gateway.accepted_requests] == ["erp", "erp", "machine"]
@@ -412,7 +412,7 @@ class ListenerTests(TestCase):
         status, _, body = await self.rest(basic("soaponly", ERP_SECRET))
         assert status == 403 and "may use: soap" in json.loads(body)["error"]["message"]
         status, _, body = await self.sendsms(f"username=soaponly&password={ERP_SECRET}")
-        assert status == 403 and b"may not use the url interface" in body
+        assert status == 403 and b"may not use the URL interface" in body
 
 
 # --- hardening: what arrives never shows a traceback ------------------------------------------------------
