@@ -650,7 +650,7 @@ def _api_problems(cfg: Config, source: Source) -> Iterator[_Problem]:
     if cfg.api.enabled and not cfg.accounts:
         where: Path = ("accounts",) if ("accounts",) in source.lines else ("api", "enabled")
         yield (where, "api is enabled but no account can use it",
-               "add an account (name and api_key_sha256) under accounts:, or set api.enabled: false")
+               "add an account (name and api_key_sha256 or secret_hash) under accounts:, or set api.enabled: false")
 
 
 def _first_seen(names: Iterable[str]) -> Iterator[tuple[int, str, int]]:

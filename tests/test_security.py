@@ -51,7 +51,7 @@ from smsgw.auth import (
     verify_secret,
 )
 from smsgw.config import check_config
-from smsgw.model import Account
+from smsgw.model import Account, RateLimit
 
 FAST_ARGON2 = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 ERP_SECRET = "correct-horse-battery-staple"
@@ -558,3 +558,31 @@ class TlsDaemonTests(DaemonCase):
                                 ssl.create_default_context())
         assert sorted(rows(config, "SELECT account, interface FROM messages")) == [("demo", "url"), ("erp", "rest")]
 
+
+
+# --- configuration ------------------------------------------------------------------------------------
+
+def test_check_config_names_bad_account_security_keys(tmp_path: pathlib.Path) -> None:
+    """A pasted secret as secret_hash, a bad allow_from entry and a zero rate or quota are each reported at
+    their path with a fix, without showing the secret."""
+    path = write_config(tmp_path, {"accounts": [
+        {"name": "demo", "secret_hash": "my-password-123", "allow_from": ["10.0.0.0/8", "10.1.2.300"],
+         "rate_limit": {"per_second": 0}, "daily_quota": 0}]})
+    problems = "\n".join(check_config(str(path), {}))
+    assert "accounts[0].secret_hash: is neither an argon2 hash" in problems and "smsgw hash-secret" in problems
+    assert "accounts[0].allow_from[1]: '10.1.2.300' is not an IP address or CIDR" in problems
+    assert "accounts[0].rate_limit.per_second:" in problems and "accounts[0].daily_quota:" in problems
+    assert "my-password-123" not in problems
+
+
+def test_account_security_keys_become_the_model_account(tmp_path: pathlib.Path) -> None:
+    """secret_hash, allow_from, rate_limit (burst defaulting to a second's worth) and daily_quota reach Account."""
+    config = make_config(tmp_path, {"accounts": [
+        {"name": "erp", "secret_hash": ERP_HASH, "allow_from": ["10.8.0.0/16", "2001:db8::/64"],
+         "rate_limit": {"per_second": 20}, "daily_quota": 5000},
+        {"name": "ops", "secret_hash": OPS_BCRYPT, "rate_limit": {"per_second": 0.5, "burst": 3}}]})
+    erp, ops = config.account_objects()
+    assert (erp.secret_hash, erp.api_key_sha256, erp.allow_from) == (ERP_HASH, "", ("10.8.0.0/16", "2001:db8::/64"))
+    assert (erp.rate_limit, erp.daily_quota) == (RateLimit(20.0, 20), 5000)
+    assert (ops.rate_limit, ops.daily_quota) == (RateLimit(0.5, 3), None)
+    assert (config.auth.max_failures, config.auth.failure_window, config.auth.cache_ttl) == (10, 300.0, 300.0)
