@@ -468,6 +468,13 @@ def test_oversized_headers_are_refused_without_details() -> None:
             assert b"Traceback" not in answer
 
 
+def test_oversized_bodies_are_refused_before_they_are_read() -> None:
+    """A Content-Length over the limit gets 413 on either listener before any body byte arrives."""
+    for site, path in ((_REST_SITE, b"/api/v1/messages"), (_URL._site, b"/cgi-bin/sendsms")):
+        answer = _feed(site, b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")
+        assert _status_lines(answer) == [413] and b"Connection: close" in answer, answer[:200]
+
+
 def test_malformed_json_and_query_strings_get_precise_400s() -> None:
     """Broken JSON names line and column; a bad %-escape names its offset; neither shows internals."""
     auth = b"Authorization: Bearer erp:" + ERP_SECRET.encode() + b"\r\n"
