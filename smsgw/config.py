@@ -297,6 +297,7 @@ class AccountConfig(_Section):
     max_priority: Annotated[int, Field(ge=0, le=9)] = 9
     needs_review: bool = False
     mo_consumers: tuple[Name, ...] = ()
+    permissions: tuple[Literal["templates", "review"], ...] = ()  # beyond sending (docs/templates.md)
     callbacks: CallbackSection | None = None
 
     def account(self) -> Account:

@@ -34,6 +34,8 @@ from smsgw.model import (
     ServiceUnavailable,
 )
 from smsgw.store import MoArgs, MoPartArgs, NewMessage, ReportArgs, ReportOutcome, Store, StoreUnavailable, SweepArgs, SweepResult
+from smsgw.template_registry import TemplateRegistry
+from smsgw.templates import Template, TemplateError, check_name
 from smsgw.validation import PreparedMessage, Router, Validator
 
 log = structlog.get_logger("smsgw.pipeline")
@@ -73,8 +75,12 @@ class Gateway:
                  dispatchers: dict[str, Dispatcher], clock: IReactorTime, *, node: str,
                  mo_rules: Sequence[MoRule] = (), mo_default: str | None = None,
                  auto_replies: Sequence[AutoReplyRule] = (), timing: Timing = Timing(),
-                 mo_sinks: dict[str, str] | None = None, notify: dict[str, str] | None = None) -> None:
+                 mo_sinks: dict[str, str] | None = None, notify: dict[str, str] | None = None,
+                 templates: TemplateRegistry | None = None) -> None:
         self._store = store
+        # The named templates; the validator renders from the registry's live dict.
+        self.templates = templates if templates is not None else TemplateRegistry(store, clock)
+        validator.templates = self.templates.templates
         self._validator = validator
         self._router = router
         self._links = links
@@ -96,8 +102,10 @@ class Gateway:
     # --- lifecycle -------------------------------------------------------------
 
     def start(self) -> defer.Deferred[None]:
-        """Requeue what this node had in flight when it last stopped, then start the dispatchers."""
-        d = self._store.write("release", self._store.owner)
+        """Load the templates and requeue what this node had in flight when it last stopped, then start the
+        dispatchers."""
+        d: defer.Deferred[Any] = self.templates.start()
+        d.addCallback(lambda _: self._store.write("release", self._store.owner))
 
         def started(released: int) -> None:
             if released:
@@ -124,6 +132,7 @@ class Gateway:
     def stop(self) -> defer.Deferred[Any]:
         """Stop sweeping and claiming; fires when the dispatchers' in-flight work has outcomes."""
         self.accepting = False
+        self.templates.stop()
         if self._sweeper is not None and self._sweeper.active():
             self._sweeper.cancel()
         self._sweeper = None
@@ -222,6 +231,27 @@ class Gateway:
                        "state": "up" if link.live_connections else "down"} for name, link in self._links.items())
         d: defer.Deferred[dict[str, int]] = self._store.read(Store.queue_counts)
         return d.addCallback(lambda queues: GatewayStatus(self._node, self.accepting, links, queues, self.rates()))
+
+    def list_templates(self) -> defer.Deferred[list[Template]]:
+        return defer.succeed(sorted(self.templates.templates.values(), key=lambda t: t.name))
+
+    def put_template(self, account: Account, name: str, text: str,
+                     pre_approved: bool) -> defer.Deferred[tuple[Template, str]]:
+        try:
+            d = self.templates.put(name, text, pre_approved, account.name)
+        except TemplateError as exc:
+            where = "name" if check_name(name) else "text"
+            return defer.fail(RequestRejected([Problem(where, f"bad_template_{where}", str(exc))]))
+        return d.addErrback(self._store_failed)
+
+    def delete_template(self, account: Account, name: str) -> defer.Deferred[bool]:
+        return self.templates.delete(name, account.name).addErrback(self._store_failed)
+
+    @staticmethod
+    def _store_failed(failure: Failure) -> Failure:
+        if failure.check(StoreUnavailable):
+            return Failure(ServiceUnavailable(f"the store is unreachable: {failure.value}"))
+        return failure
 
     def rates(self) -> dict[str, float]:
         now = self._clock.seconds()
