@@ -108,8 +108,8 @@ class Zeep:
         """
         session = requests.Session()
         session.headers["Connection"] = "close"
-        client: zeep.Client = await deferToThread(zeep.Client, f"http://{address}/ws/sms?wsdl",
-                                                  transport=Transport(session=session))
+        transport = Transport(session=session)  # type: ignore[no-untyped-call]
+        client: zeep.Client = await deferToThread(zeep.Client, f"http://{address}/ws/sms?wsdl", transport=transport)
         return cls(client)
 
     async def call(self, operation: str, **kwargs: Any) -> Any:
@@ -388,7 +388,7 @@ class CallTests(ListenerCase):
 
 class FaultTests(ListenerCase):
     async def test_malformed_xml_and_non_soap_documents_are_client_faults(self) -> None:
-        """Broken XML names line and column; an empty body, plain XML, SOAP 1.2 and a second Body element are refused."""
+        """Broken XML names line and column; empty, plain XML, SOAP 1.2 and two Bodies are refused."""
         await self.start()
         fault = await self.client_fault(b'<soap:Envelope xmlns:soap="' + SOAP_ENV.encode() + b'"><soap:Body>\n<x>')
         assert fault["code"] == "malformed_xml" and "(line 2, column" in fault["faultstring"]
@@ -511,7 +511,7 @@ class GatewayFailureTests(ListenerCase):
         assert error["incident"] == incident and SECRET_IN_ERROR in str(error["exc_info"][1])
 
     async def test_unavailable_and_slow_gateways_give_server_faults_with_a_retry_hint(self) -> None:
-        """Draining answers a Server fault with retryAfter and Retry-After at once; a silent gateway, after the timeout."""
+        """Draining is a Server fault with retryAfter and Retry-After at once; a silent gateway, after the timeout."""
         await self.start("unavailable")
         call = envelope("sendSms", DEMO + "<sms:mobile>13800138000</sms:mobile><sms:content>x</sms:content>")
         status, headers, body = await self.post(call)

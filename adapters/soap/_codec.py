@@ -22,8 +22,8 @@ from smsgw._api_codec import PROBLEMS_MAX, ApiError
 from smsgw.adapters.soap._wsdl import NAMESPACE, OPERATIONS
 from smsgw.model import Problem
 
-__all__ = ["CONTENT_TYPE", "SOAP_ENV", "SoapFault", "at", "close_match", "envelope", "fault_envelope",
-           "read_envelope", "sub", "xml_text"]
+__all__ = ["CONTENT_TYPE", "SOAP_ENV", "XSI", "SoapFault", "at", "close_match", "envelope", "fault_envelope",
+           "read_envelope", "rejected", "response", "sub", "xml_text"]
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12_ENV = "http://www.w3.org/2003/05/soap-envelope"
@@ -67,7 +67,11 @@ def rejected(operation: str, problems: Sequence[Problem | Mapping[str, str]]) ->
     quoted = "; ".join(f"{d['where']}: {d['message']}" if d["where"] else d["message"]
                        for d in details[:FAULT_SUMMARY])
     more = len(details) - FAULT_SUMMARY
-    tail = f"; and {more} more problem{'s' if more > 1 else ''} listed in detail" if more > 0 else ""
+    tail = ""
+    if len(details) > PROBLEMS_MAX:
+        tail = f"; and {more} more problems, the first {PROBLEMS_MAX} of all listed in detail"
+    elif more > 0:
+        tail = f"; and {more} more problem{'s' if more > 1 else ''} listed in detail"
     return SoapFault("validation_failed", f"{operation} was not accepted: {quoted}{tail}", details[:PROBLEMS_MAX])
 
 
@@ -78,7 +82,7 @@ def _parser(encoding: str | None) -> etree.XMLParser:
                            huge_tree=False, remove_comments=True, remove_pis=True, encoding=encoding)
 
 
-_DEFAULT_PARSER = _parser(None)
+_DEFAULT_PARSER = _parser(None)  # lxml parsers are not thread-safe: this one is used on the reactor thread only
 
 
 def read_envelope(body: bytes, charset: str | None = None) -> tuple[str, etree._Element]:

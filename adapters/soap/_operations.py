@@ -24,7 +24,7 @@ from smsgw.adapters.soap._wsdl import NAMESPACE
 from smsgw.model import PRIORITY_NORMAL, AcceptedMessage, MessageView, MoPage, Problem, RecipientView, SendRequest
 
 __all__ = ["Call", "Credentials", "FetchMo", "MO_LIMIT_DEFAULT", "MO_LIMIT_MAX", "QuerySms", "SendSms",
-           "fetch_mo_response", "query_sms_response", "read_call", "send_sms_response", "soap_where"]
+           "fetch_mo_response", "not_found", "query_sms_response", "read_call", "send_sms_response", "soap_where"]
 
 MO_LIMIT_DEFAULT, MO_LIMIT_MAX = 100, 1000
 _NIL = f"{{{XSI}}}nil"
