@@ -183,6 +183,7 @@ class DaemonTests(SoapDaemonCase):
         sim = self.simulator(config, mo_rate=30.0, mo_long_ratio=0.0, mo_dest=config.carriers[0].service_code + "01")
         await wait_for(lambda: count(config, "mo_messages") >= 5, what="5 MO stored")
         await sim.stopService()
+        await spin(0.3)  # the last MO's commit
         stored = rows(config, "SELECT id, src, dest, ext, content FROM mo_messages ORDER BY id")
         seen: list[Any] = []
         cursor = None
