@@ -37,7 +37,7 @@ __all__ = [
     "AccountConfig", "ActiveWindow", "ApiSection", "AutoReply", "CarrierConfig", "Config", "ConfigError",
     "DbSourceConfig", "DispatchSection", "InboxMapping", "TableMapping",
     "LogSection", "MoRoute", "MoSection", "NodeSection", "RoutingRule", "RoutingSection", "ShutdownSection",
-    "SimulatorSection", "StoreSection", "ValidationSection", "check_config", "default_config", "load_config",
+    "SimulatorSection", "SoapInterfaceSection", "StoreSection", "ValidationSection", "check_config", "default_config", "load_config",
 ]
 
 #: CMPP's Src_Id holds 21 digits: the service code plus the extension appended to it.
@@ -256,6 +256,16 @@ class UrlInterfaceSection(_Section):
     request_timeout: Positive = 30.0
 
 
+class SoapInterfaceSection(_Section):
+    """The SOAP 1.1 WebService at /ws/sms (docs/soap.md), served by the ``soap`` adapter."""
+
+    enabled: bool = False
+    listen: Listen = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8088
+    max_body_bytes: AtLeastOne = 256 * 1024  # SOAP is wordy: 1000 mobile elements take about 40 kB
+    request_timeout: Positive = 30.0
+
+
 def _callback_url(value: str) -> str:
     from urllib.parse import urlsplit
 
@@ -426,6 +436,7 @@ class Config(_Section):
     store: StoreSection = Field(default_factory=StoreSection)
     api: ApiSection = Field(default_factory=ApiSection)
     url_interface: UrlInterfaceSection = Field(default_factory=UrlInterfaceSection)
+    soap_interface: SoapInterfaceSection = Field(default_factory=SoapInterfaceSection)
     accounts: tuple[AccountConfig, ...] = ()
     carriers: tuple[CarrierConfig, ...] = ()
     routing: RoutingSection = Field(default_factory=RoutingSection)
