@@ -177,6 +177,18 @@ class DaemonTests(SoapDaemonCase):
         assert (again.messageId, again.repeated) == (result.messageId, True)
         assert count(config, "messages") == 1
 
+    async def test_a_template_is_rendered_by_the_gateway(self) -> None:
+        """sendSms naming a template sends its rendered text; a missing parameter is a fault naming param."""
+        daemon, config = await self.soap_daemon()
+        await daemon.gateway.templates.put("verify", "您的验证码是{code}，{分钟}分钟内有效", False, "ops")
+        result = await self.zeep.call("sendSms", mobile=["13800138000"], template="verify",
+                                      param=[{"name": "code", "value": "4321"}, {"name": "分钟", "value": "5"}])
+        assert rows(config, "SELECT id, content, template FROM messages") == [
+            (int(result.messageId), "您的验证码是4321，5分钟内有效", "verify")]
+        fault = await self.zeep.fault("sendSms", mobile=["13800138000"], template="verify",
+                                 param=[{"name": "code", "value": "1"}])
+        assert problems_of(fault) == [("param", "missing_params")]
+
     async def test_fetch_mo_pages_through_uplink_messages(self) -> None:
         """MO from the simulator routed to the account come back from fetchMo in order, page by page."""
         _, config = await self.soap_daemon(mo={"default_consumer": "demo"}, embedded_simulator=False)
@@ -319,8 +331,8 @@ class CallTests(ListenerCase):
             "<sms:mobile>13800138000</sms:mobile><sms:template>verify</sms:template>"
             "<sms:param><sms:name>code</sms:name><sms:value>1234</sms:value></sms:param>"
             "<sms:param><sms:name>分钟</sms:name><sms:value> 5 </sms:value></sms:param>")))
-        # the fake gateway renders no templates (it refuses the empty text): what counts is what it was handed
-        assert status == 500 and fault_of(body)["problems"][0][:2] == ("content", "empty_text")
+        # the fake gateway knows no template "verify": what counts is what it was handed
+        assert status == 500 and fault_of(body)["problems"][0][:2] == ("template", "unknown_template")
         [request] = gateway.handed
         assert (request.text, request.template, request.params) == ("", "verify", {"code": "1234", "分钟": " 5 "})
         for extra, where in (("<sms:content>x</sms:content>", "template"),
