@@ -215,9 +215,12 @@ class SweepResult:
 class Ops:
     """Handlers bound to one store (its dialect and id generator)."""
 
-    def __init__(self, dialect: str, ids: IdGenerator) -> None:
+    def __init__(self, dialect: str, ids: IdGenerator, quiet_submits: frozenset[str] = frozenset()) -> None:
         self.dialect = dialect
         self.ids = ids
+        # Outbox kinds not told when a recipient is submitted (callbacks without `submitted`): no event is
+        # written for them, rather than one written, claimed and dropped per recipient.
+        self.quiet_submits = quiet_submits
         self._lock_rows = dialect != "sqlite"  # SQLite's writer already holds the database lock
 
     def handlers(self) -> dict[str, Any]:
@@ -692,7 +695,7 @@ class Ops:
             if lifecycle.closes(states[ch.recipient_id], ch.new):
                 closing[row.message_id] += 1
                 notify.append((row.message_id, ch.recipient_id, ch.new))
-            elif ch.new == R.SUBMITTED and row.notify:
+            elif ch.new == R.SUBMITTED and row.notify and row.notify not in self.quiet_submits:
                 owed.append(self._event(row.notify, "recipient_submitted", row.message_id, ch.recipient_id,
                                         {"message_id": str(row.message_id), "recipient_id": str(ch.recipient_id),
                                          "state": ch.new}, ch.now))
