@@ -30,9 +30,11 @@ from smsgw._api_codec import (
     mo_page_json,
     parse_mo_query,
     parse_send_body,
+    parse_template_body,
     rebase,
     rejected,
     status_json,
+    template_json,
 )
 from smsgw._api_http import (
     RETRY_AFTER_S,
@@ -47,6 +49,7 @@ from smsgw._api_http import (
 from smsgw._openapi import build_openapi
 from smsgw.auth import AuthError, AuthFailed, Authenticator, InterfaceDenied, TooManyFailures
 from smsgw.model import Account, GatewayApi, RequestRejected, ServiceUnavailable
+from smsgw.templates import Template
 
 __all__ = ["ROUTES", "Route", "make_api"]
 
@@ -70,6 +73,10 @@ ROUTES = (
     Route("/api/v1/messages", "POST", "sendMessages", "send_messages", "rest"),
     Route("/api/v1/messages/{id}", "GET", "getMessage", "get_message", "rest"),
     Route("/api/v1/mo", "GET", "listMo", "list_mo", "rest"),
+    Route("/api/v1/templates", "GET", "listTemplates", "list_templates", "rest"),
+    Route("/api/v1/templates/{name}", "GET", "getTemplate", "get_template", "rest"),
+    Route("/api/v1/templates/{name}", "PUT", "putTemplate", "put_template", "rest"),
+    Route("/api/v1/templates/{name}", "DELETE", "deleteTemplate", "delete_template", "rest"),
     Route("/api/v1/status", "GET", "getStatus", "get_status", "account"),
     Route("/api/v1/openapi.json", "GET", "getOpenapi", "get_openapi", "none"),
 )
@@ -234,15 +241,38 @@ class _ApiResource(GatewayResource[_Exchange]):
         self._call(ex, self._gateway.accept, (ex.account, INTERFACE, requests), _accepted)
 
     def get_message(self, ex: _Exchange, raw_id: bytes) -> None:
-        try:
-            ex.arg = unquote_to_bytes(raw_id).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ApiError(404, "not_found", "no such message: the id is not UTF-8") from None
+        ex.arg = _path_text(raw_id, "message")
         self._call(ex, self._gateway.get_message, (ex.account, ex.arg), _message_found)
 
     def list_mo(self, ex: _Exchange, _: bytes) -> None:
         cursor, limit = parse_mo_query(ex.request.args)
         self._call(ex, self._gateway.list_mo, (ex.account, cursor, limit), _mo_page)
+
+    def list_templates(self, ex: _Exchange, _: bytes) -> None:
+        self._call(ex, self._gateway.list_templates, (), _templates)
+
+    def get_template(self, ex: _Exchange, raw_name: bytes) -> None:
+        ex.arg = _path_text(raw_name, "template")
+        self._call(ex, self._gateway.list_templates, (), _template_found)
+
+    def put_template(self, ex: _Exchange, raw_name: bytes) -> None:
+        ex.arg = _path_text(raw_name, "template")
+        self._may_manage_templates(ex)
+        self._check_json_type(ex.request)
+        text_, pre_approved = parse_template_body(decode_json(ex.request.body.getvalue()))
+        self._call(ex, self._gateway.put_template, (ex.account, ex.arg, text_, pre_approved), _template_put)
+
+    def delete_template(self, ex: _Exchange, raw_name: bytes) -> None:
+        ex.arg = _path_text(raw_name, "template")
+        self._may_manage_templates(ex)
+        self._call(ex, self._gateway.delete_template, (ex.account, ex.arg), _template_deleted)
+
+    @staticmethod
+    def _may_manage_templates(ex: _Exchange) -> None:
+        assert ex.account is not None
+        if "templates" not in ex.account.permissions:
+            raise ApiError(403, "forbidden", f"account {ex.account.name!r} may not change templates: the operator "
+                           "can add \"templates\" to its permissions")
 
     def get_status(self, ex: _Exchange, _: bytes) -> None:
         self._call(ex, self._gateway.status, (), _status)
@@ -300,6 +330,35 @@ class _ApiResource(GatewayResource[_Exchange]):
             message = (f"the gateway did not answer within {self._timeout:g} s; the messages may still have been "
                        "committed: resend them with the same ref to find out without sending twice")
         self._fail(ex, ApiError(503, "unavailable", message, headers={b"retry-after": b"%d" % RETRY_AFTER_S}))
+
+
+def _path_text(raw: bytes, what: str) -> str:
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(404, "not_found", f"no such {what}: the name in the path is not UTF-8") from None
+
+
+def _templates(ex: _Exchange, found: list[Template]) -> tuple[int, bytes]:
+    return 200, encode({"templates": [template_json(t) for t in found]})
+
+
+def _template_found(ex: _Exchange, found: list[Template]) -> tuple[int, bytes]:
+    for template in found:
+        if template.name == ex.arg:
+            return 200, encode(template_json(template))
+    raise ApiError(404, "not_found", f"no template named {ex.arg[:64]!r}: GET /api/v1/templates lists them")
+
+
+def _template_put(ex: _Exchange, result: tuple[Template, str]) -> tuple[int, bytes]:
+    template, outcome = result
+    return (201 if outcome == "added" else 200), encode(template_json(template))
+
+
+def _template_deleted(ex: _Exchange, deleted: bool) -> tuple[int, bytes]:
+    if not deleted:
+        raise ApiError(404, "not_found", f"no template named {ex.arg[:64]!r}: nothing was deleted")
+    return 200, encode({"deleted": ex.arg})
 
 
 def _summary(result: Any) -> Any:

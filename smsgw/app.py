@@ -54,7 +54,9 @@ class Daemon(Service):
         self._notifier = notifier or sdnotify.Notifier(None)
         self.store = Store(config.store_url(), reactor, node_id=config.node.id, owner=config.node.name,
                            batch_max=config.store.batch_max, readers=config.store.readers,
-                           busy_timeout=config.store.busy_timeout)
+                           busy_timeout=config.store.busy_timeout,
+                           quiet_submits=frozenset(f"http:{a.name}" for a in config.accounts
+                                                   if a.callbacks is not None and not a.callbacks.submitted))
         self.simulator: IsmgSimulator | None = None
         if config.simulator.enabled:
             self.simulator = IsmgSimulator(config.simulator_config(), reactor,

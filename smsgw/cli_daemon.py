@@ -175,9 +175,20 @@ def send(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     to = [n.strip() for item in args.to for n in item.split(",") if n.strip()]
+    params = {}
+    for item in args.param:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            print(f"smsgw send: --param {item!r} is not NAME=VALUE", file=sys.stderr)
+            return 2
+        params[name] = value
+    if params and not args.template:
+        print("smsgw send: --param needs --template NAME", file=sys.stderr)
+        return 2
     try:
         with _client(config, args.key) as client:
-            accepted = client.send(to, args.text, priority=args.priority, ext=args.ext, ref=args.ref)
+            accepted = client.send(to, args.text or "", priority=args.priority, ext=args.ext, ref=args.ref,
+                                   template=args.template, params=params if args.template else None)
     except ApiError as exc:
         print(f"smsgw send: refused ({exc.status}): {json.dumps(exc.body, ensure_ascii=False, indent=2)}",
               file=sys.stderr)

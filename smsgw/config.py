@@ -38,8 +38,8 @@ __all__ = [
     "AccountConfig", "ActiveWindow", "ApiSection", "AuthSection", "AutoReply", "CarrierConfig", "Config", "ConfigError",
     "DbSourceConfig", "DispatchSection", "InboxMapping", "TableMapping",
     "LogSection", "MoRoute", "MoSection", "NodeSection", "RoutingRule", "RoutingSection", "ShutdownSection",
-    "SimulatorSection", "StoreSection", "TlsSection", "ValidationSection", "check_config", "default_config",
-    "load_config",
+    "SimulatorSection", "SoapInterfaceSection", "StoreSection", "TlsSection", "ValidationSection", "check_config",
+    "default_config", "load_config",
 ]
 
 #: CMPP's Src_Id holds 21 digits: the service code plus the extension appended to it.
@@ -300,6 +300,17 @@ class UrlInterfaceSection(_Section):
     tls: TlsSection | None = None
 
 
+class SoapInterfaceSection(_Section):
+    """The SOAP 1.1 WebService at /ws/sms (docs/soap.md), served by the ``soap`` adapter."""
+
+    enabled: bool = False
+    listen: Listen = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8088
+    max_body_bytes: AtLeastOne = 256 * 1024  # SOAP is wordy: 1000 mobile elements take about 40 kB
+    request_timeout: Positive = 30.0
+    tls: TlsSection | None = None
+
+
 def _callback_url(value: str) -> str:
     from urllib.parse import urlsplit
 
@@ -349,6 +360,7 @@ class AccountConfig(_Section):
     max_priority: Annotated[int, Field(ge=0, le=9)] = 9
     needs_review: bool = False
     mo_consumers: tuple[Name, ...] = ()
+    permissions: tuple[Literal["templates", "review"], ...] = ()  # beyond sending (docs/templates.md)
     secret_hash: SecretHash | None = None
     allow_from: tuple[IpNetwork, ...] = ()
     rate_limit: RateLimitSection | None = None
@@ -484,6 +496,7 @@ class Config(_Section):
     store: StoreSection = Field(default_factory=StoreSection)
     api: ApiSection = Field(default_factory=ApiSection)
     url_interface: UrlInterfaceSection = Field(default_factory=UrlInterfaceSection)
+    soap_interface: SoapInterfaceSection = Field(default_factory=SoapInterfaceSection)
     auth: AuthSection = Field(default_factory=AuthSection)
     accounts: tuple[AccountConfig, ...] = ()
     carriers: tuple[CarrierConfig, ...] = ()
@@ -799,7 +812,8 @@ def _callback_problems(cfg: Config) -> Iterator[_Problem]:
 def _tls_problems(cfg: Config) -> Iterator[_Problem]:
     from smsgw._listen import tls_problems
 
-    for section, name in ((cfg.api, "api"), (cfg.url_interface, "url_interface")):
+    sections = ((cfg.api, "api"), (cfg.url_interface, "url_interface"), (cfg.soap_interface, "soap_interface"))
+    for section, name in sections:
         if section.enabled and section.tls is not None:
             for key, what, fix in tls_problems(section.tls.files()):
                 yield ((name, "tls", key), what, fix)

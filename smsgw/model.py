@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from smsgw.templates import Template
+
 # Priorities: higher goes first. Verification codes use URGENT, mass notices BULK.
 PRIORITY_BULK = 0
 PRIORITY_NORMAL = 5
@@ -38,6 +40,7 @@ class Account:
     max_priority: int = PRIORITY_URGENT
     needs_review: bool = False  # stored on messages now; the review queue is a later issue
     mo_consumers: tuple[str, ...] = ()  # MO consumers whose messages this account may pull (besides its own name)
+    permissions: tuple[str, ...] = ()  # beyond sending: "templates" (manage templates), "review" (review queue)
     secret_hash: str = ""  # argon2id or bcrypt hash of the account's secret (smsgw hash-secret)
     allow_from: tuple[str, ...] = ()  # IP addresses and CIDRs requests may come from; empty: anywhere
     rate_limit: RateLimit | None = None  # recipients per second; None: unlimited
@@ -199,3 +202,16 @@ class GatewayApi(Protocol):
 
     def status(self) -> Deferred[GatewayStatus]:
         """Links, queue depths and rates."""
+
+    def list_templates(self) -> Deferred[list[Template]]:
+        """Every named template, by name."""
+
+    def put_template(self, account: Account, name: str, text: str,
+                     pre_approved: bool) -> Deferred[tuple[Template, str]]:
+        """Add or change a template (fires with it and "added" or "changed" once committed).
+
+        Fails with RequestRejected (a bad name or text) or ServiceUnavailable.
+        """
+
+    def delete_template(self, account: Account, name: str) -> Deferred[bool]:
+        """Delete a template: True once committed, False when there was none."""

@@ -36,6 +36,8 @@ from smsgw.model import (
     ServiceUnavailable,
 )
 from smsgw.store import MoArgs, MoPartArgs, NewMessage, ReportArgs, ReportOutcome, Store, StoreUnavailable, SweepArgs, SweepResult
+from smsgw.template_registry import TemplateRegistry
+from smsgw.templates import Template, TemplateError, check_name
 from smsgw.validation import PreparedMessage, Router, Validator
 
 log = structlog.get_logger("smsgw.pipeline")
@@ -76,8 +78,11 @@ class Gateway:
                  mo_rules: Sequence[MoRule] = (), mo_default: str | None = None,
                  auto_replies: Sequence[AutoReplyRule] = (), timing: Timing = Timing(),
                  mo_sinks: dict[str, str] | None = None, notify: dict[str, str] | None = None,
-                 limits: Limits | None = None) -> None:
+                 templates: TemplateRegistry | None = None, limits: Limits | None = None) -> None:
         self._store = store
+        # The named templates; the validator renders from the registry's live dict.
+        self.templates = templates if templates is not None else TemplateRegistry(store, clock)
+        validator.templates = self.templates.templates
         self._validator = validator
         self._router = router
         self._links = links
@@ -100,10 +105,11 @@ class Gateway:
     # --- lifecycle -------------------------------------------------------------
 
     def start(self) -> defer.Deferred[None]:
-        """Read today's quota counts, requeue what this node had in flight when it last stopped, then start
-        the dispatchers."""
+        """Load the templates and today's quota counts, requeue what this node had in flight when it last
+        stopped, then start the dispatchers."""
+        d: defer.Deferred[Any] = self.templates.start()
         since = day_start(self._clock.seconds())
-        d: defer.Deferred[Any] = self._store.read(Store.recipients_since, list(self.limits.quota_accounts), since)
+        d.addCallback(lambda _: self._store.read(Store.recipients_since, list(self.limits.quota_accounts), since))
         d.addCallback(lambda counts: self.limits.load(counts, since, self._clock.seconds()))
         d.addCallback(lambda _: self._store.write("release", self._store.owner))
 
@@ -132,6 +138,7 @@ class Gateway:
     def stop(self) -> defer.Deferred[Any]:
         """Stop sweeping and claiming; fires when the dispatchers' in-flight work has outcomes."""
         self.accepting = False
+        self.templates.stop()
         if self._sweeper is not None and self._sweeper.active():
             self._sweeper.cancel()
         self._sweeper = None
@@ -248,6 +255,27 @@ class Gateway:
                        "state": "up" if link.live_connections else "down"} for name, link in self._links.items())
         d: defer.Deferred[dict[str, int]] = self._store.read(Store.queue_counts)
         return d.addCallback(lambda queues: GatewayStatus(self._node, self.accepting, links, queues, self.rates()))
+
+    def list_templates(self) -> defer.Deferred[list[Template]]:
+        return defer.succeed(sorted(self.templates.templates.values(), key=lambda t: t.name))
+
+    def put_template(self, account: Account, name: str, text: str,
+                     pre_approved: bool) -> defer.Deferred[tuple[Template, str]]:
+        try:
+            d = self.templates.put(name, text, pre_approved, account.name)
+        except TemplateError as exc:
+            where = "name" if check_name(name) else "text"
+            return defer.fail(RequestRejected([Problem(where, f"bad_template_{where}", str(exc))]))
+        return d.addErrback(self._store_failed)
+
+    def delete_template(self, account: Account, name: str) -> defer.Deferred[bool]:
+        return self.templates.delete(name, account.name).addErrback(self._store_failed)
+
+    @staticmethod
+    def _store_failed(failure: Failure) -> Failure:
+        if failure.check(StoreUnavailable):
+            return Failure(ServiceUnavailable(f"the store is unreachable: {failure.value}"))
+        return failure
 
     def rates(self) -> dict[str, float]:
         now = self._clock.seconds()

@@ -181,6 +181,32 @@ class LimitTests(DaemonCase):
         assert answer.startswith(b"Sending failed. rate limit of 0.1 recipients/s")
         assert count(config, "recipients") == 3
 
+    async def test_soap_answers_a_limit_with_a_server_fault_and_retry_after(self) -> None:
+        """Over the rate limit sendSms is a soap:Server fault rate_limited with retryAfter and Retry-After."""
+        soap_port = free_port()
+        config = make_config(self.tmp, {"soap_interface": {"enabled": True, "port": soap_port},
+                                        "accounts": [account("demo", "demo-key",
+                                                             rate_limit={"per_second": 0.1, "burst": 1})]})
+        await self.daemon(config)
+        body = ('<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" '
+                'xmlns:sms="http://smsgw.org/ws/sms/1"><soap:Body><sms:sendSms><sms:account>demo</sms:account>'
+                '<sms:password>demo-key</sms:password><sms:mobile>13800138000</sms:mobile>'
+                '<sms:content>hi</sms:content></sms:sendSms></soap:Body></soap:Envelope>').encode()
+
+        def post() -> tuple[int, dict[str, str], bytes]:
+            request = urllib.request.Request(f"http://127.0.0.1:{soap_port}/ws/sms", data=body,
+                                             headers={"Content-Type": "text/xml; charset=utf-8"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, dict(response.headers.items()), response.read()
+            except urllib.error.HTTPError as error:
+                return error.code, dict(error.headers.items()), error.read()
+        assert (await deferToThread(post))[0] == 200
+        status, headers, answer = await deferToThread(post)
+        assert status == 500 and headers["Retry-After"] == "10", answer
+        assert b"soap:Server" in answer and b">rate_limited<" in answer and b"retryAfter>10<" in answer
+        assert count(config, "messages") == 1
+
     async def test_quota_is_exact_and_survives_a_restart(self) -> None:
         """Over the daily quota REST answers 429 quota_exceeded with the count; after a restart the count read
         back from the store still holds; a request bigger than the whole quota is a 422."""

@@ -15,6 +15,7 @@ import http.client
 import ipaddress
 import json
 import pathlib
+import re
 import ssl
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from daemon_helpers import R, DaemonCase, account, make_config, rows, write_conf
 from fake_gateway import FakeGateway
 from ports import free_port
 from smsgw._listen import TlsFiles, tls_problems
+from smsgw.adapters.soap.service import SoapInterface
 from smsgw.adapters.url.service import UrlInterface
 from smsgw.api import make_api
 from smsgw.auth import (
@@ -351,6 +353,10 @@ class ListenerTests(TestCase):
         url.startService()
         self.addCleanup(url.stopService)
         self.url = int((url.address() or ":0").rsplit(":", 1)[1])
+        soap = SoapInterface(self.gateway, ACCOUNTS, R, port=0, authenticator=self.auth)
+        soap.startService()
+        self.addCleanup(soap.stopService)
+        self.soap = int((soap.address() or ":0").rsplit(":", 1)[1])
 
     async def rest(self, headers: dict[str, str], source: str = "127.0.0.1") -> Answer:
         answer: Answer = await deferToThread(call, self.api, "POST", "/api/v1/messages", {**JSON, **headers}, SEND,
@@ -361,6 +367,27 @@ class ListenerTests(TestCase):
         answer: Answer = await deferToThread(call, self.url, "GET", f"/cgi-bin/sendsms?{query}&to=13800138000&text=x",
                                              None, None, source)
         return answer
+
+    async def soap_call(self, name: str, secret: str, source: str = "127.0.0.1") -> tuple[int, str | None]:
+        """fetchMo as `name`: the HTTP status and the smsFault code (None when it succeeded)."""
+        body = (f'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" '
+                f'xmlns:sms="http://smsgw.org/ws/sms/1"><soap:Body><sms:fetchMo><sms:account>{name}</sms:account>'
+                f"<sms:password>{secret}</sms:password></sms:fetchMo></soap:Body></soap:Envelope>").encode()
+        status, _, answer = await deferToThread(call, self.soap, "POST", "/ws/sms",
+                                                {"Content-Type": "text/xml; charset=utf-8"}, body, source)
+        code = re.search(rb"<(?:\w+:)?code>(\w+)</", answer)
+        return status, code.group(1).decode() if code else None
+
+    async def test_soap_uses_the_same_secrets_allow_lists_and_cache(self) -> None:
+        """SOAP logs in with a secret_hash (bcrypt here), refuses wrong secrets and denied addresses alike, and
+        shares the verification cache with the other interfaces."""
+        assert await self.soap_call("ops", OPS_SECRET) == (200, None)
+        assert await self.soap_call("ops", "wrong") == (500, "authentication_failed")
+        assert await self.soap_call("office", ERP_SECRET, source="127.0.0.2") == (500, "authentication_failed")
+        assert await self.soap_call("office", ERP_SECRET) == (200, None)
+        hashes = self.auth.hashes
+        assert (await self.sendsms(f"username=office&password={ERP_SECRET}"))[0] == 202
+        assert self.auth.hashes == hashes
 
     async def test_rest_takes_basic_and_bearer_name_secret_and_refuses_wrong_ones(self) -> None:
         """REST accepts Basic and Bearer name:secret for a secret_hash account, and a machine key; wrong: 401."""

@@ -58,7 +58,8 @@ class Store:
     """One store: a writer thread for batched writes and a thread pool for reads."""
 
     def __init__(self, url: str, reactor: Any, *, node_id: int = 0, owner: str = "smsgw",
-                 batch_max: int = 1000, readers: int = 4, busy_timeout: float = 5.0) -> None:
+                 batch_max: int = 1000, readers: int = 4, busy_timeout: float = 5.0,
+                 quiet_submits: frozenset[str] = frozenset()) -> None:
         self.url = url
         self.dialect = dialect_of(url)
         self.owner = owner
@@ -66,7 +67,7 @@ class Store:
         self._reactor = reactor
         self.engine: Engine = make_engine(url, writer=True, busy_timeout=busy_timeout, pool_size=2)
         self.read_engine: Engine = make_engine(url, busy_timeout=busy_timeout, pool_size=readers)
-        self.ops = Ops(self.dialect, self.ids)
+        self.ops = Ops(self.dialect, self.ids, quiet_submits)
         assert IReactorFromThreads.providedBy(reactor)
         self.writer = Writer(self.engine, reactor, self.ops.handlers(), Ops.ORDER, Ops.DURABLE,
                              batch_max=batch_max)
