@@ -13,7 +13,7 @@ from smsgw._api_codec import MAX_EPOCH, MO_LIMIT_DEFAULT, MO_LIMIT_MAX, SEND_FIE
 
 ERROR_CODES = ("bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed",
                "payload_too_large", "unsupported_media_type", "validation_failed", "unavailable",
-               "internal_error")
+               "internal_error", "too_many_requests", "rate_limited", "quota_exceeded")
 
 _TIME = {"type": "string", "format": "date-time",
          "description": 'ISO-8601 in UTC with milliseconds, e.g. "2024-03-05T00:00:00.000Z"'}
@@ -130,6 +130,7 @@ def _error(description: str, header: str | None = None) -> dict[str, Any]:
 _AUTH_ERRORS = {
     "401": {"$ref": "#/components/responses/Unauthorized"},
     "403": {"$ref": "#/components/responses/Forbidden"},
+    "429": {"$ref": "#/components/responses/TooManyRequests"},
     "default": {"$ref": "#/components/responses/Error"},
 }
 
@@ -226,6 +227,7 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
             "summary": "Links, queue depths and rates (any account may read it)",
             "responses": {"200": _json(_ref("GatewayStatus"), "The gateway's state."),
                           "401": {"$ref": "#/components/responses/Unauthorized"},
+                          "429": {"$ref": "#/components/responses/TooManyRequests"},
                           "503": _error("No answer in time: retry later.", "Retry-After"),
                           "default": {"$ref": "#/components/responses/Error"}},
         }},
@@ -246,12 +248,15 @@ def build_openapi(*, max_batch: int, max_body_bytes: int) -> dict[str, Any]:
         "info": {"title": "smsgw REST API", "version": "1.0.0",
                  "description": "Send SMS through the gateway, follow their delivery, read uplink messages. "
                                 "Every error is {\"error\": {\"code\", \"message\", \"details\"}}."},
-        "security": [{"bearer": []}, {"apiKey": []}],
+        "security": [{"bearer": []}, {"apiKey": []}, {"basic": []}],
         "paths": _paths(max_body_bytes),
         "components": {
             "schemas": _schemas(max_batch),
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "Authorization: Bearer <API key>, or Bearer <name>:<secret>"},
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "An account's name and secret (its secret_hash), e.g. curl -u name:secret"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
             "headers": {
@@ -263,6 +268,10 @@ def build_openapi(*, max_batch: int, max_body_bytes: int) -> dict[str, Any]:
             "responses": {
                 "Unauthorized": _error("No API key, or not a known one.", "WWW-Authenticate"),
                 "Forbidden": _error("The account may not use the REST interface."),
+                "TooManyRequests": _error("too_many_requests: too many failed logins from your address; "
+                                          "rate_limited / quota_exceeded: the account's rate limit or daily quota "
+                                          "(the message says which and when it resets). Retry after Retry-After "
+                                          "seconds.", "Retry-After"),
                 "Error": _error("Any other error (404 unknown path, 405 with Allow, 500 with an incident id "
                                 "to quote to the operator)."),
             },

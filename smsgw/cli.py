@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     hash_key = sub.add_parser("hash-key", help="print the api_key_sha256 value for an API key",
                               description="Reads the key from stdin when not given (keeps it out of shell history).")
     hash_key.add_argument("key", nargs="?", default=None)
+    sub.add_parser("hash-secret", help="print an argon2id secret_hash for an account's secret",
+                   description="Asks for the secret twice on a terminal, or reads one line from stdin; prints the "
+                               "hash to paste into the account's secret_hash (docs/security.md).")
     return parser
 
 
@@ -153,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Any = {"simulate": _simulate, "demo": _demo, "run": cli_daemon.run,
                     "check-config": cli_daemon.check_config, "db": cli_daemon.db, "send": cli_daemon.send,
                     "status": cli_daemon.status, "hash-key": cli_daemon.hash_key,
+                    "hash-secret": cli_daemon.hash_secret,
                     "template": cli_templates.run}[args.command]
     result: int = handler(args)
     return result

@@ -22,6 +22,14 @@ PRIORITY_URGENT = 9
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: `per_second` recipients on average, up to `burst` at once (docs/security.md)."""
+
+    per_second: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
 class Account:
     """A business system or user allowed to send (configured in YAML)."""
 
@@ -33,6 +41,10 @@ class Account:
     needs_review: bool = False  # stored on messages now; the review queue is a later issue
     mo_consumers: tuple[str, ...] = ()  # MO consumers whose messages this account may pull (besides its own name)
     permissions: tuple[str, ...] = ()  # beyond sending: "templates" (manage templates), "review" (review queue)
+    secret_hash: str = ""  # argon2id or bcrypt hash of the account's secret (smsgw hash-secret)
+    allow_from: tuple[str, ...] = ()  # IP addresses and CIDRs requests may come from; empty: anywhere
+    rate_limit: RateLimit | None = None  # recipients per second; None: unlimited
+    daily_quota: int | None = None  # recipients per local day; None: unlimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,21 @@ class RequestRejected(Exception):
 
 class ServiceUnavailable(Exception):
     """The gateway cannot take messages now (draining, store down): try again later."""
+
+
+class LimitExceeded(Exception):
+    """The account's rate limit or daily quota does not allow the request now; nothing was stored.
+
+    `kind` is "rate_limit" or "daily_quota"; `retry_after` the seconds until the request
+    would fit; `allowed` how many recipients would fit now (a poller may send that many
+    and leave the rest waiting).
+    """
+
+    def __init__(self, message: str, *, kind: str, retry_after: float, allowed: int) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+        self.allowed = allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +190,7 @@ class GatewayApi(Protocol):
         """Validate and commit; fires once every message is committed.
 
         Fails with RequestRejected (every problem of every request; nothing
+        stored), LimitExceeded (the account's rate limit or daily quota; nothing
         stored) or ServiceUnavailable (draining, store unreachable).
         """
 

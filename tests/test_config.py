@@ -132,7 +132,7 @@ def test_make_run_example_lists_every_key_with_its_default() -> None:
         assert isinstance(model, type) and issubclass(model, BaseModel)
         _assert_defaults(section, raw[section], model, overrides.get(section, frozenset()))
     # The demo account may manage templates, so that the quick start can show them.
-    _assert_defaults("accounts[0]", raw["accounts"][0], AccountConfig, frozenset({"permissions"}))
+    _assert_defaults("accounts[0]", raw["accounts"][0], AccountConfig, frozenset({"api_key_sha256", "permissions"}))
     _assert_defaults("carriers[0]", raw["carriers"][0], CarrierConfig)
     assert raw["db_sources"] == []
 

@@ -22,4 +22,5 @@ def make_services(context: AdapterContext) -> list[AdapterService]:
 
     return [SoapInterface(context.gateway, list(context.accounts.values()), context.reactor, listen=section.listen,
                           port=section.port, max_body_bytes=section.max_body_bytes,
-                          request_timeout=section.request_timeout)]
+                          request_timeout=section.request_timeout, authenticator=context.authenticator,
+                          tls=section.tls.files() if section.tls is not None else None)]

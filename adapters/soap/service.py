@@ -11,8 +11,7 @@ GatewayResource's, as for the REST API and the URL interface.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import math
 import re
 from typing import Any, Callable, Sequence
 
@@ -25,7 +24,18 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from smsgw._api_codec import ApiError, rebase
-from smsgw._api_http import RETRY_AFTER_S, ApiRequest, ApiSite, Exchange, GatewayResource, text
+from smsgw._api_http import (
+    LIMIT_CODES,
+    RETRY_AFTER_S,
+    ApiRequest,
+    ApiSite,
+    Exchange,
+    GatewayResource,
+    peer_address,
+    retry_after,
+    text,
+)
+from smsgw._listen import TlsFiles, listen_http
 from smsgw.adapters.soap._codec import CONTENT_TYPE, SoapFault, envelope, fault_envelope, read_envelope, rejected
 from smsgw.adapters.soap._operations import (
     Call,
@@ -40,14 +50,16 @@ from smsgw.adapters.soap._operations import (
     soap_where,
 )
 from smsgw.adapters.soap._wsdl import wsdl
-from smsgw.model import Account, GatewayApi, RequestRejected, ServiceUnavailable
+from smsgw.auth import AuthError, Authenticator, InterfaceDenied, TooManyFailures
+from smsgw.model import Account, GatewayApi, LimitExceeded, RequestRejected, ServiceUnavailable
 
 __all__ = ["INTERFACE", "SERVICE_PATH", "SoapInterface", "SoapResource"]
 
 INTERFACE = "soap"
 SERVICE_PATH = b"/ws/sms"
 _CONTENT_TYPE = [CONTENT_TYPE]
-_AUTH_FAILED = "authentication failed: the account or its password (API key) is wrong"
+_AUTH_FAILED = ("authentication failed: the account or its password is wrong, or the account may not connect from "
+                "this address (the gateway's log says which)")
 # A Host header is echoed into the WSDL: only a host name or address and a port may pass.
 _HOST = re.compile(rb"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 _log = structlog.get_logger()
@@ -59,18 +71,22 @@ class SoapInterface(Service):
     name = INTERFACE
 
     def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], reactor: Any, *, listen: str = "127.0.0.1",
-                 port: int = 8088, max_body_bytes: int = 256 * 1024, request_timeout: float = 30.0) -> None:
+                 port: int = 8088, max_body_bytes: int = 256 * 1024, request_timeout: float = 30.0,
+                 authenticator: Authenticator | None = None, tls: TlsFiles | None = None) -> None:
         self._reactor = reactor
         self._listen = listen
         self._port_number = port
-        self.resource = SoapResource(gateway, accounts, clock=reactor, request_timeout=request_timeout)
+        self._tls = tls
+        self.resource = SoapResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
+                                     authenticator=authenticator)
         self._site = SoapSite(self.resource, max_body_bytes, reactor)
         self._port: IListeningPort | None = None
 
     def startService(self) -> None:
         super().startService()
-        self._port = self._reactor.listenTCP(self._port_number, self._site, interface=self._listen)
-        _log.info("soap_interface_listening", address=self.address(), wsdl=f"http://{self.address()}/ws/sms?wsdl")
+        self._port = listen_http(self._reactor, self._port_number, self._site, interface=self._listen, tls=self._tls)
+        scheme = "https" if self._tls is not None else "http"
+        _log.info("soap_interface_listening", address=self.address(), wsdl=f"{scheme}://{self.address()}/ws/sms?wsdl")
 
     def stop_polling(self) -> defer.Deferred[Any]:
         d = self._stop_listening()
@@ -132,13 +148,12 @@ class SoapResource(GatewayResource[_Exchange]):
     """Answers every request the site hands it: the WSDL, a SOAP call, or a fault."""
 
     def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], *, clock: IReactorTime,
-                 request_timeout: float = 30.0) -> None:
+                 request_timeout: float = 30.0, authenticator: Authenticator | None = None) -> None:
         if not request_timeout > 0:
             raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
         super().__init__(clock, request_timeout)
         self._gateway = gateway
-        # name -> (account, lower-case key hash); an account without a key cannot log in
-        self._accounts = {a.name: (a, a.api_key_sha256.strip().lower()) for a in accounts if a.api_key_sha256}
+        self._auth = authenticator if authenticator is not None else Authenticator(accounts, clock)
 
     def render(self, request: ApiRequest) -> int:
         ex = _Exchange(request, self._clock.seconds())
@@ -167,28 +182,34 @@ class SoapResource(GatewayResource[_Exchange]):
                             "WSDL", status=405, headers={b"allow": b"GET, POST"})
         ex.operation, element = read_envelope(request.body.getvalue(), _charset(request))
         call = read_call(ex.operation, element)
-        ex.account = self._authenticate(call.credentials.account, call.credentials.password, _peer(request))
-        self._dispatch(ex, call)
+        d = self._auth.authenticate(call.credentials.account, call.credentials.password, peer_address(request),
+                                    INTERFACE)
+        d.addCallbacks(self._authenticated, self._auth_failed, callbackArgs=(ex, call), errbackArgs=(ex,))
 
-    def _authenticate(self, name: str, password: str, peer_ip: str) -> Account:
-        """The account `name` if `password` is its API key and it may use the SOAP interface.
+    def _authenticated(self, account: Account, ex: _Exchange, call: Call) -> None:
+        ex.account = account
+        try:
+            self._dispatch(ex, call)
+        except ApiError as e:
+            self._fail(ex, e)
+        except Exception:
+            self._crash(ex, Failure())
 
-        One method on purpose: the shared authenticator (argon2 hashes, IP allow
-        lists) replaces its body; `peer_ip` is for that.
-
-        Raises:
-            SoapFault: Client, the same for an unknown account and a wrong password.
-        """
-        entry = self._accounts.get(name)
-        if entry is None or not password or not hmac.compare_digest(
-                hashlib.sha256(password.encode("utf-8")).hexdigest(), entry[1]):
-            raise SoapFault("authentication_failed", _AUTH_FAILED)
-        account = entry[0]
-        if account.interfaces and INTERFACE not in account.interfaces:
-            raise SoapFault("interface_not_allowed", f"account {account.name!r} may not use the soap interface "
-                            f"(it may use: {', '.join(account.interfaces)}); the operator can add soap to its "
-                            "interfaces")
-        return account
+    def _auth_failed(self, failure: Failure, ex: _Exchange) -> None:
+        """A Client fault, the same for an unknown account, a wrong password and a refused address (the
+        shared `smsgw.auth.Authenticator` logs which); a Server fault with a retry hint for an address
+        that failed too often."""
+        exc = failure.value
+        if isinstance(exc, TooManyFailures):
+            self._fail(ex, SoapFault("too_many_failures", str(exc), server=True,
+                                     retry_after=max(1, math.ceil(exc.retry_after)),
+                                     headers={b"retry-after": retry_after(exc.retry_after)}))
+        elif isinstance(exc, InterfaceDenied):
+            self._fail(ex, SoapFault("interface_not_allowed", str(exc)))
+        elif isinstance(exc, AuthError):
+            self._fail(ex, SoapFault("authentication_failed", _AUTH_FAILED))
+        else:
+            self._crash(ex, failure)
 
     def _dispatch(self, ex: _Exchange, call: Call) -> None:
         assert ex.account is not None
@@ -259,6 +280,12 @@ class SoapResource(GatewayResource[_Exchange]):
         reason = str(exc) or "the gateway is not taking messages now"
         return _unavailable(f"{reason}: retry in {RETRY_AFTER_S} s")
 
+    def _limited(self, exc: LimitExceeded) -> ApiError:
+        """The account's rate limit or daily quota: a Server fault (retry later) with retryAfter."""
+        return SoapFault(LIMIT_CODES.get(exc.kind, "too_many_requests"), str(exc), server=True,
+                         retry_after=max(1, math.ceil(exc.retry_after)),
+                         headers={b"retry-after": retry_after(exc.retry_after)})
+
     def _internal_error(self, incident: str) -> ApiError:
         return SoapFault("internal_error", f"an internal error occurred; incident {incident} has the details in "
                          "the gateway's log", server=True, incident=incident)
@@ -307,6 +334,3 @@ def _charset(request: ApiRequest) -> str | None:
             return value.strip(b'" ').decode("ascii", "replace")
     return None
 
-
-def _peer(request: ApiRequest) -> str:
-    return str(getattr(request.getClientAddress(), "host", ""))

@@ -175,6 +175,20 @@ class Store:
         return out
 
     @staticmethod
+    def recipients_since(conn: Connection, accounts: list[str], since: float) -> dict[str, int]:
+        """account -> recipients of the messages it had accepted since `since` (the daily quota's count).
+
+        One query per account, so that each is a range scan of ix_messages_account_created.
+        """
+        m = schema.messages.c
+        out = {}
+        for account in accounts:
+            total = conn.execute(select(func.sum(m.recipients)).where(m.account == account,
+                                                                      m.created_at >= since)).scalar()
+            out[account] = int(total or 0)
+        return out
+
+    @staticmethod
     def queue_counts(conn: Connection) -> dict[str, int]:
         r = schema.recipients.c
         open_states = ("queued", "dispatching", "submitted")
