@@ -14,13 +14,15 @@ from io import BytesIO
 from typing import Any, Generic, Mapping, Protocol, TypeVar, cast
 
 import structlog
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, ITransport
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from smsgw._api_codec import ApiError, error_body
+from smsgw._listen import TlsFiles, listen_http
 from smsgw.model import Account, LimitExceeded, RequestRejected, ServiceUnavailable
 
 _SERVER = [b"smsgw"]
@@ -345,3 +347,54 @@ class GatewayResource(Resource, Generic[E]):
 
 def exc_info(failure: Failure) -> tuple[Any, ...]:
     return (failure.type, failure.value, failure.getTracebackObject())
+
+
+class HttpListener(Service):
+    """An adapter's HTTP listener (URL, SOAP): listens while running; `stop_polling` stops listening and
+    waits for the answers still owed; `stopService` also drops the resource's timers."""
+
+    def __init__(self, reactor: Any, resource: GatewayResource[Any], site: ApiSite, *, listen: str, port: int,
+                 tls: TlsFiles | None) -> None:
+        self._reactor = reactor
+        self._listen = listen
+        self._port_number = port
+        self._tls = tls
+        self.resource = resource
+        self._site = site
+        self._port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._port = listen_http(self._reactor, self._port_number, self._site, interface=self._listen, tls=self._tls)
+        self._listening()
+
+    def _listening(self) -> None:
+        """Log that it listens (each interface says what its users need: the address, the WSDL's URL)."""
+
+    def stop_polling(self) -> Deferred[Any]:
+        d = self._stop_listening()
+        d.addCallback(lambda _: self.resource.drained())
+        return d
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        d = self._stop_listening()
+        d.addBoth(self._stopped)
+        return d
+
+    def _stopped(self, result: Any) -> Any:
+        self.resource.stop()
+        return result
+
+    def address(self) -> str | None:
+        """host:port it listens on, or None when stopped."""
+        if self._port is None:
+            return None
+        host = self._port.getHost()
+        return f"{host.host}:{host.port}"  # type: ignore[attr-defined]
+
+    def _stop_listening(self) -> Deferred[Any]:
+        port, self._port = self._port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening)

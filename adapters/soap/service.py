@@ -17,9 +17,8 @@ from typing import Any, Callable, Sequence
 
 import structlog
 from lxml import etree
-from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web import server
 
@@ -31,11 +30,12 @@ from smsgw._api_http import (
     ApiSite,
     Exchange,
     GatewayResource,
+    HttpListener,
     peer_address,
     retry_after,
     text,
 )
-from smsgw._listen import TlsFiles, listen_http
+from smsgw._listen import TlsFiles
 from smsgw.adapters.soap._codec import CONTENT_TYPE, SoapFault, envelope, fault_envelope, read_envelope, rejected
 from smsgw.adapters.soap._operations import (
     Call,
@@ -65,56 +65,23 @@ _HOST = re.compile(rb"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\]
 _log = structlog.get_logger()
 
 
-class SoapInterface(Service):
+class SoapInterface(HttpListener):
     """Listens for SOAP calls while running; `stop_polling` stops listening and waits for answers."""
 
     name = INTERFACE
+    resource: SoapResource
 
     def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], reactor: Any, *, listen: str = "127.0.0.1",
                  port: int = 8088, max_body_bytes: int = 256 * 1024, request_timeout: float = 30.0,
                  authenticator: Authenticator | None = None, tls: TlsFiles | None = None) -> None:
-        self._reactor = reactor
-        self._listen = listen
-        self._port_number = port
-        self._tls = tls
-        self.resource = SoapResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
-                                     authenticator=authenticator)
-        self._site = SoapSite(self.resource, max_body_bytes, reactor)
-        self._port: IListeningPort | None = None
+        resource = SoapResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
+                                authenticator=authenticator)
+        super().__init__(reactor, resource, SoapSite(resource, max_body_bytes, reactor), listen=listen, port=port,
+                         tls=tls)
 
-    def startService(self) -> None:
-        super().startService()
-        self._port = listen_http(self._reactor, self._port_number, self._site, interface=self._listen, tls=self._tls)
+    def _listening(self) -> None:
         scheme = "https" if self._tls is not None else "http"
         _log.info("soap_interface_listening", address=self.address(), wsdl=f"{scheme}://{self.address()}/ws/sms?wsdl")
-
-    def stop_polling(self) -> defer.Deferred[Any]:
-        d = self._stop_listening()
-        d.addCallback(lambda _: self.resource.drained())
-        return d
-
-    def stopService(self) -> defer.Deferred[Any]:
-        super().stopService()
-        d = self._stop_listening()
-        d.addBoth(self._stopped)
-        return d
-
-    def _stopped(self, result: Any) -> Any:
-        self.resource.stop()
-        return result
-
-    def address(self) -> str | None:
-        """host:port it listens on, or None when stopped."""
-        if self._port is None:
-            return None
-        host = self._port.getHost()
-        return f"{host.host}:{host.port}"  # type: ignore[attr-defined]
-
-    def _stop_listening(self) -> defer.Deferred[Any]:
-        port, self._port = self._port, None
-        if port is None:
-            return defer.succeed(None)
-        return defer.maybeDeferred(port.stopListening)
 
 
 class SoapRequest(ApiRequest):

@@ -13,13 +13,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import structlog
-from twisted.application.service import Service
-from twisted.internet import defer
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web import server
 
-from smsgw._listen import TlsFiles, listen_http
+from smsgw._listen import TlsFiles
 from smsgw._api_codec import ApiError, accepted_json, encode, rebase, rejected
 from smsgw._api_http import (
     JSON_TYPE,
@@ -28,6 +26,7 @@ from smsgw._api_http import (
     ApiSite,
     Exchange,
     GatewayResource,
+    HttpListener,
     peer_address,
     retry_after,
     text,
@@ -48,56 +47,23 @@ _TEXT_PROBLEMS = 20  # a text answer names the first few; format=json lists up t
 _log = structlog.get_logger()
 
 
-class UrlInterface(Service):
+class UrlInterface(HttpListener):
     """Listens for sendsms requests while running; `stop_polling` stops listening and waits for answers."""
 
     name = INTERFACE
+    resource: SendsmsResource
 
     def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], reactor: Any, *, listen: str = "127.0.0.1",
                  port: int = 13013, max_body_bytes: int = 64 * 1024, request_timeout: float = 30.0,
                  service_codes: Sequence[str] = (), authenticator: Authenticator | None = None,
                  tls: TlsFiles | None = None) -> None:
-        self._reactor = reactor
-        self._listen = listen
-        self._port_number = port
-        self._tls = tls
-        self.resource = SendsmsResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
-                                        service_codes=service_codes, authenticator=authenticator)
-        self._site = UrlSite(self.resource, max_body_bytes, reactor)
-        self._port: IListeningPort | None = None
+        resource = SendsmsResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
+                                   service_codes=service_codes, authenticator=authenticator)
+        super().__init__(reactor, resource, UrlSite(resource, max_body_bytes, reactor), listen=listen, port=port,
+                         tls=tls)
 
-    def startService(self) -> None:
-        super().startService()
-        self._port = listen_http(self._reactor, self._port_number, self._site, interface=self._listen, tls=self._tls)
+    def _listening(self) -> None:
         _log.info("url_interface_listening", address=self.address(), tls=self._tls is not None)
-
-    def stop_polling(self) -> defer.Deferred[Any]:
-        d = self._stop_listening()
-        d.addCallback(lambda _: self.resource.drained())
-        return d
-
-    def stopService(self) -> defer.Deferred[Any]:
-        super().stopService()
-        d = self._stop_listening()
-        d.addBoth(self._stopped)
-        return d
-
-    def _stopped(self, result: Any) -> Any:
-        self.resource.stop()
-        return result
-
-    def address(self) -> str | None:
-        """host:port it listens on, or None when stopped."""
-        if self._port is None:
-            return None
-        host = self._port.getHost()
-        return f"{host.host}:{host.port}"  # type: ignore[attr-defined]
-
-    def _stop_listening(self) -> defer.Deferred[Any]:
-        port, self._port = self._port, None
-        if port is None:
-            return defer.succeed(None)
-        return defer.maybeDeferred(port.stopListening)
 
 
 class UrlRequest(ApiRequest):
