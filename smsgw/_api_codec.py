@@ -26,8 +26,10 @@ from smsgw.model import (
     Problem,
     SendRequest,
 )
+from smsgw.templates import Template
 
-SEND_FIELDS = ("to", "text", "priority", "send_at", "ext", "ref", "report")
+SEND_FIELDS = ("to", "text", "template", "params", "priority", "send_at", "ext", "ref", "report")
+TEMPLATE_FIELDS = ("text", "pre_approved")
 PRIORITY_NAMES = {"urgent": PRIORITY_URGENT, "normal": PRIORITY_NORMAL, "bulk": PRIORITY_BULK}
 MO_LIMIT_DEFAULT, MO_LIMIT_MAX = 100, 1000
 MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z: the last second datetime can show
@@ -147,9 +149,15 @@ def _send_request(obj: Any, prefix: str, problems: list[Problem]) -> SendRequest
     if not obj.keys() <= _FIELD_SET:
         _unknown_fields(obj, prefix, problems)
     to = _recipients(obj.get("to", _MISSING), prefix, problems)
-    text = obj.get("text", _MISSING)
+    template = obj.get("template")
+    params = obj.get("params")
+    if template is not None and (type(template) is not str or not _encodable(template)):
+        _string_problem(template, _at(prefix, "template"), "a template's name, or null", problems)
+    if params is not None:
+        params = _params(params, prefix, problems)
+    text = obj.get("text", "" if template is not None else _MISSING)
     if type(text) is not str or not _encodable(text):
-        _string_problem(text, _at(prefix, "text"), "a string", problems, required=True)
+        _string_problem(text, _at(prefix, "text"), "a string (or name a template)", problems, required=True)
     priority = obj.get("priority", PRIORITY_NORMAL)
     if type(priority) is not int or not 0 <= priority <= 9:
         priority = _priority(priority, prefix, problems)
@@ -168,7 +176,52 @@ def _send_request(obj: Any, prefix: str, problems: list[Problem]) -> SendRequest
                                 f"report must be true or false, not {_kind(report)}"))
     if len(problems) > before:
         return None
-    return SendRequest(to, text, priority, send_at, ext, ref, report)
+    return SendRequest(to, text, priority, send_at, ext, ref, report, template=template, params=params)
+
+
+def _params(value: Any, prefix: str, problems: list[Problem]) -> dict[str, Any] | None:
+    where = _at(prefix, "params")
+    if type(value) is not dict:
+        problems.append(Problem(where, "wrong_type", 'params must be an object of name: value, e.g. '
+                                f'{{"code": "123456"}}, not {_kind(value)}'))
+        return None
+    bad = [k for k, v in value.items() if not _encodable(k) or not (
+        (type(v) is str and _encodable(v)) or type(v) in (int, float))]
+    for name in bad[:PER_FIELD_MAX]:
+        problems.append(Problem(_at(where, _safe(name)), "wrong_type",
+                                f"a parameter must be a string or a number, not {_kind(value[name])}"))
+    return None if bad else value
+
+
+def parse_template_body(value: Any) -> tuple[str, bool]:
+    """The text and pre_approved flag of a PUT /api/v1/templates/{name} body.
+
+    Raises:
+        ApiError: 422 listing every problem.
+    """
+    problems: list[Problem] = []
+    if type(value) is not dict:
+        raise rejected([Problem("", "wrong_type", 'the body must be an object like {"text": "Your code is '
+                                f'{{code}}", "pre_approved": false}}, not {_kind(value)}')])
+    for name in sorted(value.keys() - set(TEMPLATE_FIELDS))[:PER_FIELD_MAX]:
+        problems.append(Problem(_safe(name), "unknown_field", f"unknown field {_show(name)}: the fields are "
+                                + ", ".join(TEMPLATE_FIELDS)))
+    text = value.get("text", _MISSING)
+    if type(text) is not str or not _encodable(text):
+        _string_problem(text, "text", "a string with {parameter} placeholders", problems, required=True)
+    pre_approved = value.get("pre_approved", False)
+    if type(pre_approved) is not bool:
+        problems.append(Problem("pre_approved", "wrong_type",
+                                f"pre_approved must be true or false, not {_kind(pre_approved)}"))
+    if problems:
+        raise rejected(problems)
+    return text, pre_approved
+
+
+def template_json(template: Template) -> dict[str, Any]:
+    return {"name": template.name, "text": template.text, "params": list(template.params),
+            "pre_approved": template.pre_approved, "updated_at": iso_utc(template.updated_at),
+            "updated_by": template.updated_by}
 
 
 def _unknown_fields(obj: dict[str, Any], prefix: str, problems: list[Problem]) -> None:

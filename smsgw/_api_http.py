@@ -7,20 +7,23 @@ twisted.web's request life cycle, not about messages.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from io import BytesIO
 from typing import Any, Generic, Mapping, Protocol, TypeVar, cast
 
 import structlog
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, ITransport
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from smsgw._api_codec import ApiError, error_body
-from smsgw.model import Account, RequestRejected, ServiceUnavailable
+from smsgw._listen import TlsFiles, listen_http
+from smsgw.model import Account, LimitExceeded, RequestRejected, ServiceUnavailable
 
 _SERVER = [b"smsgw"]
 _log = structlog.get_logger()
@@ -36,8 +39,24 @@ class Api(Protocol):
         """Drop timers: the Site stopped listening."""
 
 
+class HttpChannel(http.HTTPChannel):
+    """Twisted's HTTP/1.1 channel, answering a header line longer than it reads (16 kB) instead of
+    dropping the connection without a word (a block of many headers past that size gets its 400)."""
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        cast(ITransport, self.transport).write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        self.loseConnection()
+
+
 class ApiSite(server.Site):
-    """A Site whose requests enforce the body limit while the body arrives."""
+    """A Site whose requests enforce the body limit while the body arrives.
+
+    Its channels are plain HTTP/1.1 (`HttpChannel`): no HTTP/2 negotiation, which
+    none of the interfaces offers.
+    """
+
+    protocol = HttpChannel  # type: ignore[assignment]  # Twisted types it as its HTTP/2-capable wrapper
 
     def __init__(self, resource: Api, max_body_bytes: int, clock: IReactorTime) -> None:
         super().__init__(resource, requestFactory=ApiRequest, parsePOSTFormSubmission=False, reactor=clock)
@@ -150,11 +169,23 @@ def text(raw: bytes, limit: int = 200) -> str:
     return raw[:limit].decode("utf-8", "replace")
 
 
+def peer_address(request: http.Request) -> str | None:
+    """The IP address the request came from (the TCP peer: X-Forwarded-For is not trusted), or None."""
+    return getattr(request.getClientAddress(), "host", None)
+
+
+def retry_after(seconds: float) -> bytes:
+    """A Retry-After value: whole seconds, rounded up, at least 1."""
+    return b"%d" % max(1, math.ceil(seconds))
+
+
 # --- what both HTTP interfaces (REST, URL) do with a request the gateway answers later -------------
 
 RETRY_AFTER_S = 5
 JSON_TYPE = [b"application/json"]
-REASONS = {413: b"Content Too Large", 422: b"Unprocessable Content"}  # RFC 9110 names Twisted lacks
+REASONS = {413: b"Content Too Large", 422: b"Unprocessable Content", 429: b"Too Many Requests"}  # Twisted lacks these
+#: LimitExceeded.kind -> the error code of the 429 answer
+LIMIT_CODES = {"rate_limit": "rate_limited", "daily_quota": "quota_exceeded"}
 
 
 class Exchange:
@@ -230,6 +261,11 @@ class GatewayResource(Resource, Generic[E]):
     def _unavailable(self, exc: ServiceUnavailable) -> ApiError:
         raise NotImplementedError
 
+    def _limited(self, exc: LimitExceeded) -> ApiError:
+        """429 with Retry-After: the account's rate limit or daily quota (the message says which and when)."""
+        return ApiError(429, LIMIT_CODES.get(exc.kind, "too_many_requests"), str(exc),
+                        headers={b"retry-after": retry_after(exc.retry_after)})
+
     def _internal_error(self, incident: str) -> ApiError:
         raise NotImplementedError
 
@@ -260,7 +296,7 @@ class GatewayResource(Resource, Generic[E]):
     def _gateway_failed(self, failure: Failure, ex: E) -> None:
         exc = failure.value
         if ex.done:
-            if isinstance(exc, (RequestRejected, ServiceUnavailable)):
+            if isinstance(exc, (RequestRejected, ServiceUnavailable, LimitExceeded)):
                 _log.info("http_late_answer", **self._where(ex), outcome=type(exc).__name__)
             else:
                 _log.error("http_late_answer", **self._where(ex), outcome="error", exc_info=exc_info(failure))
@@ -268,6 +304,8 @@ class GatewayResource(Resource, Generic[E]):
             self._fail(ex, self._rejected(exc, ex))
         elif isinstance(exc, ServiceUnavailable):
             self._fail(ex, self._unavailable(exc))
+        elif isinstance(exc, LimitExceeded):
+            self._fail(ex, self._limited(exc))
         else:
             self._crash(ex, failure)
 
@@ -309,3 +347,54 @@ class GatewayResource(Resource, Generic[E]):
 
 def exc_info(failure: Failure) -> tuple[Any, ...]:
     return (failure.type, failure.value, failure.getTracebackObject())
+
+
+class HttpListener(Service):
+    """An adapter's HTTP listener (URL, SOAP): listens while running; `stop_polling` stops listening and
+    waits for the answers still owed; `stopService` also drops the resource's timers."""
+
+    def __init__(self, reactor: Any, resource: GatewayResource[Any], site: ApiSite, *, listen: str, port: int,
+                 tls: TlsFiles | None) -> None:
+        self._reactor = reactor
+        self._listen = listen
+        self._port_number = port
+        self._tls = tls
+        self.resource = resource
+        self._site = site
+        self._port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._port = listen_http(self._reactor, self._port_number, self._site, interface=self._listen, tls=self._tls)
+        self._listening()
+
+    def _listening(self) -> None:
+        """Log that it listens (each interface says what its users need: the address, the WSDL's URL)."""
+
+    def stop_polling(self) -> Deferred[Any]:
+        d = self._stop_listening()
+        d.addCallback(lambda _: self.resource.drained())
+        return d
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        d = self._stop_listening()
+        d.addBoth(self._stopped)
+        return d
+
+    def _stopped(self, result: Any) -> Any:
+        self.resource.stop()
+        return result
+
+    def address(self) -> str | None:
+        """host:port it listens on, or None when stopped."""
+        if self._port is None:
+            return None
+        host = self._port.getHost()
+        return f"{host.host}:{host.port}"  # type: ignore[attr-defined]
+
+    def _stop_listening(self) -> Deferred[Any]:
+        port, self._port = self._port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening)

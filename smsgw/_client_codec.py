@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 from smsgw import __version__
@@ -43,10 +43,14 @@ class Message:
     ext: str | None = None
     ref: str | None = None
     report: bool = True
+    template: str | None = None  # a named template instead of text (text stays "")
+    params: Mapping[str, str | int | float] | None = None  # the template's parameters
 
     def __post_init__(self) -> None:
         if not isinstance(self.to, str):
             object.__setattr__(self, "to", tuple(self.to))  # frozen means immutable: no list inside
+        if self.params is not None:
+            object.__setattr__(self, "params", dict(self.params))
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +210,13 @@ def _when(value: datetime.datetime | float) -> str | float:
 
 
 def _message_json(m: Message) -> dict[str, Any]:
-    body: dict[str, Any] = {"to": m.to if isinstance(m.to, str) else list(m.to), "text": m.text}
+    body: dict[str, Any] = {"to": m.to if isinstance(m.to, str) else list(m.to)}
+    if m.template is None or m.text:
+        body["text"] = m.text
+    if m.template is not None:
+        body["template"] = m.template
+    if m.params is not None:
+        body["params"] = dict(m.params)
     if m.priority is not None:
         body["priority"] = m.priority
     if m.send_at is not None:
@@ -238,12 +248,30 @@ def mo_call(cursor: str | None, limit: int) -> Call[MoPage]:
     return Call("GET", f"/mo?{urlencode(query)}", None, 200, _mo_page)
 
 
-def status_call() -> Call[GatewayStatus]:
-    return Call("GET", "/status", None, 200, _status)
+def templates_call() -> Call[list[Template]]:
+    return Call("GET", "/templates", None, 200, lambda a: [_template(t) for t in a["templates"]])
 
 
 def template_call(name: str) -> Call[Template]:
-    return Call("GET", f"/templates/{quote(str(name), safe='')}", None, 200, _template)
+    return Call("GET", f"/templates/{quote(name, safe='')}", None, 200, _template)
+
+
+def put_template_call(name: str, text: str, pre_approved: bool) -> Call[Template]:
+    body = _encode({"text": text, "pre_approved": bool(pre_approved)})
+    return Call("PUT", f"/templates/{quote(name, safe='')}", body, 0, _template)  # 200 changed, 201 added
+
+
+def delete_template_call(name: str) -> Call[None]:
+    return Call("DELETE", f"/templates/{quote(name, safe='')}", None, 200, lambda a: None)
+
+
+def _template(t: Any) -> Template:
+    return Template(t["name"], t["text"], bool(t["pre_approved"]), tuple(t["params"]),
+                    _required_time(t["updated_at"]), t["updated_by"])
+
+
+def status_call() -> Call[GatewayStatus]:
+    return Call("GET", "/status", None, 200, _status)
 
 
 def outcome(call: Call[_T], url: str, status: int, retry_after: str | None, raw: bytes) -> _T:
@@ -253,7 +281,7 @@ def outcome(call: Call[_T], url: str, status: int, retry_after: str | None, raw:
         ApiError: (or AuthFailed, Unavailable) the API answered with an error.
         BadResponse: the answer is not what the API sends.
     """
-    if status == call.expect:
+    if status == call.expect or (call.expect == 0 and status in (200, 201)):
         try:
             return call.decode(json.loads(raw))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
@@ -322,11 +350,6 @@ def _mo_page(page: Any) -> MoPage:
                          _required_time(m["received_at"]), int(m["parts"]), bool(m["complete"]))
                   for m in page["items"])
     return MoPage(items, page["next_cursor"])
-
-
-def _template(t: Any) -> Template:
-    """A named template as GET /api/v1/templates/{name} answers it; its placeholders parsed here again."""
-    return Template.create(str(t["name"]), str(t["text"]), bool(t.get("pre_approved", False)))
 
 
 def _status(s: Any) -> GatewayStatus:

@@ -9,7 +9,7 @@ shared with `Client`.
 from __future__ import annotations
 
 import datetime
-from typing import Any, AsyncIterator, Sequence, TypeVar
+from typing import Any, AsyncIterator, Mapping, Sequence, TypeVar
 
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, succeed
@@ -33,11 +33,14 @@ from smsgw._client_codec import (
     send_call,
     send_many_call,
     status_call,
+    delete_template_call,
+    put_template_call,
     template_call,
+    templates_call,
 )
+from smsgw.templates import Template
 from smsgw._twisted_http import BytesBody, read_body
 from smsgw.model import GatewayStatus, MessageView, MoPage, MoView
-from smsgw.templates import Template
 
 __all__ = ["TwistedClient"]
 
@@ -90,11 +93,12 @@ class TwistedClient:
         d: Deferred[None] = self._pool.closeCachedConnections()
         return d
 
-    def send(self, to: str | Sequence[str], text: str, *, priority: int | str | None = None,
+    def send(self, to: str | Sequence[str], text: str = "", *, priority: int | str | None = None,
              send_at: datetime.datetime | float | None = None, ext: str | None = None,
-             ref: str | None = None, report: bool = True) -> Deferred[Accepted]:
+             ref: str | None = None, report: bool = True, template: str | None = None,
+             params: Mapping[str, str | int | float] | None = None) -> Deferred[Accepted]:
         """Like `Client.send`."""
-        return self._run(send_call(Message(to, text, priority, send_at, ext, ref, report)))
+        return self._run(send_call(Message(to, text, priority, send_at, ext, ref, report, template, params)))
 
     def send_many(self, messages: Sequence[Message]) -> Deferred[list[Accepted]]:
         """Like `Client.send_many`."""
@@ -124,9 +128,21 @@ class TwistedClient:
         """Like `Client.status`."""
         return self._run(status_call())
 
+    def templates(self) -> Deferred[list[Template]]:
+        """Like `Client.templates`."""
+        return self._run(templates_call())
+
     def template(self, name: str) -> Deferred[Template]:
         """Like `Client.template`."""
         return self._run(template_call(name))
+
+    def put_template(self, name: str, text: str, *, pre_approved: bool = False) -> Deferred[Template]:
+        """Like `Client.put_template`."""
+        return self._run(put_template_call(name, text, pre_approved))
+
+    def delete_template(self, name: str) -> Deferred[None]:
+        """Like `Client.delete_template`."""
+        return self._run(delete_template_call(name))
 
     # -- HTTP ----------------------------------------------------------------------------------
 

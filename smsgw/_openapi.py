@@ -13,7 +13,7 @@ from smsgw._api_codec import MAX_EPOCH, MO_LIMIT_DEFAULT, MO_LIMIT_MAX, SEND_FIE
 
 ERROR_CODES = ("bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed",
                "payload_too_large", "unsupported_media_type", "validation_failed", "unavailable",
-               "internal_error")
+               "internal_error", "too_many_requests", "rate_limited", "quota_exceeded")
 
 _TIME = {"type": "string", "format": "date-time",
          "description": 'ISO-8601 in UTC with milliseconds, e.g. "2024-03-05T00:00:00.000Z"'}
@@ -37,7 +37,13 @@ def _schemas(max_batch: int) -> dict[str, Any]:
         "to": {"description": "One mobile number or several (the same text goes to each).",
                "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}],
                "examples": ["13800138000", ["13800138000", "13900139000"]]},
-        "text": {"type": "string", "description": "The message text; long texts are sent as several segments."},
+        "text": {"type": "string", "description": "The message text; long texts are sent as several segments. "
+                                                  "Required unless a template is named."},
+        "template": {**_STRING_OR_NULL, "description": "A named template (GET /api/v1/templates) that makes "
+                                                       "the text from params; give either text or template."},
+        "params": {"type": ["object", "null"], "additionalProperties": {"type": ["string", "number"]},
+                   "description": "The template's parameters: every placeholder, no others.",
+                   "examples": [{"code": "123456"}]},
         "priority": {"description": "0 (bulk) to 9 (urgent), or a name: urgent = 9, normal = 5, bulk = 0.",
                      "anyOf": [{"type": "integer", "minimum": 0, "maximum": 9},
                                {"type": "string", "enum": ["urgent", "normal", "bulk"]}],
@@ -51,7 +57,7 @@ def _schemas(max_batch: int) -> dict[str, Any]:
         "ref": {**_STRING_OR_NULL, "description": "Your own reference, echoed back. Resending with the same "
                                                   "ref is how to retry safely after a timeout."},
         "report": {"type": "boolean", "default": True, "description": "Whether a status report is wanted."},
-    }, required=("to", "text"))
+    }, required=("to",))
     assert tuple(send_request["properties"]) == SEND_FIELDS
     problem = _obj({"where": {"type": "string", "description": 'Where in the request, e.g. "[0].to[2]"; '
                                                                '"" for the body as a whole.'},
@@ -96,6 +102,17 @@ def _schemas(max_batch: int) -> dict[str, Any]:
                                "links": {"type": "array", "items": {"type": "object"}},
                                "queues": {"type": "object", "additionalProperties": {"type": "integer"}},
                                "rates": {"type": "object", "additionalProperties": {"type": "number"}}}),
+        "Template": _obj({"name": {"type": "string"},
+                          "text": {"type": "string", "description": "With {parameter} placeholders; {{ and }} "
+                                                                    "are literal braces."},
+                          "params": {"type": "array", "items": {"type": "string"},
+                                     "description": "The placeholders, in order of first appearance."},
+                          "pre_approved": {"type": "boolean", "description": "Messages rendered from it may "
+                                                                             "skip content review."},
+                          "updated_at": _TIME, "updated_by": {"type": "string"}}),
+        "TemplateList": _obj({"templates": {"type": "array", "items": _ref("Template")}}),
+        "TemplateBody": _obj({"text": {"type": "string"}, "pre_approved": {"type": "boolean", "default": False}},
+                             required=("text",)),
         "Problem": problem,
         "Error": _obj({"error": _obj({"code": {"type": "string", "enum": list(ERROR_CODES)},
                                       "message": {"type": "string"},
@@ -115,8 +132,12 @@ def _error(description: str, header: str | None = None) -> dict[str, Any]:
 _AUTH_ERRORS = {
     "401": {"$ref": "#/components/responses/Unauthorized"},
     "403": {"$ref": "#/components/responses/Forbidden"},
+    "429": {"$ref": "#/components/responses/TooManyRequests"},
     "default": {"$ref": "#/components/responses/Error"},
 }
+
+
+_NAME_PARAM = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
 def _paths(max_body_bytes: int) -> dict[str, Any]:
@@ -163,11 +184,52 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
                           "503": _error("No answer in time: retry later.", "Retry-After"),
                           **_AUTH_ERRORS},
         }},
+        "/api/v1/templates": {"get": {
+            "operationId": "listTemplates",
+            "summary": "Every named template",
+            "responses": {"200": _json(_ref("TemplateList"), "The templates, by name."),
+                          "503": _error("No answer in time: retry later.", "Retry-After"),
+                          **_AUTH_ERRORS},
+        }},
+        "/api/v1/templates/{name}": {
+            "get": {
+                "operationId": "getTemplate",
+                "parameters": _NAME_PARAM,
+                "summary": "One template",
+                "responses": {"200": _json(_ref("Template"), "The template."),
+                              "404": _error("No template of that name."),
+                              **_AUTH_ERRORS},
+            },
+            "put": {
+                "operationId": "putTemplate",
+                "parameters": _NAME_PARAM,
+                "summary": "Add or change a template (needs the templates permission)",
+                "requestBody": {"required": True,
+                                "content": {"application/json": {"schema": _ref("TemplateBody")}}},
+                "responses": {"200": _json(_ref("Template"), "Changed."),
+                              "201": _json(_ref("Template"), "Added."),
+                              "400": _error("Malformed JSON or not UTF-8."),
+                              "415": _error("Content-Type is not application/json."),
+                              "422": _error("A bad name or text: details says which and why."),
+                              "503": _error("The store is unreachable: retry later.", "Retry-After"),
+                              **_AUTH_ERRORS},
+            },
+            "delete": {
+                "operationId": "deleteTemplate",
+                "parameters": _NAME_PARAM,
+                "summary": "Delete a template (needs the templates permission)",
+                "responses": {"200": _json(_obj({"deleted": {"type": "string"}}), "Deleted."),
+                              "404": _error("No template of that name."),
+                              "503": _error("The store is unreachable: retry later.", "Retry-After"),
+                              **_AUTH_ERRORS},
+            },
+        },
         "/api/v1/status": {"get": {
             "operationId": "getStatus",
             "summary": "Links, queue depths and rates (any account may read it)",
             "responses": {"200": _json(_ref("GatewayStatus"), "The gateway's state."),
                           "401": {"$ref": "#/components/responses/Unauthorized"},
+                          "429": {"$ref": "#/components/responses/TooManyRequests"},
                           "503": _error("No answer in time: retry later.", "Retry-After"),
                           "default": {"$ref": "#/components/responses/Error"}},
         }},
@@ -188,12 +250,15 @@ def build_openapi(*, max_batch: int, max_body_bytes: int) -> dict[str, Any]:
         "info": {"title": "smsgw REST API", "version": "1.0.0",
                  "description": "Send SMS through the gateway, follow their delivery, read uplink messages. "
                                 "Every error is {\"error\": {\"code\", \"message\", \"details\"}}."},
-        "security": [{"bearer": []}, {"apiKey": []}],
+        "security": [{"bearer": []}, {"apiKey": []}, {"basic": []}],
         "paths": _paths(max_body_bytes),
         "components": {
             "schemas": _schemas(max_batch),
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"},
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "Authorization: Bearer <API key>, or Bearer <name>:<secret>"},
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "An account's name and secret (its secret_hash), e.g. curl -u name:secret"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
             "headers": {
@@ -205,6 +270,10 @@ def build_openapi(*, max_batch: int, max_body_bytes: int) -> dict[str, Any]:
             "responses": {
                 "Unauthorized": _error("No API key, or not a known one.", "WWW-Authenticate"),
                 "Forbidden": _error("The account may not use the REST interface."),
+                "TooManyRequests": _error("too_many_requests: too many failed logins from your address; "
+                                          "rate_limited / quota_exceeded: the account's rate limit or daily quota "
+                                          "(the message says which and when it resets). Retry after Retry-After "
+                                          "seconds.", "Retry-After"),
                 "Error": _error("Any other error (404 unknown path, 405 with Allow, 500 with an incident id "
                                 "to quote to the operator)."),
             },

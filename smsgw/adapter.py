@@ -33,6 +33,7 @@ class AdapterContext:
     validator: Validator
     accounts: dict[str, Account]
     reactor: Any
+    authenticator: Any = None  # smsgw.auth.Authenticator: how every interface checks credentials
 
 
 class AdapterService(Protocol):

@@ -9,8 +9,8 @@ which means the messages are committed.
 
 from __future__ import annotations
 
-import hashlib
-import re
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, cast
 from urllib.parse import unquote_to_bytes
@@ -30,19 +30,31 @@ from smsgw._api_codec import (
     mo_page_json,
     parse_mo_query,
     parse_send_body,
+    parse_template_body,
     rebase,
     rejected,
     status_json,
+    template_json,
 )
-from smsgw._api_http import RETRY_AFTER_S, ApiRequest, ApiSite, Exchange, GatewayResource, text
+from smsgw._api_http import (
+    RETRY_AFTER_S,
+    ApiRequest,
+    ApiSite,
+    Exchange,
+    GatewayResource,
+    peer_address,
+    retry_after,
+    text,
+)
 from smsgw._openapi import build_openapi
+from smsgw.auth import AuthError, AuthFailed, Authenticator, InterfaceDenied, TooManyFailures
 from smsgw.model import Account, GatewayApi, RequestRejected, ServiceUnavailable
+from smsgw.templates import Template
 
 __all__ = ["ROUTES", "Route", "make_api"]
 
 INTERFACE = "rest"  # the name accounts list in `interfaces`, and what the gateway records
 _AUTH_CHALLENGE = b'Bearer realm="smsgw"'
-_HASH = re.compile("[0-9a-f]{64}")
 _log = structlog.get_logger()
 
 
@@ -61,6 +73,10 @@ ROUTES = (
     Route("/api/v1/messages", "POST", "sendMessages", "send_messages", "rest"),
     Route("/api/v1/messages/{id}", "GET", "getMessage", "get_message", "rest"),
     Route("/api/v1/mo", "GET", "listMo", "list_mo", "rest"),
+    Route("/api/v1/templates", "GET", "listTemplates", "list_templates", "rest"),
+    Route("/api/v1/templates/{name}", "GET", "getTemplate", "get_template", "rest"),
+    Route("/api/v1/templates/{name}", "PUT", "putTemplate", "put_template", "rest"),
+    Route("/api/v1/templates/{name}", "DELETE", "deleteTemplate", "delete_template", "rest"),
     Route("/api/v1/status", "GET", "getStatus", "get_status", "account"),
     Route("/api/v1/openapi.json", "GET", "getOpenapi", "get_openapi", "none"),
 )
@@ -68,16 +84,17 @@ ROUTES = (
 
 def make_api(gateway: GatewayApi, accounts: Sequence[Account], *, max_body_bytes: int = 4 * 1024 * 1024,
              max_batch: int = 1000, request_timeout: float = 30.0,
-             clock: IReactorTime | None = None) -> server.Site:
+             clock: IReactorTime | None = None, authenticator: Authenticator | None = None) -> server.Site:
     """The REST API as a twisted.web Site, ready for `listenTCP` or an endpoint.
 
     Args:
         gateway: where messages go and views come from.
-        accounts: who may call; an account without `api_key_sha256` cannot.
+        accounts: who may call (with `api_key_sha256` as a Bearer key, or `name:secret`).
         max_body_bytes: larger bodies get 413 before they are read.
         max_batch: most messages in one POST.
         request_timeout: seconds to wait for the gateway before answering 503.
         clock: the reactor (tests pass a `Clock`); default the global reactor.
+        authenticator: the daemon's shared one; default one of its own for `accounts`.
 
     Raises:
         ValueError: a limit is not positive, or a key hash is malformed or shared.
@@ -91,32 +108,11 @@ def make_api(gateway: GatewayApi, accounts: Sequence[Account], *, max_body_bytes
         if not value > 0:
             raise ValueError(f"make_api: {name} must be positive, got {value!r}")
     openapi = encode(build_openapi(max_batch=max_batch, max_body_bytes=max_body_bytes))
-    resource = _ApiResource(gateway, _accounts_by_hash(accounts), max_batch=max_batch,
+    if authenticator is None:
+        authenticator = Authenticator(accounts, clock)
+    resource = _ApiResource(gateway, authenticator, max_batch=max_batch,
                             request_timeout=request_timeout, clock=clock, openapi=openapi)
     return ApiSite(resource, max_body_bytes, clock)
-
-
-def _accounts_by_hash(accounts: Sequence[Account]) -> dict[str, Account]:
-    """Accounts by the SHA-256 hex of their key.
-
-    Looking the presented key's hash up in a dict is not a timing leak worth a
-    constant-time compare: the timing can at most reveal how much of a *hash*
-    matches, and learning a stored hash still leaves a preimage to find, which
-    is hopeless for a random key (docs/rest-api.md asks for 128+ random bits).
-    """
-    by_hash: dict[str, Account] = {}
-    for account in accounts:
-        digest = account.api_key_sha256.strip().lower()
-        if not digest:
-            continue
-        if not _HASH.fullmatch(digest):
-            raise ValueError(f"account {account.name!r}: api_key_sha256 must be 64 hex digits (the SHA-256 of "
-                             f"the key, e.g. from `printf %s KEY | sha256sum`), got {account.api_key_sha256!r}")
-        if digest in by_hash:
-            raise ValueError(f"accounts {by_hash[digest].name!r} and {account.name!r} have the same API key: "
-                             "give each account its own")
-        by_hash[digest] = account
-    return by_hash
 
 
 class _Exchange(Exchange):
@@ -138,11 +134,11 @@ _OnResult = Callable[[_Exchange, Any], tuple[int, bytes]]
 class _ApiResource(GatewayResource[_Exchange]):
     """Routes, authenticates and answers every request under /api/v1/."""
 
-    def __init__(self, gateway: GatewayApi, accounts: dict[str, Account], *, max_batch: int,
+    def __init__(self, gateway: GatewayApi, authenticator: Authenticator, *, max_batch: int,
                  request_timeout: float, clock: IReactorTime, openapi: bytes) -> None:
         super().__init__(clock, request_timeout)
         self._gateway = gateway
-        self._accounts = accounts
+        self._auth = authenticator
         self._max_batch = max_batch
         self._openapi = openapi
         # path -> method -> (route, handler); templates ending in /{x} match on their prefix
@@ -157,14 +153,33 @@ class _ApiResource(GatewayResource[_Exchange]):
         ex = _Exchange(request, self._clock.seconds())
         try:
             route, handler, arg = self._match(request.method, request.path)
-            if route.auth != "none":
-                ex.account = self._authenticate(request, route.auth == "rest")
-            handler(ex, arg)
+            if route.auth == "none":
+                handler(ex, arg)
+            else:
+                d = self._authenticate(request, INTERFACE if route.auth == "rest" else None)
+                d.addCallbacks(self._authenticated, self._auth_failed, callbackArgs=(ex, handler, arg),
+                               errbackArgs=(ex,))
         except ApiError as e:
             self._fail(ex, e)
         except Exception:
             self._crash(ex, Failure())
         return server.NOT_DONE_YET
+
+    def _authenticated(self, account: Account, ex: _Exchange, handler: _Handler, arg: bytes) -> None:
+        ex.account = account
+        try:
+            handler(ex, arg)
+        except ApiError as e:
+            self._fail(ex, e)
+        except Exception:
+            self._crash(ex, Failure())
+
+    def _auth_failed(self, failure: Failure, ex: _Exchange) -> None:
+        exc = failure.value
+        if isinstance(exc, AuthError):
+            self._fail(ex, _auth_error(exc))
+        else:
+            self._crash(ex, failure)
 
     # -- routing and checks -----------------------------------------------------------------
 
@@ -186,28 +201,26 @@ class _ApiResource(GatewayResource[_Exchange]):
                            f"{allowed.decode()}", headers={b"allow": allowed})
         return entry[0], entry[1], arg
 
-    def _authenticate(self, request: ApiRequest, needs_rest: bool) -> Account:
+    def _authenticate(self, request: ApiRequest, interface: str | None) -> Deferred[Account]:
+        """The caller's account from ``Authorization: Bearer KEY`` (KEY an API key or ``name:secret``),
+        ``Authorization: Basic`` (name and secret) or ``X-API-Key: KEY``."""
         headers = request.requestHeaders
+        peer = peer_address(request)
         authorization = headers.getRawHeaders(b"authorization")
         if authorization is not None:
-            scheme, _, key = authorization[0].partition(b" ")
-            key = key.strip()
-            if scheme.lower() != b"bearer" or not key:
-                raise _unauthorized("the Authorization header must be \"Bearer <API key>\"")
-        else:
-            api_key = headers.getRawHeaders(b"x-api-key")
-            if api_key is None or not api_key[0].strip():
-                raise _unauthorized("no API key: send \"Authorization: Bearer <key>\" or \"X-API-Key: <key>\"")
-            key = api_key[0].strip()
-        account = self._accounts.get(hashlib.sha256(key).hexdigest())
-        if account is None:
-            raise _unauthorized("the API key is not known: check it, or ask the operator for one",
-                                b', error="invalid_token"')
-        if needs_rest and account.interfaces and INTERFACE not in account.interfaces:
-            raise ApiError(403, "forbidden", f"account {account.name!r} may not use the REST interface (it may "
-                           f"use: {', '.join(account.interfaces)}); the operator can add \"rest\" to its "
-                           "interfaces")
-        return account
+            scheme, _, value = authorization[0].partition(b" ")
+            value = value.strip()
+            if scheme.lower() == b"basic" and value:
+                name, secret = _basic(value)
+                return self._auth.authenticate(name, secret, peer, interface)
+            if scheme.lower() != b"bearer" or not value:
+                raise _unauthorized("the Authorization header must be \"Bearer <API key>\" (or \"Bearer "
+                                    "<name>:<secret>\"), or \"Basic\" with name and secret")
+            return self._auth.authenticate_key(value, peer, interface)
+        api_key = headers.getRawHeaders(b"x-api-key")
+        if api_key is None or not api_key[0].strip():
+            raise _unauthorized("no API key: send \"Authorization: Bearer <key>\" or \"X-API-Key: <key>\"")
+        return self._auth.authenticate_key(api_key[0].strip(), peer, interface)
 
     @staticmethod
     def _check_json_type(request: ApiRequest) -> None:
@@ -228,15 +241,38 @@ class _ApiResource(GatewayResource[_Exchange]):
         self._call(ex, self._gateway.accept, (ex.account, INTERFACE, requests), _accepted)
 
     def get_message(self, ex: _Exchange, raw_id: bytes) -> None:
-        try:
-            ex.arg = unquote_to_bytes(raw_id).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ApiError(404, "not_found", "no such message: the id is not UTF-8") from None
+        ex.arg = _path_text(raw_id, "message")
         self._call(ex, self._gateway.get_message, (ex.account, ex.arg), _message_found)
 
     def list_mo(self, ex: _Exchange, _: bytes) -> None:
         cursor, limit = parse_mo_query(ex.request.args)
         self._call(ex, self._gateway.list_mo, (ex.account, cursor, limit), _mo_page)
+
+    def list_templates(self, ex: _Exchange, _: bytes) -> None:
+        self._call(ex, self._gateway.list_templates, (), _templates)
+
+    def get_template(self, ex: _Exchange, raw_name: bytes) -> None:
+        ex.arg = _path_text(raw_name, "template")
+        self._call(ex, self._gateway.list_templates, (), _template_found)
+
+    def put_template(self, ex: _Exchange, raw_name: bytes) -> None:
+        ex.arg = _path_text(raw_name, "template")
+        self._may_manage_templates(ex)
+        self._check_json_type(ex.request)
+        text_, pre_approved = parse_template_body(decode_json(ex.request.body.getvalue()))
+        self._call(ex, self._gateway.put_template, (ex.account, ex.arg, text_, pre_approved), _template_put)
+
+    def delete_template(self, ex: _Exchange, raw_name: bytes) -> None:
+        ex.arg = _path_text(raw_name, "template")
+        self._may_manage_templates(ex)
+        self._call(ex, self._gateway.delete_template, (ex.account, ex.arg), _template_deleted)
+
+    @staticmethod
+    def _may_manage_templates(ex: _Exchange) -> None:
+        assert ex.account is not None
+        if "templates" not in ex.account.permissions:
+            raise ApiError(403, "forbidden", f"account {ex.account.name!r} may not change templates: the operator "
+                           "can add \"templates\" to its permissions")
 
     def get_status(self, ex: _Exchange, _: bytes) -> None:
         self._call(ex, self._gateway.status, (), _status)
@@ -296,6 +332,35 @@ class _ApiResource(GatewayResource[_Exchange]):
         self._fail(ex, ApiError(503, "unavailable", message, headers={b"retry-after": b"%d" % RETRY_AFTER_S}))
 
 
+def _path_text(raw: bytes, what: str) -> str:
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(404, "not_found", f"no such {what}: the name in the path is not UTF-8") from None
+
+
+def _templates(ex: _Exchange, found: list[Template]) -> tuple[int, bytes]:
+    return 200, encode({"templates": [template_json(t) for t in found]})
+
+
+def _template_found(ex: _Exchange, found: list[Template]) -> tuple[int, bytes]:
+    for template in found:
+        if template.name == ex.arg:
+            return 200, encode(template_json(template))
+    raise ApiError(404, "not_found", f"no template named {ex.arg[:64]!r}: GET /api/v1/templates lists them")
+
+
+def _template_put(ex: _Exchange, result: tuple[Template, str]) -> tuple[int, bytes]:
+    template, outcome = result
+    return (201 if outcome == "added" else 200), encode(template_json(template))
+
+
+def _template_deleted(ex: _Exchange, deleted: bool) -> tuple[int, bytes]:
+    if not deleted:
+        raise ApiError(404, "not_found", f"no template named {ex.arg[:64]!r}: nothing was deleted")
+    return 200, encode({"deleted": ex.arg})
+
+
 def _summary(result: Any) -> Any:
     if isinstance(result, list):
         return [getattr(item, "id", "?") for item in result]
@@ -304,6 +369,31 @@ def _summary(result: Any) -> Any:
 
 def _unauthorized(message: str, extra: bytes = b"") -> ApiError:
     return ApiError(401, "unauthorized", message, headers={b"www-authenticate": _AUTH_CHALLENGE + extra})
+
+
+def _basic(value: bytes) -> tuple[str, bytes]:
+    """(name, secret) of a Basic credential (base64 of ``name:secret``)."""
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    name, colon, secret = decoded.partition(b":")
+    if not colon or not name:
+        raise _unauthorized("the Basic credentials must be the base64 of \"<name>:<secret>\" (curl -u name:secret "
+                            "makes them); or send \"Bearer <API key>\"")
+    return name.decode("utf-8", "replace"), secret
+
+
+def _auth_error(exc: AuthError) -> ApiError:
+    """The answer to a refused login: wrong credentials look alike, whatever the reason (the log has it)."""
+    if isinstance(exc, TooManyFailures):
+        return ApiError(429, "too_many_requests", str(exc), headers={b"retry-after": retry_after(exc.retry_after)})
+    if isinstance(exc, InterfaceDenied):
+        return ApiError(403, "forbidden", str(exc))
+    assert isinstance(exc, AuthFailed)
+    return _unauthorized("the API key is not known, or the name and secret are wrong, or the account may not "
+                         "connect from this address: check them, or ask the operator (the gateway's log says which)",
+                         b', error="invalid_token"')
 
 
 def _is_json_type(value: bytes) -> bool:

@@ -25,12 +25,15 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
 
 from smsgw import sdnotify
+from smsgw._listen import listen_http
 from smsgw.adapter import AdapterContext, AdapterService, load_factories
 from smsgw.api import make_api
+from smsgw.auth import Authenticator
 from smsgw.callbacks import CallbackSettings, HttpCallbacks
 from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
 from smsgw.config import Config
 from smsgw.dispatch import Dispatcher
+from smsgw.limits import Limits
 from smsgw.outbox import OutboxWorker
 from smsgw.pipeline import DLR_URL_KIND, AutoReplyRule, Gateway, MoRule, Timing
 from smsgw.simulator import IsmgSimulator
@@ -51,7 +54,9 @@ class Daemon(Service):
         self._notifier = notifier or sdnotify.Notifier(None)
         self.store = Store(config.store_url(), reactor, node_id=config.node.id, owner=config.node.name,
                            batch_max=config.store.batch_max, readers=config.store.readers,
-                           busy_timeout=config.store.busy_timeout)
+                           busy_timeout=config.store.busy_timeout,
+                           quiet_submits=frozenset(f"http:{a.name}" for a in config.accounts
+                                                   if a.callbacks is not None and not a.callbacks.submitted))
         self.simulator: IsmgSimulator | None = None
         if config.simulator.enabled:
             self.simulator = IsmgSimulator(config.simulator_config(), reactor,
@@ -74,6 +79,10 @@ class Daemon(Service):
                               prefer_gbk=default.prefer_gbk if default else False,
                               ref16=default.ref16 if default else False)
         router = Router([(rule.link, rule.prefixes) for rule in config.routing.rules], default_name)
+        # One authenticator for every interface: one cache of verified secrets, one brute-force guard.
+        self.authenticator = Authenticator(config.account_objects(), reactor, max_failures=config.auth.max_failures,
+                                           failure_window=config.auth.failure_window,
+                                           cache_ttl=config.auth.cache_ttl)
         self.gateway = Gateway(
             self.store, validator, router, self.links, self.dispatchers, reactor, node=config.node.name,
             mo_rules=[MoRule(r.consumer, r.ext, r.keyword) for r in config.mo.routes],
@@ -82,7 +91,8 @@ class Daemon(Service):
             timing=Timing(d.report_timeout, d.orphan_keep, d.sweep_interval, config.store.lease_seconds),
             mo_sinks=self._mo_sinks(config),
             notify={a.name: kind for a in config.accounts if (kind := a.callback_kind()) and a.callbacks
-                    and a.callbacks.dlr_url})
+                    and a.callbacks.dlr_url},
+            limits=Limits(tuple(a.name for a in config.accounts if a.daily_quota is not None)))
         # Notifications a receiver refused back off like refused submits (dispatch.retry_*).
         self.outbox = OutboxWorker(self.store, reactor, owner=config.node.name,
                                    lease_seconds=config.store.lease_seconds, retry_initial=d.retry_initial,
@@ -103,7 +113,8 @@ class Daemon(Service):
         self.outbox.add(DLR_URL_KIND, per_message, retry_for=21_600.0)
         self.callbacks.append(per_message)
         accounts = {a.name: a for a in config.account_objects()}
-        context = AdapterContext(config, self.gateway, self.store, self.outbox, validator, accounts, reactor)
+        context = AdapterContext(config, self.gateway, self.store, self.outbox, validator, accounts, reactor,
+                                 authenticator=self.authenticator)
         self.adapters: list[AdapterService] = [
             service for _, factory in load_factories() for service in factory(context)]
         served = {a.name for a in self.adapters}
@@ -176,8 +187,10 @@ class Daemon(Service):
         api = self.config.api
         if api.enabled:
             site = make_api(self.gateway, self.config.account_objects(), max_body_bytes=api.max_body_bytes,
-                            max_batch=api.max_batch, request_timeout=api.request_timeout, clock=self._reactor)
-            self.api_port = self._reactor.listenTCP(api.port, site, interface=api.listen)
+                            max_batch=api.max_batch, request_timeout=api.request_timeout, clock=self._reactor,
+                            authenticator=self.authenticator)
+            self.api_port = listen_http(self._reactor, api.port, site, interface=api.listen,
+                                        tls=api.tls.files() if api.tls is not None else None)
         interval = sdnotify.watchdog_interval()
         if interval is not None and self._notifier.enabled:
             self._watchdog = sdnotify.WatchdogService(self._notifier, self._reactor, interval, self.healthy)

@@ -118,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                           description="POSTs one message to the running daemon and prints its id.")
     send.add_argument("-c", "--config", required=True, metavar="FILE")
     send.add_argument("--to", required=True, action="append", metavar="NUMBER", help="repeatable; or comma-separated")
-    send.add_argument("--text", required=True)
+    content = send.add_mutually_exclusive_group(required=True)
+    content.add_argument("--text")
+    content.add_argument("--template", metavar="NAME", help="a named template (smsgw template list) instead of --text")
+    send.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                      help="a template parameter; repeatable")
     send.add_argument("--priority", type=int, default=None)
     send.add_argument("--ext", default=None)
     send.add_argument("--ref", default=None)
@@ -128,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", required=True, metavar="FILE")
     status.add_argument("--key", default=None, help="API key (default: $SMSGW_API_KEY)")
 
+    from smsgw import cli_templates
+
+    cli_templates.add_parser(sub)
+
     from smsgw.adapters.file.command import add_parser as add_import_parser  # smsgw import FILE
 
     add_import_parser(sub)
@@ -135,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     hash_key = sub.add_parser("hash-key", help="print the api_key_sha256 value for an API key",
                               description="Reads the key from stdin when not given (keeps it out of shell history).")
     hash_key.add_argument("key", nargs="?", default=None)
+    sub.add_parser("hash-secret", help="print an argon2id secret_hash for an account's secret",
+                   description="Asks for the secret twice on a terminal, or reads one line from stdin; prints the "
+                               "hash to paste into the account's secret_hash (docs/security.md).")
     return parser
 
 
@@ -144,11 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command in ("simulate", "demo"):
         logs.configure(args.log_level)
-    from smsgw import cli_daemon
+    from smsgw import cli_daemon, cli_templates
 
     handler: Any = {"simulate": _simulate, "demo": _demo, "run": cli_daemon.run,
                     "check-config": cli_daemon.check_config, "db": cli_daemon.db, "send": cli_daemon.send,
-                    "status": cli_daemon.status, "hash-key": cli_daemon.hash_key, "import": _import}[args.command]
+                    "status": cli_daemon.status, "hash-key": cli_daemon.hash_key,
+                    "hash-secret": cli_daemon.hash_secret,
+                    "template": cli_templates.run, "import": _import}[args.command]
     result: int = handler(args)
     return result
 

@@ -1,4 +1,4 @@
-"""The daemon's subcommands: run, check-config, db upgrade, send, status, hash-key."""
+"""The daemon's subcommands: run, check-config, db upgrade, send, status, hash-key, hash-secret."""
 
 from __future__ import annotations
 
@@ -160,7 +160,8 @@ def _client(config: Config, key: str | None) -> Client:
         raise SystemExit("smsgw: no API key: give --key KEY or set SMSGW_API_KEY")
     host = config.api.listen if config.api.listen not in ("0.0.0.0", "::") else "127.0.0.1"
     try:
-        return Client(f"http://{f'[{host}]' if ':' in host else host}:{config.api.port}", key, timeout=30)
+        scheme = "https" if config.api.tls is not None else "http"  # the certificate is checked against the system CAs
+        return Client(f"{scheme}://{f'[{host}]' if ':' in host else host}:{config.api.port}", key, timeout=30)
     except ValueError as exc:
         raise SystemExit(f"smsgw: {exc}") from None
 
@@ -174,9 +175,20 @@ def send(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     to = [n.strip() for item in args.to for n in item.split(",") if n.strip()]
+    params = {}
+    for item in args.param:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            print(f"smsgw send: --param {item!r} is not NAME=VALUE", file=sys.stderr)
+            return 2
+        params[name] = value
+    if params and not args.template:
+        print("smsgw send: --param needs --template NAME", file=sys.stderr)
+        return 2
     try:
         with _client(config, args.key) as client:
-            accepted = client.send(to, args.text, priority=args.priority, ext=args.ext, ref=args.ref)
+            accepted = client.send(to, args.text or "", priority=args.priority, ext=args.ext, ref=args.ref,
+                                   template=args.template, params=params if args.template else None)
     except ApiError as exc:
         print(f"smsgw send: refused ({exc.status}): {json.dumps(exc.body, ensure_ascii=False, indent=2)}",
               file=sys.stderr)
@@ -206,6 +218,26 @@ def status(args: argparse.Namespace) -> int:
     except ConnectionFailed as exc:
         raise _unreachable(exc) from None
     print(json.dumps(answer, ensure_ascii=False, indent=2))
+    return 0
+
+
+def hash_secret(args: argparse.Namespace) -> int:
+    """Print an argon2id hash of a secret read from a prompt (a terminal) or from stdin, for secret_hash."""
+    from smsgw.auth import hash_secret as make_hash
+
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass("Secret: ")
+        if secret != getpass.getpass("Again: "):
+            print("smsgw hash-secret: the two entries differ; nothing printed", file=sys.stderr)
+            return 2
+    else:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        print("smsgw hash-secret: empty secret", file=sys.stderr)
+        return 2
+    print(make_hash(secret))
     return 0
 
 

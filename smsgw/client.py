@@ -22,7 +22,7 @@ import select
 import socket
 import ssl
 import threading
-from typing import TYPE_CHECKING, Any, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, TypeVar
 
 from smsgw._client_codec import (
     Accepted,
@@ -43,11 +43,14 @@ from smsgw._client_codec import (
     send_call,
     send_many_call,
     status_call,
+    delete_template_call,
+    put_template_call,
     template_call,
+    templates_call,
 )
+from smsgw.templates import Template
 from smsgw.lifecycle import FINAL
 from smsgw.model import GatewayStatus, MessageView, MoPage, MoView, Problem, RecipientView, SegmentView
-from smsgw.templates import Template
 
 if TYPE_CHECKING:
     from smsgw._client_twisted import TwistedClient
@@ -55,7 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FINAL_STATES", "Accepted", "ApiError", "AuthFailed", "BadResponse", "Client", "ClientError",
     "ConnectionFailed", "GatewayStatus", "Message", "MessageView", "MoPage", "MoView", "Problem",
-    "RecipientView", "SegmentView", "TwistedClient", "Unavailable",
+    "RecipientView", "SegmentView", "Template", "TwistedClient", "Unavailable",
 ]
 
 FINAL_STATES = FINAL
@@ -107,10 +110,14 @@ class Client:
         with self._lock:
             self._drop()
 
-    def send(self, to: str | Sequence[str], text: str, *, priority: int | str | None = None,
+    def send(self, to: str | Sequence[str], text: str = "", *, priority: int | str | None = None,
              send_at: datetime.datetime | float | None = None, ext: str | None = None,
-             ref: str | None = None, report: bool = True) -> Accepted:
+             ref: str | None = None, report: bool = True, template: str | None = None,
+             params: Mapping[str, str | int | float] | None = None) -> Accepted:
         """Send one text to one or several numbers (`Message` explains the fields).
+
+        With `template` (a name from `templates()`) and its `params` instead of `text`,
+        the gateway makes the text.
 
         Returns:
             The committed message: its id for `get_message`.
@@ -122,7 +129,7 @@ class Client:
             ConnectionFailed: no answer; the message may have been committed: resend with the same ref.
             ValueError: `send_at` is a datetime without a time zone (nothing was sent).
         """
-        return self._run(send_call(Message(to, text, priority, send_at, ext, ref, report)))
+        return self._run(send_call(Message(to, text, priority, send_at, ext, ref, report, template, params)))
 
     def send_many(self, messages: Sequence[Message]) -> list[Accepted]:
         """Send several messages in one request: all are committed, or none (a 422 lists every problem).
@@ -170,13 +177,25 @@ class Client:
         """The gateway's links, queue depths and rates (any account's key may read it)."""
         return self._run(status_call())
 
+    def templates(self) -> list[Template]:
+        """Every named template (any REST account may read them)."""
+        return self._run(templates_call())
+
     def template(self, name: str) -> Template:
-        """The named template `name` (its text, parameters and whether it is pre-approved).
+        """One template; ApiError 404 not_found when there is none of that name."""
+        return self._run(template_call(name))
+
+    def put_template(self, name: str, text: str, *, pre_approved: bool = False) -> Template:
+        """Add or change a template (the account needs the "templates" permission).
 
         Raises:
-            ApiError: 404 not_found when the daemon has no template of that name.
+            ApiError: 422 for a bad name or text (`problems` says which); AuthFailed without the permission.
         """
-        return self._run(template_call(name))
+        return self._run(put_template_call(name, text, pre_approved))
+
+    def delete_template(self, name: str) -> None:
+        """Delete a template; ApiError 404 not_found when there was none."""
+        self._run(delete_template_call(name))
 
     # -- HTTP ----------------------------------------------------------------------------------
 

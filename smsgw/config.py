@@ -27,18 +27,20 @@ from pydantic_core import PydanticCustomError
 from smsgw._config_db import ActiveWindow, DbSourceConfig, InboxMapping, TableMapping, url_parses, url_scheme
 from smsgw._config_file import FileImportSection, FileInboxConfig
 from smsgw._yaml_source import CUSTOM_ERROR, Path, Source, path_text, read_source, validation_problems
-from smsgw.model import Account
+from smsgw.model import Account, RateLimit
 from smsgw.protocol.cmpp import Version
 
 if TYPE_CHECKING:
+    from smsgw._listen import TlsFiles
     from smsgw.carrier import LinkConfig
     from smsgw.simulator import SimulatorConfig
 
 __all__ = [
-    "AccountConfig", "ActiveWindow", "ApiSection", "AutoReply", "CarrierConfig", "Config", "ConfigError",
+    "AccountConfig", "ActiveWindow", "ApiSection", "AuthSection", "AutoReply", "CarrierConfig", "Config", "ConfigError",
     "DbSourceConfig", "DispatchSection", "FileImportSection", "FileInboxConfig", "InboxMapping", "TableMapping",
     "LogSection", "MoRoute", "MoSection", "NodeSection", "RoutingRule", "RoutingSection", "ShutdownSection",
-    "SimulatorSection", "StoreSection", "ValidationSection", "check_config", "default_config", "load_config",
+    "SimulatorSection", "SoapInterfaceSection", "StoreSection", "TlsSection", "ValidationSection", "check_config",
+    "default_config", "load_config",
 ]
 
 #: CMPP's Src_Id holds 21 digits: the service code plus the extension appended to it.
@@ -126,6 +128,24 @@ def _sha256(value: str) -> str:
     return value
 
 
+def _secret_hash(value: str) -> str:
+    from smsgw.auth import secret_hash_problem  # argon2 is imported only when a hash is configured
+
+    problem = secret_hash_problem(value)
+    if problem is not None:  # the value is not shown: it may be the secret itself
+        raise _bad(problem, "run `smsgw hash-secret` and paste the whole line it prints, in quotes")
+    return value
+
+
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise _bad(f"{_shown(value)} is not an IP address or CIDR",
+                   "write an address (10.1.2.3, 2001:db8::5) or a network (10.1.2.0/24, 2001:db8::/64)") from None
+    return value
+
+
 def _ascii(limit: int) -> Callable[[str], str]:
     def check(value: str) -> str:
         if not value.isascii() or len(value) > limit:
@@ -192,6 +212,8 @@ Keyword = Annotated[str, AfterValidator(_word)]
 Host = Annotated[str, AfterValidator(_host)]
 Listen = Annotated[str, AfterValidator(_listen)]
 Sha256 = Annotated[str, AfterValidator(_sha256)]
+SecretHash = Annotated[str, AfterValidator(_secret_hash)]
+IpNetwork = Annotated[str, AfterValidator(_network)]
 Secret = Annotated[SecretStr, AfterValidator(_secret)]
 StoreUrl = Annotated[SecretStr, AfterValidator(_store_url)]
 CmppVersion = Annotated[Version, BeforeValidator(_version)]
@@ -238,6 +260,26 @@ class StoreSection(_Section):
     busy_timeout: NonNegative = 5.0
 
 
+class TlsSection(_Section):
+    """TLS for an HTTP listener (docs/security.md): PEM files, the certificate chain and its unencrypted key."""
+
+    cert: Annotated[str, Field(min_length=1)]
+    key: Annotated[str, Field(min_length=1)]
+
+    def files(self) -> TlsFiles:
+        from smsgw._listen import TlsFiles
+
+        return TlsFiles(self.cert, self.key)
+
+
+class AuthSection(_Section):
+    """The brute-force guard and the verification cache of every interface (smsgw.auth)."""
+
+    max_failures: AtLeastOne = 10
+    failure_window: Positive = 300.0
+    cache_ttl: NonNegative = 300.0
+
+
 class ApiSection(_Section):
     enabled: bool = True
     listen: Listen = "127.0.0.1"
@@ -245,6 +287,7 @@ class ApiSection(_Section):
     max_body_bytes: AtLeastOne = 4 * 1024 * 1024
     max_batch: AtLeastOne = 1000
     request_timeout: Positive = 30.0
+    tls: TlsSection | None = None
 
 
 class UrlInterfaceSection(_Section):
@@ -255,6 +298,18 @@ class UrlInterfaceSection(_Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 13013  # Kannel's sendsms-port
     max_body_bytes: AtLeastOne = 64 * 1024
     request_timeout: Positive = 30.0
+    tls: TlsSection | None = None
+
+
+class SoapInterfaceSection(_Section):
+    """The SOAP 1.1 WebService at /ws/sms (docs/soap.md), served by the ``soap`` adapter."""
+
+    enabled: bool = False
+    listen: Listen = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8088
+    max_body_bytes: AtLeastOne = 256 * 1024  # SOAP is wordy: 1000 mobile elements take about 40 kB
+    request_timeout: Positive = 30.0
+    tls: TlsSection | None = None
 
 
 def _callback_url(value: str) -> str:
@@ -288,20 +343,36 @@ class CallbackSection(_Section):
         return self
 
 
+class RateLimitSection(_Section):
+    per_second: Positive
+    burst: AtLeastOne | None = None  # None: one second's worth (at least 1)
+
+    def limit(self) -> RateLimit:
+        return RateLimit(self.per_second, self.burst if self.burst is not None else max(1, int(self.per_second)))
+
+
 class AccountConfig(_Section):
     """A business system allowed to send; becomes `smsgw.model.Account`."""
 
     name: Name
-    api_key_sha256: Sha256
+    api_key_sha256: Sha256 | None = None
     interfaces: tuple[Literal["rest", "url", "soap", "file", "db"], ...] = ()
     default_ext: Ext = ""
     max_priority: Annotated[int, Field(ge=0, le=9)] = 9
     needs_review: bool = False
     mo_consumers: tuple[Name, ...] = ()
+    permissions: tuple[Literal["templates", "review"], ...] = ()  # beyond sending (docs/templates.md)
+    secret_hash: SecretHash | None = None
+    allow_from: tuple[IpNetwork, ...] = ()
+    rate_limit: RateLimitSection | None = None
+    daily_quota: AtLeastOne | None = None
     callbacks: CallbackSection | None = None
 
     def account(self) -> Account:
-        return Account(**{name: getattr(self, name) for name in type(self).model_fields if name != "callbacks"})
+        fields = {name: getattr(self, name) for name in type(self).model_fields if name != "callbacks"}
+        fields.update(api_key_sha256=self.api_key_sha256 or "", secret_hash=self.secret_hash or "",
+                      rate_limit=self.rate_limit.limit() if self.rate_limit is not None else None)
+        return Account(**fields)
 
     def callback_kind(self) -> str | None:
         """The outbox kind of this account's callbacks, or None without any."""
@@ -426,6 +497,8 @@ class Config(_Section):
     store: StoreSection = Field(default_factory=StoreSection)
     api: ApiSection = Field(default_factory=ApiSection)
     url_interface: UrlInterfaceSection = Field(default_factory=UrlInterfaceSection)
+    soap_interface: SoapInterfaceSection = Field(default_factory=SoapInterfaceSection)
+    auth: AuthSection = Field(default_factory=AuthSection)
     accounts: tuple[AccountConfig, ...] = ()
     carriers: tuple[CarrierConfig, ...] = ()
     routing: RoutingSection = Field(default_factory=RoutingSection)
@@ -518,6 +591,9 @@ _FIELD_FIXES = {
     "store.batch_max": "use 1 to 100000 operations per transaction",
     "store.readers": "use 1 to 64 reader threads",
     "accounts.api_key_sha256": "write the 64 hex digits of `printf %s 'THE-KEY' | sha256sum`",
+    "accounts.daily_quota": "use a number of recipients per day, 1 or more, or null for no quota",
+    "accounts.rate_limit.per_second": "use recipients per second above 0, e.g. 10 or 0.5",
+    "accounts.rate_limit.burst": "use how many recipients may go at once, 1 or more",
 }
 
 
@@ -582,7 +658,7 @@ _Problem = tuple[Path, str, str]  # where, what, fix
 def _meaning(cfg: Config, source: Source) -> list[_Problem]:
     return [*_api_problems(cfg, source), *_duplicates(cfg), *_routing_problems(cfg), *_simulator_problems(cfg),
             *_order_problems(cfg), *_mo_problems(cfg), *_store_problems(cfg), *_ext_problems(cfg),
-            *_db_source_problems(cfg), *_callback_problems(cfg),
+            *_db_source_problems(cfg), *_callback_problems(cfg), *_tls_problems(cfg),
             *((("file_import", *sub), what, fix)
               for sub, what, fix in cfg.file_import.problems({a.name: a.interfaces for a in cfg.accounts}))]
 
@@ -591,7 +667,7 @@ def _api_problems(cfg: Config, source: Source) -> Iterator[_Problem]:
     if cfg.api.enabled and not cfg.accounts:
         where: Path = ("accounts",) if ("accounts",) in source.lines else ("api", "enabled")
         yield (where, "api is enabled but no account can use it",
-               "add an account (name and api_key_sha256) under accounts:, or set api.enabled: false")
+               "add an account (name and api_key_sha256 or secret_hash) under accounts:, or set api.enabled: false")
 
 
 def _first_seen(names: Iterable[str]) -> Iterator[tuple[int, str, int]]:
@@ -735,6 +811,16 @@ def _callback_problems(cfg: Config) -> Iterator[_Problem]:
             yield (("accounts", i, "callbacks", "mo_url"),
                    f"MO for consumer {a.name!r} already goes to the db source of that name",
                    "rename the account or the source, or remove mo_url")
+
+
+def _tls_problems(cfg: Config) -> Iterator[_Problem]:
+    from smsgw._listen import tls_problems
+
+    sections = ((cfg.api, "api"), (cfg.url_interface, "url_interface"), (cfg.soap_interface, "soap_interface"))
+    for section, name in sections:
+        if section.enabled and section.tls is not None:
+            for key, what, fix in tls_problems(section.tls.files()):
+                yield ((name, "tls", key), what, fix)
 
 
 def _tls_available() -> bool:

@@ -13,10 +13,20 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from smsgw.templates import Template
+
 # Priorities: higher goes first. Verification codes use URGENT, mass notices BULK.
 PRIORITY_BULK = 0
 PRIORITY_NORMAL = 5
 PRIORITY_URGENT = 9
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: `per_second` recipients on average, up to `burst` at once (docs/security.md)."""
+
+    per_second: float
+    burst: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +40,11 @@ class Account:
     max_priority: int = PRIORITY_URGENT
     needs_review: bool = False  # stored on messages now; the review queue is a later issue
     mo_consumers: tuple[str, ...] = ()  # MO consumers whose messages this account may pull (besides its own name)
+    permissions: tuple[str, ...] = ()  # beyond sending: "templates" (manage templates), "review" (review queue)
+    secret_hash: str = ""  # argon2id or bcrypt hash of the account's secret (smsgw hash-secret)
+    allow_from: tuple[str, ...] = ()  # IP addresses and CIDRs requests may come from; empty: anywhere
+    rate_limit: RateLimit | None = None  # recipients per second; None: unlimited
+    daily_quota: int | None = None  # recipients per local day; None: unlimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,21 @@ class RequestRejected(Exception):
 
 class ServiceUnavailable(Exception):
     """The gateway cannot take messages now (draining, store down): try again later."""
+
+
+class LimitExceeded(Exception):
+    """The account's rate limit or daily quota does not allow the request now; nothing was stored.
+
+    `kind` is "rate_limit" or "daily_quota"; `retry_after` the seconds until the request
+    would fit; `allowed` how many recipients would fit now (a poller may send that many
+    and leave the rest waiting).
+    """
+
+    def __init__(self, message: str, *, kind: str, retry_after: float, allowed: int) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+        self.allowed = allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +190,7 @@ class GatewayApi(Protocol):
         """Validate and commit; fires once every message is committed.
 
         Fails with RequestRejected (every problem of every request; nothing
+        stored), LimitExceeded (the account's rate limit or daily quota; nothing
         stored) or ServiceUnavailable (draining, store unreachable).
         """
 
@@ -171,3 +202,16 @@ class GatewayApi(Protocol):
 
     def status(self) -> Deferred[GatewayStatus]:
         """Links, queue depths and rates."""
+
+    def list_templates(self) -> Deferred[list[Template]]:
+        """Every named template, by name."""
+
+    def put_template(self, account: Account, name: str, text: str,
+                     pre_approved: bool) -> Deferred[tuple[Template, str]]:
+        """Add or change a template (fires with it and "added" or "changed" once committed).
+
+        Fails with RequestRejected (a bad name or text) or ServiceUnavailable.
+        """
+
+    def delete_template(self, account: Account, name: str) -> Deferred[bool]:
+        """Delete a template: True once committed, False when there was none."""

@@ -20,12 +20,14 @@ from twisted.python.failure import Failure
 
 from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
 from smsgw.dispatch import Dispatcher
+from smsgw.limits import Limits, day_start
 from smsgw.protocol.cmpp import msg_id_to_text
 from smsgw.model import (
     PRIORITY_NORMAL,
     Account,
     AcceptedMessage,
     GatewayStatus,
+    LimitExceeded,
     MessageView,
     MoPage,
     Problem,
@@ -34,6 +36,8 @@ from smsgw.model import (
     ServiceUnavailable,
 )
 from smsgw.store import MoArgs, MoPartArgs, NewMessage, ReportArgs, ReportOutcome, Store, StoreUnavailable, SweepArgs, SweepResult
+from smsgw.template_registry import TemplateRegistry
+from smsgw.templates import Template, TemplateError, check_name
 from smsgw.validation import PreparedMessage, Router, Validator
 
 log = structlog.get_logger("smsgw.pipeline")
@@ -73,8 +77,12 @@ class Gateway:
                  dispatchers: dict[str, Dispatcher], clock: IReactorTime, *, node: str,
                  mo_rules: Sequence[MoRule] = (), mo_default: str | None = None,
                  auto_replies: Sequence[AutoReplyRule] = (), timing: Timing = Timing(),
-                 mo_sinks: dict[str, str] | None = None, notify: dict[str, str] | None = None) -> None:
+                 mo_sinks: dict[str, str] | None = None, notify: dict[str, str] | None = None,
+                 templates: TemplateRegistry | None = None, limits: Limits | None = None) -> None:
         self._store = store
+        # The named templates; the validator renders from the registry's live dict.
+        self.templates = templates if templates is not None else TemplateRegistry(store, clock)
+        validator.templates = self.templates.templates
         self._validator = validator
         self._router = router
         self._links = links
@@ -87,6 +95,7 @@ class Gateway:
         self._timing = timing
         self._mo_sinks = dict(mo_sinks or {})  # consumer -> outbox kind that delivers its MO (e.g. "db:erp")
         self._notify = dict(notify or {})  # account -> outbox kind owed its messages' states (callbacks)
+        self.limits = limits or Limits()  # rate limits and daily quotas, checked in accept_prepared
         self.accepting = False
         self._sweeper: IDelayedCall | None = None
         self._sweeping = False
@@ -96,8 +105,13 @@ class Gateway:
     # --- lifecycle -------------------------------------------------------------
 
     def start(self) -> defer.Deferred[None]:
-        """Requeue what this node had in flight when it last stopped, then start the dispatchers."""
-        d = self._store.write("release", self._store.owner)
+        """Load the templates and today's quota counts, requeue what this node had in flight when it last
+        stopped, then start the dispatchers."""
+        d: defer.Deferred[Any] = self.templates.start()
+        since = day_start(self._clock.seconds())
+        d.addCallback(lambda _: self._store.read(Store.recipients_since, list(self.limits.quota_accounts), since))
+        d.addCallback(lambda counts: self.limits.load(counts, since, self._clock.seconds()))
+        d.addCallback(lambda _: self._store.write("release", self._store.owner))
 
         def started(released: int) -> None:
             if released:
@@ -124,6 +138,7 @@ class Gateway:
     def stop(self) -> defer.Deferred[Any]:
         """Stop sweeping and claiming; fires when the dispatchers' in-flight work has outcomes."""
         self.accepting = False
+        self.templates.stop()
         if self._sweeper is not None and self._sweeper.active():
             self._sweeper.cancel()
         self._sweeper = None
@@ -143,6 +158,11 @@ class Gateway:
             prepared = self._validator.prepare(account, requests, now)
         except RequestRejected as exc:
             return defer.fail(exc)
+        total = sum(len(m.to) for m in prepared)
+        if account.daily_quota is not None and total > account.daily_quota:
+            return defer.fail(RequestRejected([Problem("", "over_daily_quota", (
+                f"the request has {total} recipients, more than account {account.name!r}'s daily quota of "
+                f"{account.daily_quota}: split it over several days, or ask the operator for a larger quota"))]))
         return self.accept_prepared(account, interface, prepared, now, notify=self._notify.get(account.name))
 
     def accept_prepared(self, account: Account, interface: str, prepared: Sequence[PreparedMessage],
@@ -152,7 +172,16 @@ class Gateway:
 
         `notify`: the outbox kind owed submit and final states; `sources`: per message, the
         (source, row key) it was taken from, stored once: a repeat answers with the stored message.
+        Fails with LimitExceeded, storing nothing, when the account's rate limit or daily quota
+        does not allow the recipients now.
         """
+        recipients = sum(len(m.to) for m in prepared)
+        try:
+            self.limits.reserve(account, recipients, now)
+        except LimitExceeded as exc:
+            log.info("limit_exceeded", account=account.name, interface=interface, limit=exc.kind,
+                     recipients=recipients, retry_after=round(exc.retry_after, 1))
+            return defer.fail(exc)
         items = []
         for i, message in enumerate(prepared):
             links = [self._router.route(phone) for phone in message.to]
@@ -163,7 +192,7 @@ class Gateway:
                                     source=sources[i] if sources is not None else None))
         d = self._store.write("accept", items)  # one request: all its messages in one transaction
         return d.addCallbacks(lambda ids: self._accepted(account, interface, items, ids),
-                              lambda f: self._accept_failed(f, account))
+                              lambda f: self._accept_failed(f, account, recipients))
 
     def _accepted(self, account: Account, interface: str, items: list[NewMessage],
                   ids: list[int]) -> list[AcceptedMessage]:
@@ -188,10 +217,14 @@ class Gateway:
                 if dispatcher is not None:
                     dispatcher.wake(account.name)
             out.append(AcceptedMessage(str(item.id), m.ref, len(m.to), m.segments, m.duplicates))
-        self._counts["accepted"] += sum(len(item.message.to) for item, i in zip(items, ids) if i == item.id)
+        stored = sum(len(item.message.to) for item, i in zip(items, ids) if i == item.id)
+        self._counts["accepted"] += stored
+        # Repeats were counted by reserve but not stored again: they do not use up the limits.
+        self.limits.release(account, sum(len(item.message.to) for item in items) - stored, self._clock.seconds())
         return out
 
-    def _accept_failed(self, failure: Failure, account: Account) -> Failure:
+    def _accept_failed(self, failure: Failure, account: Account, recipients: int) -> Failure:
+        self.limits.release(account, recipients, self._clock.seconds())
         error = failure.value
         if isinstance(error, defer.FirstError):
             error = error.subFailure.value
@@ -222,6 +255,27 @@ class Gateway:
                        "state": "up" if link.live_connections else "down"} for name, link in self._links.items())
         d: defer.Deferred[dict[str, int]] = self._store.read(Store.queue_counts)
         return d.addCallback(lambda queues: GatewayStatus(self._node, self.accepting, links, queues, self.rates()))
+
+    def list_templates(self) -> defer.Deferred[list[Template]]:
+        return defer.succeed(sorted(self.templates.templates.values(), key=lambda t: t.name))
+
+    def put_template(self, account: Account, name: str, text: str,
+                     pre_approved: bool) -> defer.Deferred[tuple[Template, str]]:
+        try:
+            d = self.templates.put(name, text, pre_approved, account.name)
+        except TemplateError as exc:
+            where = "name" if check_name(name) else "text"
+            return defer.fail(RequestRejected([Problem(where, f"bad_template_{where}", str(exc))]))
+        return d.addErrback(self._store_failed)
+
+    def delete_template(self, account: Account, name: str) -> defer.Deferred[bool]:
+        return self.templates.delete(name, account.name).addErrback(self._store_failed)
+
+    @staticmethod
+    def _store_failed(failure: Failure) -> Failure:
+        if failure.check(StoreUnavailable):
+            return Failure(ServiceUnavailable(f"the store is unreachable: {failure.value}"))
+        return failure
 
     def rates(self) -> dict[str, float]:
         now = self._clock.seconds()

@@ -100,6 +100,10 @@ def render(template: Template, params: Mapping[str, object] | None, where: str =
         problems.append(Problem(f"{where}.params" if where else "params", "missing_params",
                                 f"template {template.name!r} needs {_listed(missing)}: give "
                                 f"{'it' if len(missing) == 1 else 'them'} in params"))
+    odd = [p for p, v in given.items() if v is not None and not isinstance(v, (str, int, float))]
+    if odd:
+        problems.append(Problem(f"{where}.params" if where else "params", "bad_params",
+                                f"{_listed(odd)} must be text or a number, not a list or an object"))
     extra = [p for p in given if p not in template.params]
     if extra:
         expected = _listed(template.params) if template.params else "no parameters"

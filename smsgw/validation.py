@@ -19,9 +19,10 @@ import math
 from collections import abc
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from smsgw.model import Account, Problem, RequestRejected, SendRequest
+from smsgw.templates import Template, render
 from smsgw.protocol.cmpp._errors import CmppLocalError
 from smsgw.protocol.cmpp._text import (
     ASCII_GSM7_LIMITS,
@@ -283,6 +284,7 @@ class PreparedMessage:
     report: bool
     dlr_url: str | None = None
     dlr_mask: int = 0
+    template: str | None = None  # the named template `text` was rendered from
 
 
 class Validator:
@@ -298,6 +300,7 @@ class Validator:
         prefer_gbk: bool = False,
         ref16: bool = False,
         max_ext_len: int = 12,
+        templates: Mapping[str, Template] | None = None,
     ) -> None:
         """Set the limits.
 
@@ -309,6 +312,8 @@ class Validator:
             prefer_gbk: as the carrier links' `prefer_gbk`, so segment counts match.
             ref16: as the carrier links' `ref16`, so segment counts match.
             max_ext_len: longest extension (digits appended to the service code).
+            templates: the named templates requests may use, by name (the gateway's live registry:
+                changes to the mapping take effect at once).
 
         Raises:
             ValueError: naming the setting when a limit or the prefix list is unusable.
@@ -325,6 +330,7 @@ class Validator:
         self.prefer_gbk = prefer_gbk
         self.ref16 = ref16
         self.max_ext_len = max_ext_len
+        self.templates: Mapping[str, Template] = {} if templates is None else templates
         self._match = _MAINLAND_MATCH if prefixes is None else _matcher(tuple(prefixes))
         rows = (DEFAULT_LIMITS.ascii, DEFAULT_LIMITS.ucs2, DEFAULT_LIMITS.gbk, ASCII_GSM7_LIMITS)
         self._max_chars = max(max(r.single, max_segments * r.segment) for r in rows)
@@ -372,7 +378,10 @@ class Validator:
     ) -> PreparedMessage | None:
         before = len(problems)
         to, duplicates = self._recipients(where, request.to, problems)
-        segments, msg_fmt = self._text(where, request.text, problems)
+        text: str | None = request.text
+        if request.template is not None or request.params is not None:
+            text = self._render(where, request, problems)
+        segments, msg_fmt = self._text(where, text, problems) if text is not None else (0, 0)
         priority = request.priority
         if type(priority) is not int or not 0 <= priority <= account.max_priority:
             problems.append(Problem(
@@ -400,8 +409,42 @@ class Validator:
                                     "8 (submitted), 16 (rejected): 0 to 31"))
         if len(problems) > before:
             return None
-        return PreparedMessage(to, duplicates, request.text, segments, msg_fmt, priority, send_at, ext, ref,
-                               bool(request.report), dlr_url, dlr_mask if dlr_url else 0)
+        assert text is not None
+        return PreparedMessage(to, duplicates, text, segments, msg_fmt, priority, send_at, ext, ref,
+                               bool(request.report), dlr_url, dlr_mask if dlr_url else 0, request.template)
+
+    def _render(self, where: str, request: SendRequest, problems: list[Problem]) -> str | None:
+        """The text of a request naming a template, or None after adding its problems."""
+        name, params = request.template, request.params
+        given: object = params  # whatever a decoder handed in, typed or not
+        if name is None:
+            problems.append(Problem(f"{where}.params", "params_without_template",
+                                    "params are given but no template: name the template, or leave params out"))
+            return None
+        if not isinstance(name, str) or not name:
+            problems.append(Problem(f"{where}.template", "bad_template",
+                                    f"template is {_describe(name)}: give a template's name"))
+            return None
+        template = self.templates.get(name)
+        if template is None:
+            problems.append(Problem(f"{where}.template", "unknown_template",
+                                    f"unknown template {name[:64]!r}: there is no template of that name; "
+                                    "`smsgw template list` or GET /api/v1/templates shows them"))
+            return None
+        if isinstance(request.text, str) and request.text:
+            problems.append(Problem(f"{where}.text", "text_and_template",
+                                    "give either text or a template, not both: the template makes the text"))
+            return None
+        if given is not None and not isinstance(given, abc.Mapping):
+            problems.append(Problem(f"{where}.params", "bad_params",
+                                    f"params is {_describe(params)}: give an object of name: value, "
+                                    'e.g. {"code": "123456"}'))
+            return None
+        rendered = render(template, params, where)
+        if isinstance(rendered, list):
+            problems.extend(rendered)
+            return None
+        return rendered
 
     def _recipients(
         self, where: str, numbers: Sequence[str], problems: list[Problem]

@@ -18,6 +18,7 @@ from typing import Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 
+from smsgw.templates import Template, TemplateError, render
 from smsgw.model import (
     Account,
     AcceptedMessage,
@@ -58,6 +59,7 @@ class FakeGateway:
         self._by_ref: dict[tuple[str, str], AcceptedMessage] = {}
         self._mo: list[MoView] = []
         self._ids = itertools.count(1)
+        self.templates: dict[str, Template] = {}
 
     # -- GatewayApi -------------------------------------------------------------------------
 
@@ -107,6 +109,27 @@ class FakeGateway:
             links=({"name": "cmcc", "live_connections": 2, "connections": 2, "pending": 0, "state": "up"},),
             queues={"queued": queued}, rates={"accepted": 12.5, "submitted": 12.0, "reported": 11.0}))
 
+    def list_templates(self) -> Deferred[list[Template]]:
+        """Every named template, by name."""
+        return succeed(sorted(self.templates.values(), key=lambda t: t.name))
+
+    def put_template(self, account: Account, name: str, text: str,
+                     pre_approved: bool) -> Deferred[tuple[Template, str]]:
+        """Add or change a template (fires with it and "added" or "changed" once committed)."""
+        if self.mode == "unavailable":
+            return fail(ServiceUnavailable("draining for shutdown"))
+        try:
+            template = Template.create(name, text, pre_approved, self.now, account.name)
+        except TemplateError as exc:
+            return fail(RequestRejected([Problem("text", "bad_template_text", str(exc))]))
+        outcome = "changed" if name in self.templates else "added"
+        self.templates[name] = template
+        return succeed((template, outcome))
+
+    def delete_template(self, account: Account, name: str) -> Deferred[bool]:
+        """Delete a template: True once committed, False when there was none."""
+        return succeed(self.templates.pop(name, None) is not None)
+
     # -- test controls ----------------------------------------------------------------------
 
     def release(self) -> None:
@@ -140,7 +163,8 @@ class FakeGateway:
         problems = [Problem(f"[{i}].to[{j}]", "bad_number", f"{n!r} is not a mainland mobile number "
                             "(11 digits starting with 1, optionally +86)")
                     for j, n in enumerate(request.to) if not _MOBILE.fullmatch(n)]
-        if not request.text:
+        text = self._text(i, request, problems)
+        if text is not None and not text:
             problems.append(Problem(f"[{i}].text", "empty_text", "text is empty"))
         if request.priority > account.max_priority:
             problems.append(Problem(f"[{i}].priority", "not_allowed", f"priority {request.priority} is above "
@@ -149,7 +173,22 @@ class FakeGateway:
             problems.append(Problem(f"[{i}].ext", "bad_ext", f"ext {request.ext!r} must be digits"))
         return problems
 
+    def _text(self, i: int, request: SendRequest, problems: list[Problem]) -> str | None:
+        if request.template is None:
+            return request.text
+        template = self.templates.get(request.template)
+        if template is None:
+            problems.append(Problem(f"[{i}].template", "unknown_template", f"no template {request.template!r}"))
+            return None
+        rendered = render(template, request.params, f"[{i}]")
+        if isinstance(rendered, list):
+            problems.extend(rendered)
+            return None
+        return rendered
+
     def _commit(self, account: Account, interface: str, request: SendRequest) -> AcceptedMessage:
+        if request.template is not None:
+            request = replace(request, text=str(render(self.templates[request.template], request.params)))
         if request.ref is not None and (account.name, request.ref) in self._by_ref:
             return self._by_ref[account.name, request.ref]
         unique = tuple(dict.fromkeys(request.to))
@@ -173,6 +212,8 @@ def _assert_well_typed(request: SendRequest) -> None:
           and type(request.text) is str and type(request.priority) is int and 0 <= request.priority <= 9
           and (request.send_at is None or type(request.send_at) is float)
           and all(v is None or type(v) is str for v in (request.ext, request.ref))
-          and type(request.report) is bool)
+          and type(request.report) is bool
+          and (request.template is None or type(request.template) is str)
+          and (request.params is None or type(request.params) is dict))
     if not ok:
         raise TypeError(f"ill-typed SendRequest from the interface: {request!r}")

@@ -485,14 +485,18 @@ class SendTests(ApiCase):
         assert [c for c in R.getDelayedCalls() if c.func.__name__ == "_sweep"] == []
 
     async def test_each_request_logs_one_line_without_the_key(self) -> None:
-        """Every request logs one http_request line with method, path, status, account, duration and count."""
+        """Every request logs one http_request line with method, path, status, account, duration and count;
+        a refused key adds the authenticator's auth_failed line."""
         self.start()
         with capture_logs() as logs:
             await self.send([{"to": MOBILE, "text": "x"}] * 2)
             await self.call("GET", "/api/v1/status", style="x-api-key")
             await self.call("GET", "/api/v1/status", key="wrong-key")
         lines = [e for e in logs if e["event"] == "http_request"]
-        assert len(lines) == len(logs) == 3
+        assert len(lines) == 3
+        assert [e for e in logs if e["event"] != "http_request"] == [
+            {"event": "auth_failed", "log_level": "warning", "account": None, "peer": "127.0.0.1",
+             "interface": None, "reason": "unknown_key"}]
         for line in lines:
             assert line.pop("duration_ms") >= 0
         assert lines == [
@@ -699,7 +703,8 @@ def test_document_uses_only_what_the_checker_understands() -> None:
 def test_fake_gateway_has_the_signatures_of_gateway_api() -> None:
     """The fake's methods take and return exactly what GatewayApi declares."""
     names = [n for n in vars(GatewayApi) if not n.startswith("_") and callable(getattr(GatewayApi, n))]
-    assert names == ["accept", "get_message", "list_mo", "status"]
+    assert names == ["accept", "get_message", "list_mo", "status", "list_templates", "put_template",
+                     "delete_template"]
     for name in names:
         assert inspect.signature(getattr(FakeGateway, name)) == inspect.signature(getattr(GatewayApi, name)), name
     gateway: GatewayApi = FakeGateway()  # and mypy checks it structurally

@@ -666,15 +666,21 @@ def test_flag_reads_numbers_and_words() -> None:
     assert flag(None, True) is True and flag(None, False) is False
 
 
-def test_request_takes_defaults_and_refuses_templates() -> None:
-    """A row without priority or report gets the source's; a template names itself in the RowError."""
+def test_request_takes_defaults_and_templates() -> None:
+    """A row without priority or report gets the source's; a template row carries its JSON params."""
     assert request({"to": "13800138000", "text": "hi"}, default_priority=3, default_report=False) == SendRequest(
         ("13800138000",), "hi", 3, None, None, None, False)
     assert request({"to": 13800138000, "text": None, "priority": Decimal("7"), "ext": 12, "report": "1"},
                    default_priority=5, default_report=False) == SendRequest(
         ("13800138000",), "", 7, None, "12", None, True)
-    with pytest.raises(RowError, match=r"unknown template 'welcome_v2'"):
-        request({"to": "13800138000", "template": "welcome_v2"}, default_priority=5, default_report=True)
+    assert request({"to": "13800138000", "template": " welcome_v2 ", "params": '{"name": "张三", "n": 2}'},
+                   default_priority=5, default_report=True) == SendRequest(
+        ("13800138000",), "", 5, None, None, None, True, template="welcome_v2", params={"name": "张三", "n": 2})
+    assert request({"to": "13800138000", "template": "w"}, default_priority=5,
+                   default_report=True).params == {}
+    for bad in ('["a"]', "{not json"):
+        with pytest.raises(RowError, match=r"the params column is not usable"):
+            request({"to": "13800138000", "template": "w", "params": bad}, default_priority=5, default_report=True)
     with pytest.raises(RowError, match=r"priority 'high' is not a whole number"):
         request({"to": "13800138000", "priority": "high"}, default_priority=5, default_report=True)
 
@@ -823,8 +829,8 @@ def empty_engine(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iter
 
 
 def test_upgrade_from_v1_adds_notify_and_source_rows(empty_engine: Engine) -> None:
-    """A v1 store upgrades to the latest: recipients.notify (NULL for old rows), source_rows (v2) and
-    messages.dlr_url / dlr_mask (v3)."""
+    """A v1 store upgrades to the latest: recipients.notify (NULL for old rows), source_rows (v2),
+    messages.dlr_url / dlr_mask (v3), templates and messages.template (v4)."""
     engine = empty_engine
     v1_store(engine)
     assert "notify" not in {c["name"] for c in inspect(engine).get_columns("recipients")}
@@ -832,14 +838,15 @@ def test_upgrade_from_v1_adds_notify_and_source_rows(empty_engine: Engine) -> No
     with pytest.raises(migrations.SchemaOutdated, match=f"schema version 1, this smsgw needs {migrations.LATEST}"):
         migrations.require_current(engine)
 
-    assert migrations.upgrade(engine) == [2, 3]
+    assert migrations.upgrade(engine) == [2, 3, 4]
 
     inspector = inspect(engine)
     assert "notify" in {c["name"] for c in inspector.get_columns("recipients")}
     assert inspector.has_table("source_rows")
     assert "ix_source_rows_message" in {i["name"] for i in inspector.get_indexes("source_rows")}
-    assert {"dlr_url", "dlr_mask"} <= {c["name"] for c in inspector.get_columns("messages")}
-    assert migrations.current_version(engine) == 3
+    assert {"dlr_url", "dlr_mask", "template"} <= {c["name"] for c in inspector.get_columns("messages")}
+    assert inspector.has_table("templates")
+    assert migrations.current_version(engine) == 4
     migrations.require_current(engine)
     with engine.begin() as conn:
         assert conn.execute(select(schema.recipients.c.notify)).scalar_one() is None

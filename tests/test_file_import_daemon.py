@@ -15,20 +15,18 @@ import pathlib
 import pty
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import openpyxl
 import pytest
 from structlog.testing import capture_logs
 from twisted.internet.threads import deferToThread
 
-from daemon_helpers import DEMO_KEY, DaemonCase, R, count, rows, spin, wait_for, write_config
+from daemon_helpers import DEMO_KEY, DaemonCase, R, count, key_hash, rows, spin, wait_for, write_config
 from fake_gateway import FakeGateway
 from smsgw.adapters.file.service import FileInbox
-from smsgw.client import ApiError, Client
+from smsgw.client import Client
 from smsgw.config import Config, FileInboxConfig, load_config
 from smsgw.model import Account
 from smsgw.validation import Validator
@@ -144,6 +142,35 @@ class ImportCommandTests(DaemonCase):
         assert status == 0, output
         assert count(config, "messages") == 1
 
+    async def test_a_named_template_is_sent_by_name_and_parameters(self) -> None:
+        """--template NAME previews with the daemon's template; the daemon renders it and records its name."""
+        config, path = await self.started()
+        api = Client(f"http://127.0.0.1:{config.api.port}", DEMO_KEY)
+        self.addCleanup(api.close)
+        await deferToThread(api.put_template, "meeting", "{name}：会议改在{room}。")
+        data = self.tmp / "t.csv"
+        data.write_text("手机号,name,room\n13800138000,张三,301\n13900139000,李四,\n", encoding="utf-8")
+        done = await self.cli(str(data), "-c", str(path), "--key", DEMO_KEY, "--template", "meeting", "--yes")
+        assert done.returncode == 0, done.stderr
+        assert "of template 'meeting'" in done.stdout and "张三：会议改在301。" in done.stdout
+        assert "missing_params" in done.stdout
+        assert rows(config, "SELECT content, template FROM messages") == [("张三：会议改在301。", "meeting")]
+        missing = await self.cli(str(data), "-c", str(path), "--key", DEMO_KEY, "--template", "other", "--yes")
+        assert missing.returncode == 2 and "no template named 'other'" in missing.stderr
+
+    async def test_the_accounts_rate_limit_is_waited_out(self) -> None:
+        """A 429 for the account's rate limit makes the command wait and go on until every row is accepted."""
+        config, path = await self.started({"api": {"max_batch": 1},
+                                           "accounts": [{"name": "demo", "api_key_sha256": key_hash(DEMO_KEY),
+                                                         "rate_limit": {"per_second": 2, "burst": 1}}]})
+        data = self.tmp / "m.csv"
+        data.write_text("mobile,content\n13800138000,a\n13900139000,b\n13700137000,c\n", encoding="utf-8")
+        with capture_logs() as logs:
+            done = await self.cli(str(data), "-c", str(path), "--key", DEMO_KEY, "--yes")
+        assert done.returncode == 0, done.stderr
+        assert "accepted:  3 row(s)" in done.stdout and count(config, "messages") == 3
+        assert any(e["event"] == "limit_exceeded" for e in logs)
+
     async def test_rows_the_daemon_refuses_are_reported_and_the_others_sent(self) -> None:
         """A row the daemon refuses (its config is stricter than the one previewed with) is invalid; the rest go."""
         config, path = await self.started()
@@ -158,57 +185,6 @@ class ImportCommandTests(DaemonCase):
         assert [line[2] for line in lines] == ["accepted", "invalid", "accepted"]
         assert "not_mainland" in lines[1][3]
         assert sorted(rows(config, "SELECT content, recipients FROM messages")) == [("a", 1), ("b", 1)]
-
-
-# --- the named template, from a stand-in for the daemon's templates endpoint --------------------
-
-
-class _Templates(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        if self.path == "/api/v1/templates/meeting":
-            status, body = 200, {"name": "meeting", "text": "{name}：会议改在{room}。", "params": ["name", "room"],
-                                 "pre_approved": True}
-        else:
-            status, body = 404, {"error": {"code": "not_found", "message": "no such template"}}
-        raw = json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def templates_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Templates)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_client_reads_a_named_template_and_the_command_renders_it(templates_url: str, tmp_path: pathlib.Path) -> None:
-    """Client.template returns the Template; --template NAME fills its parameters from the columns named after them."""
-    with Client(templates_url, "k") as api:
-        template = api.template("meeting")
-        assert (template.name, template.params, template.pre_approved) == ("meeting", ("name", "room"), True)
-        with pytest.raises(ApiError) as info:
-            api.template("nothing")
-        assert info.value.status == 404
-    data = tmp_path / "t.csv"
-    data.write_text("手机号,name,room\n13800138000,张三,301\n", encoding="utf-8")
-    config = write_config(tmp_path)
-    shown = smsgw("import", str(data), "-c", str(config), "--template", "meeting", "--url", templates_url, "--key",
-                  DEMO_KEY, "--dry-run")
-    assert shown.returncode == 0, shown.stderr
-    assert "of template 'meeting'" in shown.stdout and "张三：会议改在301。" in shown.stdout
-    missing = smsgw("import", str(data), "-c", str(config), "--template", "other", "--url", templates_url, "--key",
-                    DEMO_KEY, "--dry-run")
-    assert missing.returncode == 2 and "no template named 'other'" in missing.stderr
 
 
 def test_dry_run_needs_no_key_and_file_errors_exit_2(tmp_path: pathlib.Path) -> None:
@@ -286,6 +262,49 @@ class WatchedFolderTests(DaemonCase):
         assert outcome == "failed" and "damaged ZIP/XLSX" in reason
         assert [line[2] for line in result_lines(folder / "failed" / "bad.csv.result.csv")] == ["invalid"] * 2
         assert count(config, "messages") == 0
+
+    async def test_a_named_template_fills_from_the_columns_and_is_recorded(self) -> None:
+        """An inbox with template: renders the daemon's template per row and records its name."""
+        (self.tmp / "inbox").mkdir()
+        config, folder = await self.started(template="notice")
+        api = Client(f"http://127.0.0.1:{config.api.port}", DEMO_KEY)
+        self.addCleanup(api.close)
+        await deferToThread(api.put_template, "notice", "{name}，明天{time}停水。")
+        self.drop(folder, "t.csv", "手机,name,time\n13800138000,张三,8:00\n".encode())
+        await wait_for(lambda: (folder / "done" / "t.csv").exists(), what="t.csv done")
+        assert rows(config, "SELECT content, template, interface FROM messages") == [
+            ("张三，明天8:00停水。", "notice", "file")]
+
+    async def test_the_rate_limit_is_waited_out(self) -> None:
+        """Batches the account's rate limit refuses are sent again once it allows them."""
+        folder = self.tmp / "inbox"
+        folder.mkdir()
+        settings = {"dir": str(folder), "account": "demo", "poll_interval": 0.1}
+        config = load_config(str(write_config(self.tmp, {
+            "api": {"max_batch": 1}, "file_import": {"inboxes": [settings]},
+            "accounts": [{"name": "demo", "api_key_sha256": key_hash(DEMO_KEY),
+                          "rate_limit": {"per_second": 4, "burst": 1}}]})), {})
+        with capture_logs() as logs:
+            await self.daemon(config)
+            self.drop(folder, "m.csv", b"mobile,content\n13800138000,a\n13900139000,b\n13700137000,c\n")
+            await wait_for(lambda: (folder / "done" / "m.csv").exists(), what="m.csv done")
+        assert any(e["event"] == "limit_exceeded" for e in logs) and count(config, "messages") == 3
+
+    async def test_the_daily_quota_stops_the_file_until_it_resets(self) -> None:
+        """What fits the daily quota is accepted; the file stays, not taken again before the quota resets."""
+        (self.tmp / "inbox").mkdir()
+        folder = self.tmp / "inbox"
+        settings = {"dir": str(folder), "account": "demo", "poll_interval": 0.1}
+        config = load_config(str(write_config(self.tmp, {
+            "api": {"max_batch": 1}, "file_import": {"inboxes": [settings]},
+            "accounts": [{"name": "demo", "api_key_sha256": key_hash(DEMO_KEY), "daily_quota": 2}]})), {})
+        with capture_logs() as logs:
+            await self.daemon(config)
+            self.drop(folder, "m.csv", b"mobile,content\n13800138000,a\n13900139000,b\n13700137000,c\n")
+            await wait_for(lambda: any(e["event"] == "file_import_interrupted" for e in logs), what="interrupted")
+            await spin(0.5)
+        assert [e["event"] for e in logs].count("file_import_interrupted") == 1
+        assert (folder / "m.csv").exists() and count(config, "messages") == 2
 
     async def test_hidden_partial_and_lock_files_are_left_alone(self) -> None:
         """Dotfiles, *.tmp, *.part and Excel's ~$ lock files stay where they are, unread."""

@@ -121,11 +121,12 @@ def test_accounts_file_insists_on_quoted_ids(tmp_path: pathlib.Path) -> None:
 def test_json_log_lines_keep_chinese_readable_and_carry_an_offset() -> None:
     """JSON log lines hold Chinese text as is and a timestamp with its UTC offset."""
     out = io.StringIO()
+    saved = structlog.get_config()
     logs.configure("info", out, json=True)
     try:
         structlog.get_logger("t").info("demo_mo", text="收到，谢谢")
-    finally:
-        logs.configure("warning", io.StringIO(), json=True)
+    finally:  # as it was: a level left at warning would hide later tests' captured info lines
+        structlog.configure(**saved)
     line = out.getvalue().strip()
     assert "收到，谢谢" in line
     record: dict[str, Any] = json.loads(line)

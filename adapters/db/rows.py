@@ -9,6 +9,7 @@ would fail the whole poll again and again.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -131,10 +132,13 @@ def _ext(value: Any) -> str | None:
 def request(values: dict[str, Any], *, default_priority: int, default_report: bool) -> SendRequest:
     """The message a row asks for. Raises RowError for what validation cannot say (unknown template...)."""
     raw_template = values.get("template")
-    template = None if raw_template is None else _text(raw_template, "the template column").strip()
-    if template:
-        raise RowError(f"unknown template {template[:64]!r}: no templates are defined on this gateway; "
-                       "write the text into the content column instead")
+    template = None if raw_template is None else _text(raw_template, "the template column").strip() or None
+    params = None
+    if template is not None:
+        try:
+            params = params_text(values.get("params"))
+        except ValueError as exc:
+            raise RowError(f"the params column is not usable: {exc}") from None
     text = values.get("text")
     priority = whole(values.get("priority"), "priority")
     return SendRequest(
@@ -144,4 +148,17 @@ def request(values: dict[str, Any], *, default_priority: int, default_report: bo
         send_at=epoch(values.get("send_at")),
         ext=_ext(values.get("ext")),
         report=flag(values.get("report"), default_report),
+        template=template, params=params,
     )
+
+
+def params_text(params: Any) -> dict[str, Any]:
+    """A row's template parameters: a JSON object (text, or a CLOB's str) or already a mapping; none: {}."""
+    if params is None or params == "":
+        return {}
+    if isinstance(params, dict):
+        return params
+    value = json.loads(str(params))
+    if not isinstance(value, dict):
+        raise ValueError('params must be a JSON object, e.g. {"name": "张三"}')
+    return value

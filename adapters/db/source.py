@@ -18,6 +18,10 @@ are still pending there: the next poll takes them again, the store answers
 with the message it already has for (source, key), and only the write-back
 is repeated: reconciled, never sent twice.
 
+If the account's rate limit or daily quota does not allow them all
+(`smsgw.model.LimitExceeded`), the first rows that fit are accepted, the rest
+stay pending, untouched, and the next poll comes when the limit allows more.
+
 Results (submitted, reported, MO for the inbox) are outbox events in smsgw's
 store, delivered by `smsgw.outbox.OutboxWorker` through `DbWriteback`: while
 the legacy database is down they wait there and go out in order once it is
@@ -45,7 +49,7 @@ from smsgw._config_db import DAYS, ActiveWindow, DbSourceConfig
 from smsgw.adapters.db.engine import is_unreachable, make_source_engine, short_error
 from smsgw.adapters.db.rows import RowError, request
 from smsgw.adapters.db.statements import Statements, WriteBack, local_time
-from smsgw.model import Account, AcceptedMessage, Problem, ServiceUnavailable
+from smsgw.model import Account, AcceptedMessage, LimitExceeded, Problem, ServiceUnavailable
 from smsgw.outbox import Outcome, Refused, Unreachable
 from smsgw.store import OutboxEvent, Store, schema
 from smsgw.store._engine import StoreUnavailable
@@ -63,6 +67,8 @@ class PollResult:
     accepted: int = 0
     reconciled: int = 0
     rejected: int = 0
+    held: int = 0  # left pending: over the account's rate limit or daily quota
+    limit: LimitExceeded | None = None
 
 
 def active(windows: Sequence[ActiveWindow], now: dt.datetime) -> bool:
@@ -110,6 +116,7 @@ class DbSource(Service):
         self._backoff = 0.0
         self._last_error: str | None = None
         self._was_active: bool | None = None
+        self._held_by: str | None = None  # the limit that last held rows back
         self.totals = PollResult()
         self.writeback = DbWriteback(self)
 
@@ -174,10 +181,27 @@ class DbSource(Service):
             log.info("db_source_recovered", source=self.source.name, after=self._last_error)
             self._last_error = None
         self._backoff = 0.0
-        for name in ("taken", "accepted", "reconciled", "rejected"):
+        for name in ("taken", "accepted", "reconciled", "rejected", "held"):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))
+        if result.limit is not None:
+            self._held(result)
+            return
+        if self._held_by is not None:
+            log.info("db_source_released", source=self.source.name, limit=self._held_by)
+            self._held_by = None
         full = result.taken >= self.source.batch_size
         self._schedule(0.0 if full else self.source.poll_interval)
+
+    def _held(self, result: PollResult) -> None:
+        """Rows were left pending for the account's limit: poll again when it allows more (at most in 10 min)."""
+        limit = result.limit
+        assert limit is not None
+        if limit.kind != self._held_by:
+            log.info("db_rows_held", source=self.source.name, account=self._account.name, limit=limit.kind,
+                     held=result.held, retry_after=round(limit.retry_after, 1), reason=str(limit),
+                     action="rows stay pending in the legacy table and are taken when the limit allows")
+            self._held_by = limit.kind
+        self._schedule(min(max(limit.retry_after, 0.05), 600.0))
 
     def _poll_failed(self, failure: Failure) -> None:
         self._polling = None
@@ -227,11 +251,12 @@ class DbSource(Service):
                         continue
                     if isinstance(prepared, list):
                         bad.append((row.key, _reasons(prepared)))
+                    elif (quota := self._account.daily_quota) is not None and len(prepared.to) > quota:
+                        bad.append((row.key, f"{len(prepared.to)} recipients, more than account "
+                                             f"{self._account.name!r}'s daily quota of {quota}"))
                     else:
                         good.append((row.key, key, prepared))
-                accepted: list[AcceptedMessage] = []
-                if good:
-                    accepted = threads.blockingCallFromThread(self._reactor, self._accept, good, now)
+                accepted, good = self._accept_what_fits(good, now, out)
                 ids = [a.id for a in accepted]
                 stamp = local_time(now)
                 self.statements.accepted.run(conn, [
@@ -246,6 +271,31 @@ class DbSource(Service):
         for key, reason in bad:
             log.warning("db_row_rejected", source=self.source.name, key=str(key), error=reason)
         return out
+
+    def _accept_what_fits(self, good: list[tuple[Any, str, PreparedMessage]], now: float,
+                          out: PollResult) -> tuple[list[AcceptedMessage], list[tuple[Any, str, PreparedMessage]]]:
+        """Accept the rows (on the pool thread); over a limit, the first rows that fit. Returns what was
+        accepted and the rows it was accepted for; the rest stay pending (`out.held`, `out.limit`)."""
+        rows = good
+        accepted: list[AcceptedMessage]
+        while rows:
+            try:
+                accepted = threads.blockingCallFromThread(self._reactor, self._accept, rows, now)
+                break
+            except LimitExceeded as exc:
+                out.limit = exc
+                fit, total = 0, 0
+                for _, _, prepared in rows:
+                    total += len(prepared.to)
+                    if total > exc.allowed:
+                        break
+                    fit += 1
+                # A second refusal (the allowance went to another interface meanwhile) holds them all.
+                rows = rows[:fit] if fit < len(rows) else []
+        else:
+            accepted = []
+        out.held = len(good) - len(rows)
+        return accepted, rows
 
     def _accept(self, good: list[tuple[Any, str, PreparedMessage]],
                 now: float) -> defer.Deferred[list[AcceptedMessage]]:

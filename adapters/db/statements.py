@@ -18,7 +18,6 @@ smsgw nodes polling one table never take the same row:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Sequence
@@ -263,15 +262,3 @@ def supports_skip_locked(conn: Connection) -> bool:
 def local_time(epoch: float | None) -> datetime | None:
     """Legacy tables keep local wall-clock time without a zone."""
     return None if epoch is None else datetime.fromtimestamp(epoch)
-
-
-def params_text(params: Any) -> dict[str, Any]:
-    """A row's template parameters: a JSON object (text) or already a mapping."""
-    if params is None or params == "":
-        return {}
-    if isinstance(params, dict):
-        return params
-    value = json.loads(str(params))
-    if not isinstance(value, dict):
-        raise ValueError("params must be a JSON object, e.g. {\"name\": \"张三\"}")
-    return value

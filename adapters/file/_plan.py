@@ -96,6 +96,7 @@ class PlannedRow:
     segments: int  # per recipient; 0 unless valid
     code: str = ""  # "": valid; "duplicate"; else why it is invalid (e.g. wrong_length, missing_params)
     reason: str = ""  # in words, with the fix
+    params: tuple[tuple[str, str], ...] = ()  # a named template's parameters (the gateway renders it again)
 
     @property
     def valid(self) -> bool:
@@ -109,12 +110,20 @@ class Outgoing:
     ref: str
     rows: tuple[int, ...]
     to: tuple[str, ...]  # normalised numbers
-    text: str
+    text: str  # as rendered for the preview
+    params: tuple[tuple[str, str], ...] = ()  # a named template's parameters
 
     def request(self, options: ImportOptions) -> SendRequest:
-        """The message for the gateway (made when sent: 100,000 of them up front cost a third of a second)."""
-        return SendRequest(self.to, self.text, options.priority, options.send_at, ref=self.ref,
-                           report=options.report)
+        """The message for the gateway (made when sent: 100,000 of them up front cost a third of a second).
+
+        With a named template the gateway is given its name and the parameters, and renders the
+        text itself, so the message records the template it came from.
+        """
+        o = options
+        if o.template is not None:
+            return SendRequest(self.to, "", o.priority, o.send_at, ref=self.ref, report=o.report,
+                               template=o.template.name, params=dict(self.params))
+        return SendRequest(self.to, self.text, o.priority, o.send_at, ref=self.ref, report=o.report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +198,7 @@ class _Layout:
     template: Template | None = None  # with parameters
     common: str | None = None  # the common text
     join_rest: str | None = None  # number,content in a text file: the delimiter to join further cells with
+    named: bool = False  # the template is a named one: its parameters are sent along
     ignored: tuple[str, ...] = ()
 
 
@@ -207,7 +217,7 @@ def _layout(sheet: Sheet, options: ImportOptions) -> _Layout:
     keys = [_key(cell) for cell in first]
     number_cols = [i for i, k in enumerate(keys) if k in _NUMBER_KEYS]
     if number_cols:
-        return _header_layout(line, first, keys, number_cols, template, common)
+        return _header_layout(line, first, keys, number_cols, template, common, options.template is not None)
     if not _NUMBERISH.fullmatch(first[0]) and not _SCIENTIFIC.fullmatch(first[0]):
         raise FileImportError(f"row {line} is neither a header row naming the number column ({_NAMES}) nor starts "
                               f"with a number ({first[0][:30]!r}): add a header row, e.g. 手机号,内容")
@@ -225,7 +235,7 @@ def _layout(sheet: Sheet, options: ImportOptions) -> _Layout:
 
 
 def _header_layout(line: int, names: tuple[str, ...], keys: list[str], number_cols: list[int],
-                   template: Template | None, common: str | None) -> _Layout:
+                   template: Template | None, common: str | None, named: bool) -> _Layout:
     if len(number_cols) > 1:
         twice = ", ".join(repr(names[i]) for i in number_cols)
         raise FileImportError(f"row {line} names a number column more than once ({twice}): keep one of them")
@@ -243,7 +253,7 @@ def _header_layout(line: int, names: tuple[str, ...], keys: list[str], number_co
     if template is not None:
         return _Layout(f"{where}, parameters {_braced(name for _, name in others) or '(none)'} of template "
                        f"{template.name!r}", True, n, width=len(names), params=tuple(others), template=template,
-                       ignored=unnamed)
+                       ignored=unnamed, named=named)
     if common is not None:
         if contents:
             raise FileImportError(f"has a content column ({names[contents[0]]!r}) and a common text is given as well: "
@@ -285,6 +295,7 @@ class _Draft:
     text: str = ""
     code: str = ""
     reason: str = ""
+    params: tuple[tuple[str, str], ...] = ()
 
 
 def _draft(row: int, cells: tuple[str, ...], layout: _Layout) -> _Draft:
@@ -305,6 +316,8 @@ def _draft(row: int, cells: tuple[str, ...], layout: _Layout) -> _Draft:
         draft.text = layout.common
     elif layout.template is not None:
         _fill(draft, cells, layout.params, layout.template)
+        if layout.named and not draft.code:
+            draft.params = tuple((name, cells[i]) for i, name in layout.params if i < len(cells) and cells[i])
     elif layout.content is not None:
         if layout.join_rest is not None:
             draft.text = layout.join_rest.join(cells[1:])
@@ -385,7 +398,7 @@ def plan_sheet(source: str, digest: str, sheet: Sheet, options: ImportOptions, v
             planned.append(PlannedRow(line, number, draft.text, 0, "duplicate",
                                       f"the same number and text as row {earlier}: sent once"))
             continue
-        planned.append(PlannedRow(line, number, draft.text, checked.segments))
+        planned.append(PlannedRow(line, number, draft.text, checked.segments, params=draft.params))
     if not planned:
         raise FileImportError("has a header row but no rows below it")
     return _plan(source, digest, sheet, layout, options, tuple(planned), validator.max_recipients)
@@ -401,9 +414,9 @@ def _plan(source: str, digest: str, sheet: Sheet, layout: _Layout, options: Impo
         if r.number in several:
             by_number[r.number].append(r.row)
     block = max(1, min(GROUP_ROWS, max_recipients))
-    groups: dict[tuple[int, str], list[PlannedRow]] = {}
+    groups: dict[tuple[int, str, tuple[tuple[str, str], ...]], list[PlannedRow]] = {}
     for r in valid:
-        key = ((r.row - 1) // block, r.text)
+        key = ((r.row - 1) // block, r.text, r.params)
         group = groups.get(key)
         if group is None:
             groups[key] = [r]
@@ -411,7 +424,8 @@ def _plan(source: str, digest: str, sheet: Sheet, layout: _Layout, options: Impo
             group.append(r)
     prefix = f"imp-{digest[:12]}-"
     messages = tuple(Outgoing(f"{prefix}{members[0].row}", tuple(m.row for m in members),
-                              tuple(m.number for m in members), text) for (_, text), members in groups.items())
+                              tuple(m.number for m in members), text, params)
+                     for (_, text, params), members in groups.items())
     duplicates = len(sent_to) - len(valid)
     return Plan(source, digest, sheet.kind, sheet.encoding, sheet.sheet, layout.description, options, rows,
                 messages, len(valid), len(rows) - len(sent_to), duplicates,

@@ -113,7 +113,6 @@ class Outcomes:
         self.repeated = 0  # rows an earlier import of this file had sent
         self.refused = 0  # rows the gateway refused although the plan found them valid
         self.messages = 0  # messages accepted (new or repeated)
-
     def record(self, message: Outgoing, message_id: str, repeated: bool) -> None:
         """The gateway accepted `message` as `message_id` (`repeated`: it held the ref already)."""
         reason = SENT_BEFORE if repeated else ""

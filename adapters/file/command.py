@@ -25,7 +25,7 @@ import sys
 import time
 from typing import IO, Any
 
-from smsgw.adapters.file._plan import ImportOptions, Plan, build_plan, chunks
+from smsgw.adapters.file._plan import ImportOptions, Outgoing, Plan, build_plan, chunks
 from smsgw.adapters.file._read import FileImportError
 from smsgw.adapters.file._report import ImportAborted, Outcomes, preview, result_csv
 from smsgw.model import Account
@@ -276,16 +276,20 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
     A request refused for some rows (422) is sent again without them; an unavailable daemon
     or a broken connection is retried with the same refs.
     """
-    from smsgw.client import ApiError, ClientError, Message, Unavailable
+    from smsgw.client import ApiError, ClientError, Unavailable
 
     o = plan.options
     for chunk in chunks(plan.messages, batch, max_bytes=max_bytes):
         attempt = 0
         while chunk:
             try:
-                answers = client.send_many([Message(m.to, m.text, o.priority, o.send_at, None, m.ref, o.report)
-                                            for m in chunk])
+                answers = client.send_many([_message(m, o) for m in chunk])
             except ApiError as exc:
+                if exc.status == 429:  # the account's rate limit (waited out) or daily quota (stops)
+                    if exc.code == "quota_exceeded":
+                        return f"{exc.message}; run the same command again once the quota resets"
+                    time.sleep(min(exc.retry_after or 1.0, 60.0))
+                    continue
                 if not isinstance(exc, Unavailable) and exc.problems and exc.status in (400, 422):
                     before = sum(len(m.rows) for m in chunk)
                     try:
@@ -312,6 +316,15 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
                 return f"gave up after {_RETRIES} retries: {error}"
             time.sleep(min(2.0 ** attempt, 30.0))
     return None
+
+
+def _message(m: Outgoing, o: ImportOptions) -> Any:
+    """The REST message of `m`: a named template goes by name and parameters (the daemon renders it)."""
+    from smsgw.client import Message
+
+    if o.template is not None:
+        return Message(m.to, "", o.priority, o.send_at, None, m.ref, o.report, o.template.name, dict(m.params))
+    return Message(m.to, m.text, o.priority, o.send_at, None, m.ref, o.report)
 
 
 def _summary(args: argparse.Namespace, plan: Plan, outcomes: Outcomes, stopped: str | None) -> int:

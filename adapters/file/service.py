@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 from twisted.application.service import Service
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
@@ -35,7 +35,7 @@ from smsgw._config_file import FileInboxConfig
 from smsgw.adapters.file._plan import ImportOptions, Plan, build_plan, chunks
 from smsgw.adapters.file._read import FileImportError
 from smsgw.adapters.file._report import ImportAborted, Outcomes, failure_csv, result_csv
-from smsgw.model import Account, RequestRejected, ServiceUnavailable
+from smsgw.model import Account, LimitExceeded, RequestRejected, ServiceUnavailable
 from smsgw.validation import Validator
 
 __all__ = ["INTERFACE", "MAX_FILE_BYTES", "FileInbox", "InboxUnusable", "scan"]
@@ -143,6 +143,7 @@ class FileInbox(Service):
         self._waiting: list[defer.Deferred[None]] = []
         self._seen: dict[str, tuple[int, int]] = {}
         self._stuck: dict[str, tuple[int, int]] = {}  # files that could not be moved: left until they change
+        self._held: dict[str, float] = {}  # files stopped by the daily quota: not taken before this time
         self._last_error: str | None = None
         self.files = 0  # files imported (done or failed) since start
 
@@ -213,8 +214,10 @@ class FileInbox(Service):
         if self._last_error is not None:
             log.info("file_inbox_recovered", dir=self.cfg.path(), after=self._last_error)
             self._last_error = None
+        now = self._reactor.seconds()
         stable = sorted((state[1], name) for name, state in found.items()
-                        if self._seen.get(name) == state and self._stuck.get(name) != state)
+                        if self._seen.get(name) == state and self._stuck.get(name) != state
+                        and self._held.get(name, 0.0) <= now)
         self._seen = found
         for _, name in stable:
             if not self.running:
@@ -230,8 +233,7 @@ class FileInbox(Service):
         cfg = self.cfg
         template = None
         if cfg.template is not None:
-            # The gateway's live registry of named templates (smsgw.templates), where the validator keeps it.
-            template = getattr(self._validator, "templates", {}).get(cfg.template)
+            template = self._validator.templates.get(cfg.template)  # the gateway's live registry
             if template is None:
                 raise FileImportError(f"cannot be imported: template {cfg.template!r} is not defined on this "
                                       "gateway; define it, or fix file_import.inboxes[].template")
@@ -252,7 +254,7 @@ class FileInbox(Service):
         outcomes = Outcomes(plan)
         planned = self._reactor.seconds() - started
         try:
-            stopped = await self._send(plan, outcomes)
+            stopped = await self._send(name, plan, outcomes)
         except ImportAborted as exc:
             reason = f"the gateway refused the file's messages: {exc}"
             await self._move(name, self.cfg.failed_path(), result_csv(outcomes, f"not sent: {reason}"), started,
@@ -268,8 +270,11 @@ class FileInbox(Service):
         await self._move(name, self.cfg.done_path() if ok else self.cfg.failed_path(), result_csv(outcomes),
                          started, plan, outcomes, planned, reason=None if ok else "no row is valid: see the result file")
 
-    async def _send(self, plan: Plan, outcomes: Outcomes) -> str | None:
+    async def _send(self, name: str, plan: Plan, outcomes: Outcomes) -> str | None:
         """Accept the plan's messages batch by batch; why it stopped early, or None when all were answered.
+
+        The account's rate limit is waited out; its daily quota stops the file, which is not taken
+        again before the quota resets.
 
         Raises:
             ImportAborted: the gateway refused a batch as a whole.
@@ -286,6 +291,13 @@ class FileInbox(Service):
                     continue
                 except ServiceUnavailable as exc:
                     return str(exc)
+                except LimitExceeded as exc:
+                    if exc.kind != "rate_limit":  # the daily quota: the rest waits for the next day
+                        self._held[name] = self._reactor.seconds() + exc.retry_after
+                        return str(exc)
+                    # Waits a second at most before trying again, so that a stop is not held up.
+                    await task.deferLater(self._reactor, min(exc.retry_after, 1.0), lambda: None)
+                    continue
                 for message, answer in zip(chunk, accepted):
                     outcomes.record(message, answer.id, answer.repeated)
                 chunk = []

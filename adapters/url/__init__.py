@@ -22,4 +22,6 @@ def make_services(context: AdapterContext) -> list[AdapterService]:
     return [UrlInterface(context.gateway, list(context.accounts.values()), context.reactor, listen=section.listen,
                          port=section.port, max_body_bytes=section.max_body_bytes,
                          request_timeout=section.request_timeout,
-                         service_codes=[c.service_code for c in context.config.carriers])]
+                         service_codes=[c.service_code for c in context.config.carriers],
+                         authenticator=context.authenticator,
+                         tls=section.tls.files() if section.tls is not None else None)]

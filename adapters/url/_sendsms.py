@@ -8,9 +8,10 @@ other value must be UTF-8. Anything a client can send either comes out as a
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 from urllib.parse import unquote_to_bytes
 
 from smsgw._api_codec import MAX_EPOCH, ApiError, parse_time
@@ -155,7 +156,8 @@ def send_request(params: Params, account: Account, now: float, service_codes: Se
         raise _bad("UDH field is not supported, rejected: send the whole text; smsgw splits long messages "
                    "itself", "unsupported")
     coding = _coding(params)
-    text = _text(params, coding, ctx)
+    template = utf8(params, "template")
+    text = _text(params, coding, ctx) if template is None or one(params, "text") is not None else ""
     dlr_url = utf8(params, "dlr-url", "dlrurl")
     if dlr_url is not None and not dlr_url.lower().startswith(("http://", "https://")):
         raise _bad("DLR-URL field misformed, rejected: it must start with http:// or https://", "bad_dlr_url")
@@ -163,7 +165,23 @@ def send_request(params: Params, account: Account, now: float, service_codes: Se
         to=to, text=text, priority=_priority(params, account), send_at=_send_at(params, ctx),
         ext=_ext(params, ctx), ref=utf8(params, "ref"), report=_report(params),
         dlr_url=dlr_url, dlr_mask=_dlr_mask(params) if dlr_url is not None else 0,
+        template=template, params=_template_params(params),
     )
+
+
+def _template_params(params: Params) -> dict[str, Any] | None:
+    """Native `params`: the template's parameters as a JSON object, e.g. params={"code":"1234"}."""
+    raw = utf8(params, "params")
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise _bad('Params field misformed, rejected: params is a JSON object such as {"code":"123456"} '
+                   "(URL-encoded)", "bad_params")
+    return value
 
 
 def _recipients(params: Params) -> tuple[str, ...]:

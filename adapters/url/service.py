@@ -1,7 +1,8 @@
 """The sendsms listener: twisted.web glue around `_sendsms` and the gateway (docs/url-interface.md).
 
 One leaf resource answers `GET`/`POST /cgi-bin/sendsms`: it parses the parameters
-(smsgw.adapters.url._sendsms), checks the account's key as the REST API does, and
+(smsgw.adapters.url._sendsms), checks the account's name and password with the daemon's
+`smsgw.auth.Authenticator` (as every interface does), and
 answers 202 ``0: Accepted for delivery`` only once `Gateway.accept` fired, that is
 once the message is committed. Every request logs one `http_request` line (never
 the query string: it holds the password).
@@ -9,21 +10,30 @@ the query string: it holds the password).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any, Sequence
 
 import structlog
-from twisted.application.service import Service
-from twisted.internet import defer
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web import server
 
+from smsgw._listen import TlsFiles
 from smsgw._api_codec import ApiError, accepted_json, encode, rebase, rejected
-from smsgw._api_http import JSON_TYPE, RETRY_AFTER_S, ApiRequest, ApiSite, Exchange, GatewayResource, text
+from smsgw._api_http import (
+    JSON_TYPE,
+    RETRY_AFTER_S,
+    ApiRequest,
+    ApiSite,
+    Exchange,
+    GatewayResource,
+    HttpListener,
+    peer_address,
+    retry_after,
+    text,
+)
 from smsgw.adapters.url._sendsms import Params, SendsmsError, one, parse_form, send_request, utf8, wants_json
-from smsgw.model import Account, GatewayApi, RequestRejected, ServiceUnavailable
+from smsgw.auth import AuthError, Authenticator, InterfaceDenied, TooManyFailures
+from smsgw.model import Account, GatewayApi, LimitExceeded, RequestRejected, ServiceUnavailable
 
 __all__ = ["ACCEPTED", "INTERFACE", "SENDSMS_PATH", "SendsmsResource", "UrlInterface"]
 
@@ -37,54 +47,23 @@ _TEXT_PROBLEMS = 20  # a text answer names the first few; format=json lists up t
 _log = structlog.get_logger()
 
 
-class UrlInterface(Service):
+class UrlInterface(HttpListener):
     """Listens for sendsms requests while running; `stop_polling` stops listening and waits for answers."""
 
     name = INTERFACE
+    resource: SendsmsResource
 
     def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], reactor: Any, *, listen: str = "127.0.0.1",
                  port: int = 13013, max_body_bytes: int = 64 * 1024, request_timeout: float = 30.0,
-                 service_codes: Sequence[str] = ()) -> None:
-        self._reactor = reactor
-        self._listen = listen
-        self._port_number = port
-        self.resource = SendsmsResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
-                                        service_codes=service_codes)
-        self._site = UrlSite(self.resource, max_body_bytes, reactor)
-        self._port: IListeningPort | None = None
+                 service_codes: Sequence[str] = (), authenticator: Authenticator | None = None,
+                 tls: TlsFiles | None = None) -> None:
+        resource = SendsmsResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
+                                   service_codes=service_codes, authenticator=authenticator)
+        super().__init__(reactor, resource, UrlSite(resource, max_body_bytes, reactor), listen=listen, port=port,
+                         tls=tls)
 
-    def startService(self) -> None:
-        super().startService()
-        self._port = self._reactor.listenTCP(self._port_number, self._site, interface=self._listen)
-        _log.info("url_interface_listening", address=self.address())
-
-    def stop_polling(self) -> defer.Deferred[Any]:
-        d = self._stop_listening()
-        d.addCallback(lambda _: self.resource.drained())
-        return d
-
-    def stopService(self) -> defer.Deferred[Any]:
-        super().stopService()
-        d = self._stop_listening()
-        d.addBoth(self._stopped)
-        return d
-
-    def _stopped(self, result: Any) -> Any:
-        self.resource.stop()
-        return result
-
-    def address(self) -> str | None:
-        """host:port it listens on, or None when stopped."""
-        if self._port is None:
-            return None
-        host = self._port.getHost()
-        return f"{host.host}:{host.port}"  # type: ignore[attr-defined]
-
-    def _stop_listening(self) -> defer.Deferred[Any]:
-        port, self._port = self._port, None
-        if port is None:
-            return defer.succeed(None)
-        return defer.maybeDeferred(port.stopListening)
+    def _listening(self) -> None:
+        _log.info("url_interface_listening", address=self.address(), tls=self._tls is not None)
 
 
 class UrlRequest(ApiRequest):
@@ -115,13 +94,13 @@ class SendsmsResource(GatewayResource[_Exchange]):
     """Answers every request the site hands it: sendsms, or Kannel's "Unknown request"."""
 
     def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], *, clock: IReactorTime,
-                 request_timeout: float = 30.0, service_codes: Sequence[str] = ()) -> None:
+                 request_timeout: float = 30.0, service_codes: Sequence[str] = (),
+                 authenticator: Authenticator | None = None) -> None:
         if not request_timeout > 0:
             raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
         super().__init__(clock, request_timeout)
         self._gateway = gateway
-        # name -> (account, lower-case key hash); an account without a key cannot log in
-        self._accounts = {a.name: (a, a.api_key_sha256.strip().lower()) for a in accounts if a.api_key_sha256}
+        self._auth = authenticator if authenticator is not None else Authenticator(accounts, clock)
         self._service_codes = tuple(service_codes)
 
     def render(self, request: ApiRequest) -> int:
@@ -153,9 +132,33 @@ class SendsmsResource(GatewayResource[_Exchange]):
             body_charset = self._form_charset(request)
             parse_form(body, "body", params)
         ex.json = _format(params)
-        ex.account = self._authenticate(params)
-        send = send_request(params, ex.account, self._clock.seconds(), self._service_codes, body_charset)
-        self._call(ex, send)
+        name = utf8(params, "username", "user")
+        password = one(params, "password", "pass")
+        d = self._auth.authenticate(name or "", password or b"", peer_address(request), INTERFACE)
+        d.addCallbacks(self._send, self._auth_failed, callbackArgs=(ex, params, body_charset), errbackArgs=(ex,))
+
+    def _send(self, account: Account, ex: _Exchange, params: Params, body_charset: str | None) -> None:
+        ex.account = account
+        try:
+            send = send_request(params, account, self._clock.seconds(), self._service_codes, body_charset)
+            self._call(ex, send)
+        except SendsmsError as e:
+            self._fail(ex, e)
+        except Exception:
+            self._crash(ex, Failure())
+
+    def _auth_failed(self, failure: Failure, ex: _Exchange) -> None:
+        """Kannel's 403 for any wrong credential (the log says which); 429 for an address that failed too often."""
+        exc = failure.value
+        if isinstance(exc, TooManyFailures):
+            self._fail(ex, SendsmsError(429, "too_many_requests", f"{_AUTH_FAILED}: {exc}",
+                                        headers={b"retry-after": retry_after(exc.retry_after)}))
+        elif isinstance(exc, InterfaceDenied):
+            self._fail(ex, SendsmsError(403, "forbidden", f"{_AUTH_FAILED}: {exc}"))
+        elif isinstance(exc, AuthError):
+            self._fail(ex, SendsmsError(403, "forbidden", _AUTH_FAILED))
+        else:
+            self._crash(ex, failure)
 
     @staticmethod
     def _form_charset(request: ApiRequest) -> str | None:
@@ -171,19 +174,6 @@ class SendsmsResource(GatewayResource[_Exchange]):
             if key.lower() == b"charset" and value.strip(b'"'):
                 return value.strip(b'"').decode("ascii", "replace")
         return None
-
-    def _authenticate(self, params: Params) -> Account:
-        name = utf8(params, "username", "user")
-        password = one(params, "password", "pass")
-        entry = self._accounts.get(name) if name is not None else None
-        if entry is None or not password or not hmac.compare_digest(
-                hashlib.sha256(password).hexdigest(), entry[1]):
-            raise SendsmsError(403, "forbidden", _AUTH_FAILED)
-        account = entry[0]
-        if account.interfaces and INTERFACE not in account.interfaces:
-            raise SendsmsError(403, "forbidden", f"{_AUTH_FAILED}: account {account.name!r} may not use the url "
-                               f"interface (it may use: {', '.join(account.interfaces)})")
-        return account
 
     # -- the gateway's answer -----------------------------------------------------------------
 
@@ -228,6 +218,10 @@ class SendsmsResource(GatewayResource[_Exchange]):
     def _unavailable(self, exc: ServiceUnavailable) -> ApiError:
         reason = str(exc) or "the gateway is not taking messages now"
         return _unavailable(f"{reason}: retry in {RETRY_AFTER_S} s")
+
+    def _limited(self, exc: LimitExceeded) -> ApiError:
+        error = super()._limited(exc)
+        return SendsmsError(429, error.code, f"Sending failed. {exc}", headers=error.headers)
 
     def _internal_error(self, incident: str) -> ApiError:
         return SendsmsError(500, "internal_error", f"Sending failed. An internal error occurred; incident "

@@ -58,7 +58,8 @@ class Store:
     """One store: a writer thread for batched writes and a thread pool for reads."""
 
     def __init__(self, url: str, reactor: Any, *, node_id: int = 0, owner: str = "smsgw",
-                 batch_max: int = 1000, readers: int = 4, busy_timeout: float = 5.0) -> None:
+                 batch_max: int = 1000, readers: int = 4, busy_timeout: float = 5.0,
+                 quiet_submits: frozenset[str] = frozenset()) -> None:
         self.url = url
         self.dialect = dialect_of(url)
         self.owner = owner
@@ -66,7 +67,7 @@ class Store:
         self._reactor = reactor
         self.engine: Engine = make_engine(url, writer=True, busy_timeout=busy_timeout, pool_size=2)
         self.read_engine: Engine = make_engine(url, busy_timeout=busy_timeout, pool_size=readers)
-        self.ops = Ops(self.dialect, self.ids)
+        self.ops = Ops(self.dialect, self.ids, quiet_submits)
         assert IReactorFromThreads.providedBy(reactor)
         self.writer = Writer(self.engine, reactor, self.ops.handlers(), Ops.ORDER, Ops.DURABLE,
                              batch_max=batch_max)
@@ -171,6 +172,20 @@ class Store:
                                     .where(s.recipient_id.in_(ids[i:i + 500])).order_by(s.recipient_id, s.number)):
                 if seg.attempt == attempts[seg.recipient_id]:
                     out.setdefault(seg.recipient_id, []).append(seg.msg_id)
+        return out
+
+    @staticmethod
+    def recipients_since(conn: Connection, accounts: list[str], since: float) -> dict[str, int]:
+        """account -> recipients of the messages it had accepted since `since` (the daily quota's count).
+
+        One query per account, so that each is a range scan of ix_messages_account_created.
+        """
+        m = schema.messages.c
+        out = {}
+        for account in accounts:
+            total = conn.execute(select(func.sum(m.recipients)).where(m.account == account,
+                                                                      m.created_at >= since)).scalar()
+            out[account] = int(total or 0)
         return out
 
     @staticmethod

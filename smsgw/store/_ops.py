@@ -18,7 +18,8 @@ from smsgw import lifecycle
 from smsgw.lifecycle import M, R, S
 from smsgw.protocol.cmpp import stat_is_final
 from smsgw.store.ids import IdGenerator
-from smsgw.store.schema import messages, mo_messages, mo_parts, outbox, recipients, reports, segments
+from smsgw.store.schema import audit_log, messages, mo_messages, mo_parts, outbox, recipients, reports, segments
+from smsgw.store.schema import templates as templates_table
 from smsgw.store.schema import source_rows as source_rows_table
 from smsgw.validation import PreparedMessage
 
@@ -40,6 +41,17 @@ class NewMessage:
     needs_review: bool = False
     notify: str | None = None  # outbox kind owed on submit and final states (e.g. "db:erp")
     source: tuple[str, str] | None = None  # (source, row key) of a legacy-database row: taken once
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateChange:
+    """Add or change (`content` set) or delete (`content` None) a template, audit-logged as `actor`."""
+
+    name: str
+    content: str | None
+    pre_approved: bool
+    actor: str
+    now: float
 
 
 @dataclass(slots=True)
@@ -203,18 +215,21 @@ class SweepResult:
 class Ops:
     """Handlers bound to one store (its dialect and id generator)."""
 
-    def __init__(self, dialect: str, ids: IdGenerator) -> None:
+    def __init__(self, dialect: str, ids: IdGenerator, quiet_submits: frozenset[str] = frozenset()) -> None:
         self.dialect = dialect
         self.ids = ids
+        # Outbox kinds not told when a recipient is submitted (callbacks without `submitted`): no event is
+        # written for them, rather than one written, claimed and dropped per recipient.
+        self.quiet_submits = quiet_submits
         self._lock_rows = dialect != "sqlite"  # SQLite's writer already holds the database lock
 
     def handlers(self) -> dict[str, Any]:
         return {"accept": self.accept, "release": self.release, "claim": self.claim,
                 "submitted": self.submitted, "failed": self.failed, "report": self.report,
                 "mo": self.mo, "mo_part": self.mo_part, "sweep": self.sweep, "outbox_done": self.outbox_done,
-                "outbox_claim": self.outbox_claim}
+                "outbox_claim": self.outbox_claim, "template": self.template}
 
-    ORDER = ("accept", "release", "submitted", "failed", "report", "mo_part", "mo", "sweep", "claim",
+    ORDER = ("template", "accept", "release", "submitted", "failed", "report", "mo_part", "mo", "sweep", "claim",
              "outbox_done", "outbox_claim")
     DURABLE = frozenset({"submitted", "failed", "report", "mo_part", "mo", "outbox_done"})
 
@@ -249,7 +264,7 @@ class Ops:
                 "report": m.report, "msg_fmt": m.msg_fmt, "segments": m.segments, "recipients": len(m.to),
                 "open_recipients": len(m.to), "state": state, "needs_review": item.needs_review,
                 "notify": item.notify, "created_at": item.now, "updated_at": item.now,
-                "dlr_url": m.dlr_url, "dlr_mask": m.dlr_mask if m.dlr_url else None,
+                "dlr_url": m.dlr_url, "dlr_mask": m.dlr_mask if m.dlr_url else None, "template": m.template,
             })
             due = m.send_at if m.send_at is not None and m.send_at > item.now else item.now
             for rid, phone, link in zip(item.recipient_ids, m.to, item.links):
@@ -611,6 +626,36 @@ class Ops:
                          .values(lease_owner=None, last_error=i.error[:255], **values))
         return [None] * len(items)
 
+    def template(self, conn: Connection, items: list[TemplateChange]) -> list[str]:
+        """Each change applied in order; result: "added", "changed", "deleted" or "absent" (nothing to delete)."""
+        t = templates_table.c
+        out = []
+        for change in items:
+            old = conn.execute(select(t.content, t.pre_approved).where(t.name == change.name)).first()
+            if change.content is None:
+                if old is None:
+                    out.append("absent")
+                    continue
+                conn.execute(templates_table.delete().where(t.name == change.name))
+                outcome, details = "deleted", {"content": old.content, "pre_approved": bool(old.pre_approved)}
+            elif old is None:
+                conn.execute(templates_table.insert().values(
+                    name=change.name, content=change.content, pre_approved=change.pre_approved,
+                    created_at=change.now, updated_at=change.now, updated_by=change.actor))
+                outcome, details = "added", {"content": change.content, "pre_approved": change.pre_approved}
+            else:
+                conn.execute(update(templates_table).where(t.name == change.name).values(
+                    content=change.content, pre_approved=change.pre_approved, updated_at=change.now,
+                    updated_by=change.actor))
+                outcome = "changed"
+                details = {"content": change.content, "pre_approved": change.pre_approved,
+                           "before": {"content": old.content, "pre_approved": bool(old.pre_approved)}}
+            conn.execute(audit_log.insert().values(
+                id=self.ids.next(), at=change.now, actor=change.actor[:64], action=f"template_{outcome}",
+                subject=f"template:{change.name}", details=json.dumps(details, ensure_ascii=False)))
+            out.append(outcome)
+        return out
+
     def _event(self, kind: str, event: str, message_id: int | None, recipient_id: int | None,
                payload: dict[str, Any], now: float) -> dict[str, Any]:
         return {"id": self.ids.next(), "kind": kind, "event": event, "message_id": message_id,
@@ -650,7 +695,7 @@ class Ops:
             if lifecycle.closes(states[ch.recipient_id], ch.new):
                 closing[row.message_id] += 1
                 notify.append((row.message_id, ch.recipient_id, ch.new))
-            elif ch.new == R.SUBMITTED and row.notify:
+            elif ch.new == R.SUBMITTED and row.notify and row.notify not in self.quiet_submits:
                 owed.append(self._event(row.notify, "recipient_submitted", row.message_id, ch.recipient_id,
                                         {"message_id": str(row.message_id), "recipient_id": str(ch.recipient_id),
                                          "state": ch.new}, ch.now))

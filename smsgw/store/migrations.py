@@ -26,7 +26,8 @@ class Migration:
 
 # v1 as released: the tables of schema.py less what later versions added.
 _V1_TABLES = ("messages", "recipients", "segments", "reports", "mo_messages", "mo_parts", "outbox", "audit_log")
-_ADDED_COLUMNS = {("recipients", "notify"), ("messages", "dlr_url"), ("messages", "dlr_mask")}  # by later ones
+_ADDED_COLUMNS = {("recipients", "notify"), ("messages", "dlr_url"), ("messages", "dlr_mask"),
+                  ("messages", "template")}  # by later ones
 
 
 def _v1(conn: Connection) -> None:
@@ -67,10 +68,16 @@ def _v3(conn: Connection) -> None:
     _add_column(conn, schema.messages, schema.messages.c.dlr_mask)
 
 
+def _v4(conn: Connection) -> None:
+    _add_column(conn, schema.messages, schema.messages.c.template)
+    schema.templates.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "messages, recipients, segments, reports, MO, outbox, audit log", _v1),
     Migration(2, "legacy database sources: source_rows; recipients.notify", _v2),
     Migration(3, "per-message report URLs: messages.dlr_url, messages.dlr_mask", _v3),
+    Migration(4, "message templates: templates; messages.template", _v4),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -54,6 +54,7 @@ messages = Table(
     Column("updated_at", Double, nullable=False),
     Column("dlr_url", String(1000)),  # v3: this message's own report URL (Kannel dlr-url, %-escapes)
     Column("dlr_mask", SmallInteger),  # v3: which reports it wants (Kannel dlr-mask bits)
+    Column("template", String(64)),  # v4: the named template its content was rendered from
 )
 Index("ix_messages_account_created", messages.c.account, messages.c.created_at)
 Index("ix_messages_state_created", messages.c.state, messages.c.created_at)
@@ -200,3 +201,14 @@ audit_log = Table(
 )
 Index("ix_audit_at", audit_log.c.at)
 Index("ix_audit_actor_at", audit_log.c.actor, audit_log.c.at)
+
+# Named message templates (v4; smsgw.templates): managed through the REST API and `smsgw template`.
+templates = Table(
+    "templates", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("content", UnicodeText, nullable=False),
+    Column("pre_approved", Boolean, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("updated_by", String(64), nullable=False),
+)

@@ -1,0 +1,303 @@
+"""The SOAP listener: twisted.web glue around `_codec`, `_operations` and the gateway (docs/soap.md).
+
+One leaf resource answers ``/ws/sms``: ``GET ?wsdl`` gives the WSDL with the
+address the client used, ``POST`` a SOAP 1.1 call. A call is parsed in full
+(every problem in one Client fault), authenticated, then handed to the gateway;
+the answer goes out once the gateway's Deferred fires (for sendSms: once the
+message is committed). The body limit, the request timeout, the incident ids of
+internal errors and the one `http_request` log line per request are
+GatewayResource's, as for the REST API and the URL interface.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable, Sequence
+
+import structlog
+from lxml import etree
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+from twisted.web import server
+
+from smsgw._api_codec import ApiError, rebase
+from smsgw._api_http import (
+    LIMIT_CODES,
+    RETRY_AFTER_S,
+    ApiRequest,
+    ApiSite,
+    Exchange,
+    GatewayResource,
+    HttpListener,
+    peer_address,
+    retry_after,
+    text,
+)
+from smsgw._listen import TlsFiles
+from smsgw.adapters.soap._codec import CONTENT_TYPE, SoapFault, envelope, fault_envelope, read_envelope, rejected
+from smsgw.adapters.soap._operations import (
+    Call,
+    FetchMo,
+    QuerySms,
+    SendSms,
+    fetch_mo_response,
+    not_found,
+    query_sms_response,
+    read_call,
+    send_sms_response,
+    soap_where,
+)
+from smsgw.adapters.soap._wsdl import wsdl
+from smsgw.auth import AuthError, Authenticator, InterfaceDenied, TooManyFailures
+from smsgw.model import Account, GatewayApi, LimitExceeded, RequestRejected, ServiceUnavailable
+
+__all__ = ["INTERFACE", "SERVICE_PATH", "SoapInterface", "SoapResource"]
+
+INTERFACE = "soap"
+SERVICE_PATH = b"/ws/sms"
+_CONTENT_TYPE = [CONTENT_TYPE]
+_AUTH_FAILED = ("authentication failed: the account or its password is wrong, or the account may not connect from "
+                "this address (the gateway's log says which)")
+# A Host header is echoed into the WSDL: only a host name or address and a port may pass.
+_HOST = re.compile(rb"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+_log = structlog.get_logger()
+
+
+class SoapInterface(HttpListener):
+    """Listens for SOAP calls while running; `stop_polling` stops listening and waits for answers."""
+
+    name = INTERFACE
+    resource: SoapResource
+
+    def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], reactor: Any, *, listen: str = "127.0.0.1",
+                 port: int = 8088, max_body_bytes: int = 256 * 1024, request_timeout: float = 30.0,
+                 authenticator: Authenticator | None = None, tls: TlsFiles | None = None) -> None:
+        resource = SoapResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
+                                authenticator=authenticator)
+        super().__init__(reactor, resource, SoapSite(resource, max_body_bytes, reactor), listen=listen, port=port,
+                         tls=tls)
+
+    def _listening(self) -> None:
+        scheme = "https" if self._tls is not None else "http"
+        _log.info("soap_interface_listening", address=self.address(), wsdl=f"{scheme}://{self.address()}/ws/sms?wsdl")
+
+
+class SoapRequest(ApiRequest):
+    """A request whose 413 answer is a SOAP fault, as every answer but the WSDL."""
+
+    def refusal(self, message: str) -> tuple[bytes, bytes]:
+        return CONTENT_TYPE, fault_envelope(SoapFault("too_large", f"request refused: {message}", status=413))
+
+
+class SoapSite(ApiSite):
+    def __init__(self, resource: SoapResource, max_body_bytes: int, clock: IReactorTime) -> None:
+        super().__init__(resource, max_body_bytes, clock)
+        self.requestFactory = SoapRequest
+
+
+class _Exchange(Exchange):
+    """One SOAP request in flight; `operation` names the call (None until the envelope is read)."""
+
+    __slots__ = ("operation", "message_id")
+
+    def __init__(self, request: ApiRequest, started: float) -> None:
+        super().__init__(request, started)
+        self.operation: str | None = None
+        self.message_id: str | None = None  # the message accepted or queried, for the log line
+
+
+_OnResult = Callable[[_Exchange, Any], etree._Element]
+
+
+class SoapResource(GatewayResource[_Exchange]):
+    """Answers every request the site hands it: the WSDL, a SOAP call, or a fault."""
+
+    def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], *, clock: IReactorTime,
+                 request_timeout: float = 30.0, authenticator: Authenticator | None = None) -> None:
+        if not request_timeout > 0:
+            raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
+        super().__init__(clock, request_timeout)
+        self._gateway = gateway
+        self._auth = authenticator if authenticator is not None else Authenticator(accounts, clock)
+
+    def render(self, request: ApiRequest) -> int:
+        ex = _Exchange(request, self._clock.seconds())
+        try:
+            self._serve(ex)
+        except ApiError as e:
+            self._fail(ex, e)
+        except Exception:
+            self._crash(ex, Failure())
+        return server.NOT_DONE_YET
+
+    # -- the request ------------------------------------------------------------------------
+
+    def _serve(self, ex: _Exchange) -> None:
+        request = ex.request
+        if request.path != SERVICE_PATH:
+            raise SoapFault("not_found", f"there is no service at {text(request.path)!r}: the SMS service is "
+                            f"{SERVICE_PATH.decode()} (its WSDL: {SERVICE_PATH.decode()}?wsdl)", status=404)
+        if request.method == b"GET" and _asks_for_wsdl(request.uri):
+            ex.operation = "wsdl"
+            self._respond(ex, 200, wsdl(self._address(request)))
+            return
+        if request.method != b"POST":
+            raise SoapFault("method_not_allowed", f"{text(request.method)} is not a SOAP call: POST a SOAP 1.1 "
+                            f"envelope to {SERVICE_PATH.decode()}, or GET {SERVICE_PATH.decode()}?wsdl for the "
+                            "WSDL", status=405, headers={b"allow": b"GET, POST"})
+        ex.operation, element = read_envelope(request.body.getvalue(), _charset(request))
+        call = read_call(ex.operation, element)
+        d = self._auth.authenticate(call.credentials.account, call.credentials.password, peer_address(request),
+                                    INTERFACE)
+        d.addCallbacks(self._authenticated, self._auth_failed, callbackArgs=(ex, call), errbackArgs=(ex,))
+
+    def _authenticated(self, account: Account, ex: _Exchange, call: Call) -> None:
+        ex.account = account
+        try:
+            self._dispatch(ex, call)
+        except ApiError as e:
+            self._fail(ex, e)
+        except Exception:
+            self._crash(ex, Failure())
+
+    def _auth_failed(self, failure: Failure, ex: _Exchange) -> None:
+        """A Client fault, the same for an unknown account, a wrong password and a refused address (the
+        shared `smsgw.auth.Authenticator` logs which); a Server fault with a retry hint for an address
+        that failed too often."""
+        exc = failure.value
+        if isinstance(exc, TooManyFailures):
+            self._fail(ex, SoapFault("too_many_failures", str(exc), server=True,
+                                     retry_after=max(1, math.ceil(exc.retry_after)),
+                                     headers={b"retry-after": retry_after(exc.retry_after)}))
+        elif isinstance(exc, InterfaceDenied):
+            self._fail(ex, SoapFault("interface_not_allowed", str(exc)))
+        elif isinstance(exc, AuthError):
+            self._fail(ex, SoapFault("authentication_failed", _AUTH_FAILED))
+        else:
+            self._crash(ex, failure)
+
+    def _dispatch(self, ex: _Exchange, call: Call) -> None:
+        assert ex.account is not None
+        if isinstance(call, SendSms):
+            self._call(ex, self._gateway.accept, (ex.account, INTERFACE, [call.request]), _sent)
+        elif isinstance(call, QuerySms):
+            ex.message_id = call.message_id
+            self._call(ex, self._gateway.get_message, (ex.account, call.message_id), _queried)
+        elif isinstance(call, FetchMo):
+            self._call(ex, self._gateway.list_mo, (ex.account, call.cursor, call.limit), _fetched)
+
+    @staticmethod
+    def _address(request: ApiRequest) -> str:
+        """This service's URL as the client reached it: its Host header, else the address it connected to."""
+        raw = request.getHeader(b"host") or b""
+        if not _HOST.fullmatch(raw):
+            local = request.getHost()
+            raw = f"{local.host}:{local.port}".encode()
+        scheme = "https" if request.isSecure() else "http"
+        return f"{scheme}://{raw.decode('ascii')}{SERVICE_PATH.decode()}"
+
+    # -- the gateway's answer -----------------------------------------------------------------
+
+    def _call(self, ex: _Exchange, method: Callable[..., defer.Deferred[Any]], args: tuple[Any, ...],
+              on_result: _OnResult) -> None:
+        try:
+            d = method(*args)
+        except Exception:  # a gateway that raises instead of failing its Deferred
+            self._gateway_failed(Failure(), ex)
+            return
+        d.addCallbacks(self._answered, self._gateway_failed, callbackArgs=(ex, on_result), errbackArgs=(ex,))
+        self._wait(ex)
+
+    def _answered(self, result: Any, ex: _Exchange, on_result: _OnResult) -> None:
+        if ex.done:
+            _log.info("http_late_answer", **self._where(ex), outcome="answered")
+            return
+        try:
+            body = envelope(on_result(ex, result))
+        except ApiError as e:
+            self._fail(ex, e)
+        except Exception:
+            self._crash(ex, Failure())
+        else:
+            self._respond(ex, 200, body)
+
+    # -- GatewayResource's hooks -----------------------------------------------------------------
+
+    def _where(self, ex: _Exchange) -> dict[str, Any]:
+        return {"interface": INTERFACE, **super()._where(ex), "operation": ex.operation}
+
+    def _log_fields(self, ex: _Exchange) -> dict[str, Any]:
+        return {"message_id": ex.message_id} if ex.message_id is not None else {}
+
+    def _content_type(self, ex: _Exchange) -> list[bytes]:
+        return _CONTENT_TYPE
+
+    def _error_body(self, ex: _Exchange, error: ApiError) -> bytes:
+        if not isinstance(error, SoapFault):
+            error = SoapFault(error.code, error.message, error.details, server=error.status >= 500)
+        return fault_envelope(error)
+
+    def _rejected(self, exc: RequestRejected, ex: _Exchange) -> ApiError:
+        problems = [{**p, "where": soap_where(p["where"])} for p in rebase(exc.problems, True)]
+        return rejected(ex.operation or "the call", problems)
+
+    def _unavailable(self, exc: ServiceUnavailable) -> ApiError:
+        reason = str(exc) or "the gateway is not taking messages now"
+        return _unavailable(f"{reason}: retry in {RETRY_AFTER_S} s")
+
+    def _limited(self, exc: LimitExceeded) -> ApiError:
+        """The account's rate limit or daily quota: a Server fault (retry later) with retryAfter."""
+        return SoapFault(LIMIT_CODES.get(exc.kind, "too_many_requests"), str(exc), server=True,
+                         retry_after=max(1, math.ceil(exc.retry_after)),
+                         headers={b"retry-after": retry_after(exc.retry_after)})
+
+    def _internal_error(self, incident: str) -> ApiError:
+        return SoapFault("internal_error", f"an internal error occurred; incident {incident} has the details in "
+                         "the gateway's log", server=True, incident=incident)
+
+    def _timed_out(self, ex: _Exchange) -> None:
+        _log.warning("http_gateway_timeout", **self._where(ex), waited_s=self._timeout)
+        if ex.operation == "sendSms":
+            reason = (f"the gateway did not answer within {self._timeout:g} s; the message may still have been "
+                      "accepted: call sendSms again with the same ref to find out without sending twice")
+        else:
+            reason = f"the gateway did not answer within {self._timeout:g} s: retry in {RETRY_AFTER_S} s"
+        self._fail(ex, _unavailable(reason))
+
+
+def _unavailable(reason: str) -> SoapFault:
+    return SoapFault("unavailable", reason, server=True, retry_after=RETRY_AFTER_S,
+                     headers={b"retry-after": b"%d" % RETRY_AFTER_S})
+
+
+def _sent(ex: _Exchange, accepted: Any) -> etree._Element:
+    ex.message_id = accepted[0].id
+    return send_sms_response(accepted[0])
+
+
+def _queried(ex: _Exchange, view: Any) -> etree._Element:
+    if view is None:
+        raise not_found(ex.message_id or "")
+    return query_sms_response(view)
+
+
+def _fetched(ex: _Exchange, page: Any) -> etree._Element:
+    return fetch_mo_response(page)
+
+
+def _asks_for_wsdl(uri: bytes) -> bool:
+    """?wsdl, ?WSDL, ?wsdl=... (what wsimport, svcutil, zeep and browsers send)."""
+    query = uri.partition(b"?")[2]
+    return any(part.partition(b"=")[0].lower() == b"wsdl" for part in query.split(b"&"))
+
+
+def _charset(request: ApiRequest) -> str | None:
+    ctype = request.requestHeaders.getRawHeaders(b"content-type")
+    for option in (ctype[0] if ctype else b"").split(b";")[1:]:
+        key, _, value = option.strip().partition(b"=")
+        if key.lower() == b"charset" and value.strip(b'" '):
+            return value.strip(b'" ').decode("ascii", "replace")
+    return None
+
