@@ -394,6 +394,21 @@ class InboxWithFakeGatewayTests(DaemonCase):
         assert (folder / "n.txt").read_bytes() == data and not (folder / "done" / "n.txt").exists()
         assert len(gateway.accepted_requests) == 1
 
+    async def test_an_unexpected_failure_is_an_alarm_and_the_file_is_not_taken_again_until_it_changes(self) -> None:
+        """A gateway failing with an unexpected error raises one alarm; the file stays, left alone until touched."""
+        gateway = _Gateway()
+        gateway.mode = "broken"
+        service = self.inbox(gateway, text="hi")
+        folder = pathlib.Path(service.cfg.path())
+        with capture_logs() as logs:
+            (folder / "n.txt").write_bytes(b"13800138000\n")
+            await wait_for(lambda: any(e.get("alarm") == "file_import_failed" for e in logs), what="the alarm")
+            await spin(0.4)
+            assert [e.get("alarm") for e in logs].count("file_import_failed") == 1
+            gateway.mode = "normal"
+            (folder / "n.txt").write_bytes(b"13800138000\n13900139000\n")
+            await wait_for(lambda: (folder / "done" / "n.txt").exists(), what="imported once changed")
+
     async def test_a_gateway_refusing_the_account_fails_the_file(self) -> None:
         """A refusal of the request as a whole (no row named) moves the file to failed/ with the reason."""
 

@@ -222,7 +222,14 @@ class FileInbox(Service):
         for _, name in stable:
             if not self.running:
                 return
-            await self._import(name)
+            try:
+                await self._import(name)
+            except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the folder
+                self._stuck[name] = found[name]
+                log.error("alarm", alarm="file_import_failed", dir=self.cfg.path(), file=name,
+                          error=f"{type(exc).__name__}: {exc}", exc_info=True,
+                          action="the file stays in the folder and is taken again once it changes (or at the "
+                                 "next start); rows already accepted are not sent twice")
 
     def _in_thread(self, f: Any, *args: Any) -> defer.Deferred[Any]:
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
