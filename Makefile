@@ -42,6 +42,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python scripts/bench/e2e.py --count 20000 --mode single
 	$(BIN)/python scripts/bench/db_poll.py --url sqlite:///$(CURDIR)/var/bench-legacy.db --rows 20000
 	$(BIN)/python scripts/bench/url_interface.py --count 10000
+	$(BIN)/python scripts/bench/file_import.py --rows 100000
 
 ## make soak: the long kill -9 crash loop (not part of make test)
 soak: $(VENV)/.installed

@@ -435,7 +435,7 @@ def iso_utc(when: float | None) -> str | None:
 
 def accepted_json(accepted: Sequence[AcceptedMessage]) -> dict[str, Any]:
     return {"messages": [{"id": a.id, "ref": a.ref, "recipients": a.recipients, "segments": a.segments,
-                          "dropped_duplicates": list(a.dropped_duplicates)} for a in accepted]}
+                          "dropped_duplicates": list(a.dropped_duplicates), "repeated": a.repeated} for a in accepted]}
 
 
 def message_json(view: MessageView) -> dict[str, Any]:

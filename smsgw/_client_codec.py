@@ -62,6 +62,7 @@ class Accepted:
     recipients: int
     segments: int
     dropped_duplicates: tuple[str, ...] = ()  # numbers given twice; each recipient gets the message once
+    repeated: bool = False  # the gateway held this ref already: the stored message, not sent again
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -324,7 +325,8 @@ def _required_time(value: Any) -> float:
 
 def _accepted(answer: Any) -> list[Accepted]:
     return [Accepted(str(m["id"]), m["ref"], int(m["recipients"]), int(m["segments"]),
-                     tuple(m.get("dropped_duplicates", ()))) for m in answer["messages"]]
+                     tuple(m.get("dropped_duplicates", ())), bool(m.get("repeated", False)))
+            for m in answer["messages"]]
 
 
 def _segment(s: Any) -> SegmentView:

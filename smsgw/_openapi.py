@@ -77,7 +77,9 @@ def _schemas(max_batch: int) -> dict[str, Any]:
         "AcceptedMessage": _obj({"id": {"type": "string"}, "ref": _STRING_OR_NULL,
                                  "recipients": {"type": "integer"},
                                  "segments": {"type": "integer", "description": "Segments per recipient."},
-                                 "dropped_duplicates": {"type": "array", "items": {"type": "string"}}}),
+                                 "dropped_duplicates": {"type": "array", "items": {"type": "string"}},
+                                 "repeated": {"type": "boolean", "description": "The ref was accepted before: "
+                                              "this is the stored message, not sent again."}}),
         "AcceptResponse": _obj({"messages": {"type": "array", "items": _ref("AcceptedMessage"),
                                              "description": "One entry per message sent, in order."}}),
         "SegmentView": segment,

@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_templates.add_parser(sub)
 
+    from smsgw.adapters.file.command import add_parser as add_import_parser  # smsgw import FILE
+
+    add_import_parser(sub)
+
     hash_key = sub.add_parser("hash-key", help="print the api_key_sha256 value for an API key",
                               description="Reads the key from stdin when not given (keeps it out of shell history).")
     hash_key.add_argument("key", nargs="?", default=None)
@@ -157,9 +161,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "check-config": cli_daemon.check_config, "db": cli_daemon.db, "send": cli_daemon.send,
                     "status": cli_daemon.status, "hash-key": cli_daemon.hash_key,
                     "hash-secret": cli_daemon.hash_secret,
-                    "template": cli_templates.run}[args.command]
+                    "template": cli_templates.run, "import": _import}[args.command]
     result: int = handler(args)
     return result
+
+
+def _import(args: argparse.Namespace) -> int:
+    from smsgw.adapters.file.command import run
+
+    return run(args)
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 
 from smsgw._config_db import ActiveWindow, DbSourceConfig, InboxMapping, TableMapping, url_parses, url_scheme
+from smsgw._config_file import FileImportSection, FileInboxConfig
 from smsgw._yaml_source import CUSTOM_ERROR, Path, Source, path_text, read_source, validation_problems
 from smsgw.model import Account, RateLimit
 from smsgw.protocol.cmpp import Version
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccountConfig", "ActiveWindow", "ApiSection", "AuthSection", "AutoReply", "CarrierConfig", "Config", "ConfigError",
-    "DbSourceConfig", "DispatchSection", "InboxMapping", "TableMapping",
+    "DbSourceConfig", "DispatchSection", "FileImportSection", "FileInboxConfig", "InboxMapping", "TableMapping",
     "LogSection", "MoRoute", "MoSection", "NodeSection", "RoutingRule", "RoutingSection", "ShutdownSection",
     "SimulatorSection", "SoapInterfaceSection", "StoreSection", "TlsSection", "ValidationSection", "check_config",
     "default_config", "load_config",
@@ -507,6 +508,7 @@ class Config(_Section):
     simulator: SimulatorSection = Field(default_factory=SimulatorSection)
     shutdown: ShutdownSection = Field(default_factory=ShutdownSection)
     db_sources: tuple[DbSourceConfig, ...] = ()
+    file_import: FileImportSection = Field(default_factory=FileImportSection)
 
     @model_validator(mode="before")
     @classmethod
@@ -656,7 +658,9 @@ _Problem = tuple[Path, str, str]  # where, what, fix
 def _meaning(cfg: Config, source: Source) -> list[_Problem]:
     return [*_api_problems(cfg, source), *_duplicates(cfg), *_routing_problems(cfg), *_simulator_problems(cfg),
             *_order_problems(cfg), *_mo_problems(cfg), *_store_problems(cfg), *_ext_problems(cfg),
-            *_db_source_problems(cfg), *_callback_problems(cfg), *_tls_problems(cfg)]
+            *_db_source_problems(cfg), *_callback_problems(cfg), *_tls_problems(cfg),
+            *((("file_import", *sub), what, fix)
+              for sub, what, fix in cfg.file_import.problems({a.name: a.interfaces for a in cfg.accounts}))]
 
 
 def _api_problems(cfg: Config, source: Source) -> Iterator[_Problem]:
