@@ -178,6 +178,7 @@ class Call(Generic[_T]):
     body: bytes | None
     expect: int
     decode: Callable[[Any], _T]
+    headers: tuple[tuple[str, str], ...] = ()  # besides the client's own
 
 
 def _check_key(api_key: str) -> str:
@@ -235,8 +236,15 @@ def send_call(message: Message) -> Call[Accepted]:
     return Call("POST", "/messages", _encode(_message_json(message)), 202, lambda a: _accepted(a)[0])
 
 
-def send_many_call(messages: Sequence[Message]) -> Call[list[Accepted]]:
-    return Call("POST", "/messages", _encode([_message_json(m) for m in messages]), 202, _accepted)
+ORIGINS = ("file",)
+
+
+def send_many_call(messages: Sequence[Message], origin: str | None = None) -> Call[list[Accepted]]:
+    """`origin` "file": the messages come from a file import and are recorded with interface file."""
+    if origin is not None and origin not in ORIGINS:
+        raise ValueError(f"origin must be one of {', '.join(ORIGINS)} or None, not {origin!r}")
+    headers = (("X-Smsgw-Origin", origin),) if origin else ()
+    return Call("POST", "/messages", _encode([_message_json(m) for m in messages]), 202, _accepted, headers)
 
 
 def message_call(message_id: str) -> Call[MessageView]:

@@ -100,11 +100,11 @@ class TwistedClient:
         """Like `Client.send`."""
         return self._run(send_call(Message(to, text, priority, send_at, ext, ref, report, template, params)))
 
-    def send_many(self, messages: Sequence[Message]) -> Deferred[list[Accepted]]:
+    def send_many(self, messages: Sequence[Message], *, origin: str | None = None) -> Deferred[list[Accepted]]:
         """Like `Client.send_many`."""
         if not messages:
             return succeed([])
-        return self._run(send_many_call(messages))
+        return self._run(send_many_call(messages, origin))
 
     def get_message(self, message_id: str) -> Deferred[MessageView]:
         """Like `Client.get_message`."""
@@ -149,6 +149,8 @@ class TwistedClient:
     def _run(self, call: Call[_T]) -> Deferred[_T]:
         url = self._target.url(call.path)
         headers = Headers(self._headers)
+        for name, value in call.headers:
+            headers.setRawHeaders(name.encode("ascii"), [value.encode("ascii")])
         body = None
         if call.body is not None:
             headers.setRawHeaders(b"content-type", [b"application/json"])

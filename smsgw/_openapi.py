@@ -144,6 +144,11 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
     return {
         "/api/v1/messages": {"post": {
             "operationId": "sendMessages",
+            "parameters": [{"name": "X-Smsgw-Origin", "in": "header", "required": False,
+                            "schema": {"type": "string", "enum": ["file"]},
+                            "description": "file: the messages come from a file import (smsgw import); they "
+                                           "are recorded with interface file, which the account must be "
+                                           "allowed."}],
             "summary": "Send one message or a batch",
             "description": "Answers 202 once every message is committed to the store: an accepted message "
                            "survives a restart. A 503 after a timeout may still have committed: resend with "

@@ -238,7 +238,7 @@ class _ApiResource(GatewayResource[_Exchange]):
         body = decode_json(ex.request.body.getvalue())
         ex.messages = len(body) if type(body) is list else 1
         requests, ex.single = parse_send_body(body, self._max_batch)
-        self._call(ex, self._gateway.accept, (ex.account, INTERFACE, requests), _accepted)
+        self._call(ex, self._gateway.accept, (ex.account, _origin(ex.request), requests), _accepted)
 
     def get_message(self, ex: _Exchange, raw_id: bytes) -> None:
         ex.arg = _path_text(raw_id, "message")
@@ -330,6 +330,21 @@ class _ApiResource(GatewayResource[_Exchange]):
             message = (f"the gateway did not answer within {self._timeout:g} s; the messages may still have been "
                        "committed: resend them with the same ref to find out without sending twice")
         self._fail(ex, ApiError(503, "unavailable", message, headers={b"retry-after": b"%d" % RETRY_AFTER_S}))
+
+
+def _origin(request: ApiRequest) -> str:
+    """The interface messages are recorded with: rest, or file for `smsgw import` (X-Smsgw-Origin: file).
+
+    The gateway checks that the account may use it, so a label can only make a request subject to
+    the file interface's rules (e.g. review), never lift them.
+    """
+    origin = request.requestHeaders.getRawHeaders(b"x-smsgw-origin")
+    if origin is None:
+        return INTERFACE
+    if origin != [b"file"]:
+        raise ApiError(400, "bad_request", "X-Smsgw-Origin may only be \"file\" (messages from a file import); "
+                       "leave it out for REST")
+    return "file"
 
 
 def _path_text(raw: bytes, what: str) -> str:

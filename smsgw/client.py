@@ -131,8 +131,11 @@ class Client:
         """
         return self._run(send_call(Message(to, text, priority, send_at, ext, ref, report, template, params)))
 
-    def send_many(self, messages: Sequence[Message]) -> list[Accepted]:
+    def send_many(self, messages: Sequence[Message], *, origin: str | None = None) -> list[Accepted]:
         """Send several messages in one request: all are committed, or none (a 422 lists every problem).
+
+        `origin="file"` records them as coming from a file import (interface file, which the
+        account must be allowed), as `smsgw import` does.
 
         Returns:
             One `Accepted` per message, in order; `[]` for no messages (nothing is sent).
@@ -142,7 +145,7 @@ class Client:
         """
         if not messages:
             return []
-        return self._run(send_many_call(messages))
+        return self._run(send_many_call(messages, origin))
 
     def get_message(self, message_id: str) -> MessageView:
         """One of this account's messages: its state, and each recipient's state, Stat and segments.
@@ -207,6 +210,8 @@ class Client:
 
     def _exchange(self, call: Call[Any], url: str) -> tuple[int, str | None, bytes]:
         headers = self._headers if call.body is None else {**self._headers, "Content-Type": "application/json"}
+        if call.headers:
+            headers = {**headers, **dict(call.headers)}
         while True:
             conn, reused = self._connection()
             try:

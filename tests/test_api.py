@@ -170,9 +170,9 @@ class ApiCase(TestCase):
 
     async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
                    key: str | None = "demo-key", style: str = "bearer",
-                   content_type: str | None = "application/json") -> Reply:
+                   content_type: str | None = "application/json", extra: dict[str, str] | None = None) -> Reply:
         """One request; the reply is checked against the OpenAPI document before it is returned."""
-        headers = Headers()
+        headers = Headers({name.encode(): [value.encode()] for name, value in (extra or {}).items()})
         if key is not None:
             if style == "bearer":
                 headers.addRawHeader(b"authorization", b"Bearer " + key.encode())
@@ -233,6 +233,17 @@ class SendTests(ApiCase):
         assert reply.headers["server"] == "smsgw" and reply.headers["date"].endswith(" GMT")
         assert gateway.accepted_requests == [("demo", "rest", (SendRequest((MOBILE,), "Your code is 493021",
                                                                            ref="otp-1"),))]
+
+    async def test_a_file_import_labels_its_messages_with_the_file_interface(self) -> None:
+        """X-Smsgw-Origin: file records interface file (smsgw import); any other origin is a 400."""
+        gateway = self.start()
+        body = {"to": MOBILE, "text": "x"}
+        reply = await self.call("POST", "/api/v1/messages", body, extra={"X-Smsgw-Origin": "file"})
+        assert reply.status == 202 and gateway.accepted_requests[-1][1] == "file"
+        for bad in ("soap", "rest", "FILE"):
+            reply = await self.call("POST", "/api/v1/messages", body, extra={"X-Smsgw-Origin": bad})
+            assert reply.status == 400 and "X-Smsgw-Origin may only be" in reply.json["error"]["message"]
+        assert len(gateway.accepted_requests) == 1
 
     async def test_batch_is_accepted_in_order(self) -> None:
         """An array gets one id per message, in the order sent, with duplicates reported."""

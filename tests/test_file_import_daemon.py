@@ -96,9 +96,9 @@ class ImportCommandTests(DaemonCase):
         assert "accepted:  3 row(s) in 3 message(s)\n" in first.stdout
         stored = rows(config, "SELECT ref, content, interface, priority, recipients FROM messages ORDER BY ref")
         prefix = stored[0][0].rsplit("-", 1)[0]
-        assert stored == [(f"{prefix}-2", "尊敬的张三，您的验证码是123456。", "rest", 0, 1),
-                          (f"{prefix}-3", "尊敬的李四，您的验证码是654321。", "rest", 0, 1),
-                          (f"{prefix}-4", "尊敬的王五，您的验证码是111111。", "rest", 0, 1)]
+        assert stored == [(f"{prefix}-2", "尊敬的张三，您的验证码是123456。", "file", 0, 1),
+                          (f"{prefix}-3", "尊敬的李四，您的验证码是654321。", "file", 0, 1),
+                          (f"{prefix}-4", "尊敬的王五，您的验证码是111111。", "file", 0, 1)]
         lines = result_lines(self.tmp / "people.xlsx.result.csv")
         ids = {str(i) for (i,) in rows(config, "SELECT id FROM messages")}
         assert [line[:3] for line in lines] == [["2", "13800138000", "accepted"], ["3", "13900139000", "accepted"],

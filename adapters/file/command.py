@@ -283,7 +283,7 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
         attempt = 0
         while chunk:
             try:
-                answers = client.send_many([_message(m, o) for m in chunk])
+                answers = client.send_many([_message(m, o) for m in chunk], origin="file")
             except ApiError as exc:
                 if exc.status == 429:  # the account's rate limit (waited out) or daily quota (stops)
                     if exc.code == "quota_exceeded":
