@@ -11,7 +11,7 @@ import math
 import secrets
 import time
 from io import BytesIO
-from typing import Any, Generic, Mapping, Protocol, TypeVar, cast
+from typing import Any, Callable, Generic, Mapping, Protocol, TypeVar, cast
 
 import structlog
 from twisted.application.service import Service
@@ -237,6 +237,32 @@ class GatewayResource(Resource, Generic[E]):
         self._idle.append(d)
         return d
 
+    # -- calling the gateway ------------------------------------------------------------------
+
+    def _call(self, ex: E, method: Callable[..., Deferred[Any]], args: tuple[Any, ...],
+              on_result: Callable[[E, Any], tuple[int, bytes]]) -> None:
+        """Call the gateway and answer with `on_result(ex, result)` (status, body) when it fires."""
+        try:
+            d = method(*args)
+        except Exception:  # a gateway that raises instead of failing its Deferred
+            self._gateway_failed(Failure(), ex)
+            return
+        d.addCallbacks(self._answered, self._gateway_failed, callbackArgs=(ex, on_result), errbackArgs=(ex,))
+        self._wait(ex)
+
+    def _answered(self, result: Any, ex: E, on_result: Callable[[E, Any], tuple[int, bytes]]) -> None:
+        if ex.done:
+            _log.info("http_late_answer", **self._where(ex), outcome="answered", result=_summary(result))
+            return
+        try:
+            status, body = on_result(ex, result)
+        except ApiError as e:
+            self._fail(ex, e)
+        except Exception:
+            self._crash(ex, Failure())
+        else:
+            self._respond(ex, status, body)
+
     # -- hooks ------------------------------------------------------------------------------
 
     def _where(self, ex: E) -> dict[str, Any]:
@@ -398,3 +424,10 @@ class HttpListener(Service):
         if port is None:
             return succeed(None)
         return maybeDeferred(port.stopListening)
+
+
+def _summary(result: Any) -> Any:
+    """What a late answer held, for its log line: the ids of a list, else the type's name."""
+    if isinstance(result, list):
+        return [getattr(item, "id", "?") for item in result]
+    return type(result).__name__

@@ -280,31 +280,6 @@ class _ApiResource(GatewayResource[_Exchange]):
     def get_openapi(self, ex: _Exchange, _: bytes) -> None:
         self._respond(ex, 200, self._openapi)
 
-    # -- the gateway's answers --------------------------------------------------------------
-
-    def _call(self, ex: _Exchange, method: Callable[..., Deferred[Any]], args: tuple[Any, ...],
-              on_result: _OnResult) -> None:
-        try:
-            d = method(*args)
-        except Exception:  # a gateway that raises instead of failing its Deferred
-            self._gateway_failed(Failure(), ex)
-            return
-        d.addCallbacks(self._answered, self._gateway_failed, callbackArgs=(ex, on_result), errbackArgs=(ex,))
-        self._wait(ex)
-
-    def _answered(self, result: Any, ex: _Exchange, on_result: _OnResult) -> None:
-        if ex.done:
-            _log.info("http_late_answer", **self._where(ex), outcome="answered", result=_summary(result))
-            return
-        try:
-            status, body = on_result(ex, result)
-        except ApiError as e:
-            self._fail(ex, e)
-        except Exception:
-            self._crash(ex, Failure())
-        else:
-            self._respond(ex, status, body)
-
     # -- GatewayResource's hooks -------------------------------------------------------------
 
     def _log_fields(self, ex: _Exchange) -> dict[str, Any]:
@@ -374,12 +349,6 @@ def _template_deleted(ex: _Exchange, deleted: bool) -> tuple[int, bytes]:
     if not deleted:
         raise ApiError(404, "not_found", f"no template named {ex.arg[:64]!r}: nothing was deleted")
     return 200, encode({"deleted": ex.arg})
-
-
-def _summary(result: Any) -> Any:
-    if isinstance(result, list):
-        return [getattr(item, "id", "?") for item in result]
-    return type(result).__name__
 
 
 def _unauthorized(message: str, extra: bytes = b"") -> ApiError:

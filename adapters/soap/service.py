@@ -181,12 +181,12 @@ class SoapResource(GatewayResource[_Exchange]):
     def _dispatch(self, ex: _Exchange, call: Call) -> None:
         assert ex.account is not None
         if isinstance(call, SendSms):
-            self._call(ex, self._gateway.accept, (ex.account, INTERFACE, [call.request]), _sent)
+            self._call_soap(ex, self._gateway.accept, (ex.account, INTERFACE, [call.request]), _sent)
         elif isinstance(call, QuerySms):
             ex.message_id = call.message_id
-            self._call(ex, self._gateway.get_message, (ex.account, call.message_id), _queried)
+            self._call_soap(ex, self._gateway.get_message, (ex.account, call.message_id), _queried)
         elif isinstance(call, FetchMo):
-            self._call(ex, self._gateway.list_mo, (ex.account, call.cursor, call.limit), _fetched)
+            self._call_soap(ex, self._gateway.list_mo, (ex.account, call.cursor, call.limit), _fetched)
 
     @staticmethod
     def _address(request: ApiRequest) -> str:
@@ -200,28 +200,10 @@ class SoapResource(GatewayResource[_Exchange]):
 
     # -- the gateway's answer -----------------------------------------------------------------
 
-    def _call(self, ex: _Exchange, method: Callable[..., defer.Deferred[Any]], args: tuple[Any, ...],
-              on_result: _OnResult) -> None:
-        try:
-            d = method(*args)
-        except Exception:  # a gateway that raises instead of failing its Deferred
-            self._gateway_failed(Failure(), ex)
-            return
-        d.addCallbacks(self._answered, self._gateway_failed, callbackArgs=(ex, on_result), errbackArgs=(ex,))
-        self._wait(ex)
-
-    def _answered(self, result: Any, ex: _Exchange, on_result: _OnResult) -> None:
-        if ex.done:
-            _log.info("http_late_answer", **self._where(ex), outcome="answered")
-            return
-        try:
-            body = envelope(on_result(ex, result))
-        except ApiError as e:
-            self._fail(ex, e)
-        except Exception:
-            self._crash(ex, Failure())
-        else:
-            self._respond(ex, 200, body)
+    def _call_soap(self, ex: _Exchange, method: Callable[..., defer.Deferred[Any]], args: tuple[Any, ...],
+                   on_result: _OnResult) -> None:
+        """Call the gateway; answer 200 with the envelope of `on_result`'s element."""
+        self._call(ex, method, args, lambda ex_, result: (200, envelope(on_result(ex_, result))))
 
     # -- GatewayResource's hooks -----------------------------------------------------------------
 

@@ -141,7 +141,7 @@ class SendsmsResource(GatewayResource[_Exchange]):
         ex.account = account
         try:
             send = send_request(params, account, self._clock.seconds(), self._service_codes, body_charset)
-            self._call(ex, send)
+            self._call(ex, self._gateway.accept, (ex.account, INTERFACE, [send]), self._accepted)
         except SendsmsError as e:
             self._fail(ex, e)
         except Exception:
@@ -177,23 +177,9 @@ class SendsmsResource(GatewayResource[_Exchange]):
 
     # -- the gateway's answer -----------------------------------------------------------------
 
-    def _call(self, ex: _Exchange, send: Any) -> None:
-        assert ex.account is not None
-        try:
-            d = self._gateway.accept(ex.account, INTERFACE, [send])
-        except Exception:  # a gateway that raises instead of failing its Deferred
-            self._gateway_failed(Failure(), ex)
-            return
-        d.addCallbacks(self._accepted, self._gateway_failed, callbackArgs=(ex,), errbackArgs=(ex,))
-        self._wait(ex)
-
-    def _accepted(self, accepted: Any, ex: _Exchange) -> None:
-        if ex.done:
-            _log.info("http_late_answer", **self._where(ex), outcome="answered")
-        elif ex.json:
-            self._respond(ex, 202, encode(accepted_json(accepted)))
-        else:
-            self._respond(ex, 202, ACCEPTED)
+    @staticmethod
+    def _accepted(ex: _Exchange, accepted: Any) -> tuple[int, bytes]:
+        return 202, encode(accepted_json(accepted)) if ex.json else ACCEPTED
 
     # -- GatewayResource's hooks -----------------------------------------------------------------
 
