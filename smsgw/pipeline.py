@@ -199,14 +199,14 @@ class Gateway:
         out = []
         for item, stored_id in zip(items, ids):
             m = item.message
-            if stored_id != item.id and item.source is not None:
-                log.info("db_row_reconciled", message_id=str(stored_id), source=item.source[0], key=item.source[1],
-                         reason="taken before, but the legacy database did not commit it: not sent again")
-                out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates, repeated=True))
-                continue
-            if stored_id != item.id:
-                log.info("message_ref_repeated", message_id=str(stored_id), account=account.name, ref=m.ref,
-                         reason="this ref was accepted before: answered with the stored message, not sent again")
+            if stored_id != item.id:  # stored before: answered with the stored message, not sent again
+                if item.source is not None:
+                    log.info("db_row_reconciled", message_id=str(stored_id), source=item.source[0],
+                             key=item.source[1],
+                             reason="taken before, but the legacy database did not commit it: not sent again")
+                else:
+                    log.info("message_ref_repeated", message_id=str(stored_id), account=account.name, ref=m.ref,
+                             reason="this ref was accepted before: answered with the stored message, not sent again")
                 out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates, repeated=True))
                 continue
             log.info("message_accepted", message_id=str(item.id), account=account.name, interface=interface,
@@ -226,13 +226,11 @@ class Gateway:
     def _accept_failed(self, failure: Failure, account: Account, recipients: int) -> Failure:
         self.limits.release(account, recipients, self._clock.seconds())
         error = failure.value
-        if isinstance(error, defer.FirstError):
-            error = error.subFailure.value
         if isinstance(error, StoreUnavailable):
             log.error("alarm", alarm="store_unreachable", action="refusing new messages until it is back",
                       account=account.name, error=str(error))
             return Failure(ServiceUnavailable("the message store is unreachable; nothing was accepted"))
-        return Failure(error)
+        return failure
 
     def get_message(self, account: Account, message_id: str) -> defer.Deferred[MessageView | None]:
         if not message_id.isdigit() or len(message_id) > 19:
