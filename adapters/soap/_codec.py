@@ -22,7 +22,7 @@ from smsgw._api_codec import PROBLEMS_MAX, ApiError
 from smsgw.adapters.soap._wsdl import NAMESPACE, OPERATIONS
 from smsgw.model import Problem
 
-__all__ = ["CONTENT_TYPE", "SOAP_ENV", "XSI", "SoapFault", "at", "close_match", "envelope", "fault_envelope",
+__all__ = ["CONTENT_TYPE", "SOAP_ENV", "XSI", "SoapFault", "close_match", "envelope", "fault_envelope",
            "read_envelope", "rejected", "response", "sub", "xml_text"]
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -191,10 +191,6 @@ def close_match(name: str, choices: Sequence[str]) -> str:
     """'did you mean "x"? ' for a near miss, else ''."""
     found = difflib.get_close_matches(name, choices, n=1)
     return f"did you mean {found[0]!r}? " if found else ""
-
-
-def at(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
 
 
 # -- writing -----------------------------------------------------------------------------------
