@@ -53,13 +53,16 @@ class ApiSite(server.Site):
     """A Site whose requests enforce the body limit while the body arrives.
 
     Its channels are plain HTTP/1.1 (`HttpChannel`): no HTTP/2 negotiation, which
-    none of the interfaces offers.
+    none of the interfaces offers. `request_factory` is an `ApiRequest` subclass when an
+    interface answers the 413 in its own format.
     """
 
     protocol = HttpChannel  # type: ignore[assignment]  # Twisted types it as its HTTP/2-capable wrapper
 
-    def __init__(self, resource: Api, max_body_bytes: int, clock: IReactorTime) -> None:
-        super().__init__(resource, requestFactory=ApiRequest, parsePOSTFormSubmission=False, reactor=clock)
+    def __init__(self, resource: Api, max_body_bytes: int, clock: IReactorTime,
+                 request_factory: type[ApiRequest] | None = None) -> None:
+        super().__init__(resource, requestFactory=request_factory or ApiRequest, parsePOSTFormSubmission=False,
+                         reactor=clock)
         self.api = resource
         self.max_body_bytes = max_body_bytes
         self.displayTracebacks = False

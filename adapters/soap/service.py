@@ -76,8 +76,8 @@ class SoapInterface(HttpListener):
                  authenticator: Authenticator | None = None, tls: TlsFiles | None = None) -> None:
         resource = SoapResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
                                 authenticator=authenticator)
-        super().__init__(reactor, resource, SoapSite(resource, max_body_bytes, reactor), listen=listen, port=port,
-                         tls=tls)
+        super().__init__(reactor, resource, ApiSite(resource, max_body_bytes, reactor, SoapRequest), listen=listen,
+                         port=port, tls=tls)
 
     def _listening(self) -> None:
         scheme = "https" if self._tls is not None else "http"
@@ -89,12 +89,6 @@ class SoapRequest(ApiRequest):
 
     def refusal(self, message: str) -> tuple[bytes, bytes]:
         return CONTENT_TYPE, fault_envelope(SoapFault("too_large", f"request refused: {message}", status=413))
-
-
-class SoapSite(ApiSite):
-    def __init__(self, resource: SoapResource, max_body_bytes: int, clock: IReactorTime) -> None:
-        super().__init__(resource, max_body_bytes, clock)
-        self.requestFactory = SoapRequest
 
 
 class _Exchange(Exchange):

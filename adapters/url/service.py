@@ -59,8 +59,8 @@ class UrlInterface(HttpListener):
                  tls: TlsFiles | None = None) -> None:
         resource = SendsmsResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
                                    service_codes=service_codes, authenticator=authenticator)
-        super().__init__(reactor, resource, UrlSite(resource, max_body_bytes, reactor), listen=listen, port=port,
-                         tls=tls)
+        super().__init__(reactor, resource, ApiSite(resource, max_body_bytes, reactor, UrlRequest), listen=listen,
+                         port=port, tls=tls)
 
     def _listening(self) -> None:
         _log.info("url_interface_listening", address=self.address(), tls=self._tls is not None)
@@ -72,12 +72,6 @@ class UrlRequest(ApiRequest):
     def refusal(self, message: str) -> tuple[bytes, bytes]:
         site: ApiSite = self.channel.site  # type: ignore[attr-defined]
         return _TEXT[0], b"Request body too large, rejected: at most %d bytes" % site.max_body_bytes
-
-
-class UrlSite(ApiSite):
-    def __init__(self, resource: SendsmsResource, max_body_bytes: int, clock: IReactorTime) -> None:
-        super().__init__(resource, max_body_bytes, clock)
-        self.requestFactory = UrlRequest
 
 
 class _Exchange(Exchange):
