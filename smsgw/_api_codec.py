@@ -152,12 +152,12 @@ def _send_request(obj: Any, prefix: str, problems: list[Problem]) -> SendRequest
     template = obj.get("template")
     params = obj.get("params")
     if template is not None and (type(template) is not str or not _encodable(template)):
-        _string_problem(template, _at(prefix, "template"), "a template's name, or null", problems)
+        _string_problem(template, at(prefix, "template"), "a template's name, or null", problems)
     if params is not None:
         params = _params(params, prefix, problems)
     text = obj.get("text", "" if template is not None else _MISSING)
     if type(text) is not str or not _encodable(text):
-        _string_problem(text, _at(prefix, "text"), "a string (or name a template)", problems, required=True)
+        _string_problem(text, at(prefix, "text"), "a string (or name a template)", problems, required=True)
     priority = obj.get("priority", PRIORITY_NORMAL)
     if type(priority) is not int or not 0 <= priority <= 9:
         priority = _priority(priority, prefix, problems)
@@ -166,13 +166,13 @@ def _send_request(obj: Any, prefix: str, problems: list[Problem]) -> SendRequest
         send_at = _send_at(send_at, prefix, problems)
     ext = obj.get("ext")
     if ext is not None and (type(ext) is not str or not _encodable(ext)):
-        _string_problem(ext, _at(prefix, "ext"), "a string of digits, or null", problems)
+        _string_problem(ext, at(prefix, "ext"), "a string of digits, or null", problems)
     ref = obj.get("ref")
     if ref is not None and (type(ref) is not str or not _encodable(ref)):
-        _string_problem(ref, _at(prefix, "ref"), "a string, or null", problems)
+        _string_problem(ref, at(prefix, "ref"), "a string, or null", problems)
     report = obj.get("report", True)
     if type(report) is not bool:
-        problems.append(Problem(_at(prefix, "report"), "wrong_type",
+        problems.append(Problem(at(prefix, "report"), "wrong_type",
                                 f"report must be true or false, not {_kind(report)}"))
     if len(problems) > before:
         return None
@@ -180,7 +180,7 @@ def _send_request(obj: Any, prefix: str, problems: list[Problem]) -> SendRequest
 
 
 def _params(value: Any, prefix: str, problems: list[Problem]) -> dict[str, Any] | None:
-    where = _at(prefix, "params")
+    where = at(prefix, "params")
     if type(value) is not dict:
         problems.append(Problem(where, "wrong_type", 'params must be an object of name: value, e.g. '
                                 f'{{"code": "123456"}}, not {_kind(value)}'))
@@ -188,7 +188,7 @@ def _params(value: Any, prefix: str, problems: list[Problem]) -> dict[str, Any] 
     bad = [k for k, v in value.items() if not _encodable(k) or not (
         (type(v) is str and _encodable(v)) or type(v) in (int, float))]
     for name in bad[:PER_FIELD_MAX]:
-        problems.append(Problem(_at(where, _safe(name)), "wrong_type",
+        problems.append(Problem(at(where, _safe(name)), "wrong_type",
                                 f"a parameter must be a string or a number, not {_kind(value[name])}"))
     return None if bad else value
 
@@ -229,7 +229,7 @@ def _unknown_fields(obj: dict[str, Any], prefix: str, problems: list[Problem]) -
     for name in unknown[:PER_FIELD_MAX]:
         close = difflib.get_close_matches(name, SEND_FIELDS, n=1)
         hint = f"did you mean {_show(close[0])}? " if close else ""
-        problems.append(Problem(_at(prefix, _safe(name)), "unknown_field", f"unknown field {_show(name)}: "
+        problems.append(Problem(at(prefix, _safe(name)), "unknown_field", f"unknown field {_show(name)}: "
                                 f"{hint}the fields are {', '.join(SEND_FIELDS)}"))
     if len(unknown) > PER_FIELD_MAX:
         problems.append(Problem(prefix, "unknown_field", f"and {len(unknown) - PER_FIELD_MAX} more unknown "
@@ -241,7 +241,7 @@ def _recipients(to: Any, prefix: str, problems: list[Problem]) -> tuple[str, ...
         return (to,)
     if type(to) is list and to and all(type(n) is str and _encodable(n) for n in to):
         return tuple(to)
-    where = _at(prefix, "to")
+    where = at(prefix, "to")
     if to is _MISSING:
         problems.append(Problem(where, "required", 'to is required: a mobile number like "13800138000" '
                                 "or an array of them"))
@@ -263,7 +263,7 @@ def _recipients(to: Any, prefix: str, problems: list[Problem]) -> tuple[str, ...
 def _priority(value: Any, prefix: str, problems: list[Problem]) -> int:
     if type(value) is str and value in PRIORITY_NAMES:
         return PRIORITY_NAMES[value]
-    where = _at(prefix, "priority")
+    where = at(prefix, "priority")
     if type(value) is int:
         problems.append(Problem(where, "out_of_range", f"priority must be from 0 (bulk) to 9 (urgent), "
                                 f"not {value}"))
@@ -274,7 +274,7 @@ def _priority(value: Any, prefix: str, problems: list[Problem]) -> int:
 
 
 def _send_at(value: Any, prefix: str, problems: list[Problem]) -> float | None:
-    where = _at(prefix, "send_at")
+    where = at(prefix, "send_at")
     if type(value) is str:
         return parse_time(value, where, problems)
     if type(value) is int or type(value) is float:
@@ -372,7 +372,8 @@ def parse_mo_query(args: Mapping[bytes, Sequence[bytes]]) -> tuple[str | None, i
     return values.get("cursor") or None, limit
 
 
-def _at(prefix: str, name: str) -> str:
+def at(prefix: str, name: str) -> str:
+    """The location of `name` inside `prefix` ("[0].to"), or `name` alone at the top."""
     return f"{prefix}.{name}" if prefix else name
 
 

@@ -11,7 +11,7 @@ import math
 import secrets
 import time
 from io import BytesIO
-from typing import Any, Callable, Generic, Mapping, Protocol, TypeVar, cast
+from typing import Any, Callable, Generic, Mapping, Protocol, Sequence, TypeVar, cast
 
 import structlog
 from twisted.application.service import Service
@@ -23,6 +23,7 @@ from twisted.web.resource import Resource
 
 from smsgw._api_codec import ApiError, error_body
 from smsgw._listen import TlsFiles, listen_http
+from smsgw.auth import AuthError, Authenticator
 from smsgw.model import Account, LimitExceeded, RequestRejected, ServiceUnavailable
 
 _SERVER = [b"smsgw"]
@@ -53,13 +54,16 @@ class ApiSite(server.Site):
     """A Site whose requests enforce the body limit while the body arrives.
 
     Its channels are plain HTTP/1.1 (`HttpChannel`): no HTTP/2 negotiation, which
-    none of the interfaces offers.
+    none of the interfaces offers. `request_factory` is an `ApiRequest` subclass when an
+    interface answers the 413 in its own format.
     """
 
     protocol = HttpChannel  # type: ignore[assignment]  # Twisted types it as its HTTP/2-capable wrapper
 
-    def __init__(self, resource: Api, max_body_bytes: int, clock: IReactorTime) -> None:
-        super().__init__(resource, requestFactory=ApiRequest, parsePOSTFormSubmission=False, reactor=clock)
+    def __init__(self, resource: Api, max_body_bytes: int, clock: IReactorTime,
+                 request_factory: type[ApiRequest] | None = None) -> None:
+        super().__init__(resource, requestFactory=request_factory or ApiRequest, parsePOSTFormSubmission=False,
+                         reactor=clock)
         self.api = resource
         self.max_body_bytes = max_body_bytes
         self.displayTracebacks = False
@@ -179,6 +183,18 @@ def retry_after(seconds: float) -> bytes:
     return b"%d" % max(1, math.ceil(seconds))
 
 
+def content_charset(request: http.Request, strip: bytes) -> str | None:
+    """The first non-empty charset parameter of the request's Content-Type, stripped of the bytes in `strip`
+    (None without one)."""
+    ctype = request.requestHeaders.getRawHeaders(b"content-type")
+    for option in (ctype[0] if ctype else b"").split(b";")[1:]:
+        key, _, value = option.strip().partition(b"=")
+        value = value.strip(strip)
+        if key.lower() == b"charset" and value:
+            return value.decode("ascii", "replace")
+    return None
+
+
 # --- what both HTTP interfaces (REST, URL) do with a request the gateway answers later -------------
 
 RETRY_AFTER_S = 5
@@ -212,14 +228,24 @@ class GatewayResource(Resource, Generic[E]):
     A gateway failure becomes the subclass's error; an unexpected one is logged in
     full and the client gets only an incident id; an answer that comes after the
     request was answered is logged. Every request ends in one `http_request` line.
+
+    Raises:
+        ValueError: `request_timeout` is not positive, or `authenticator` is None and
+            Authenticator refuses `accounts`.
     """
 
     isLeaf = True
+    #: the reason a ServiceUnavailable without a message of its own gives
+    _NOT_TAKING = "the gateway is not taking messages now"
 
-    def __init__(self, clock: IReactorTime, request_timeout: float) -> None:
+    def __init__(self, clock: IReactorTime, request_timeout: float, accounts: Sequence[Account],
+                 authenticator: Authenticator | None) -> None:
+        if not request_timeout > 0:
+            raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
         super().__init__()
         self._clock = clock
         self._timeout = request_timeout
+        self._auth = authenticator if authenticator is not None else Authenticator(accounts, clock)
         self._waiting: dict[E, None] = {}
         self._sweeper: IDelayedCall | None = None
         self._idle: list[Deferred[None]] = []
@@ -236,6 +262,33 @@ class GatewayResource(Resource, Generic[E]):
         d: Deferred[None] = Deferred()
         self._idle.append(d)
         return d
+
+    # -- running request code -----------------------------------------------------------------
+
+    def _guarded(self, ex: E, fn: Callable[..., None], *args: Any) -> None:
+        """`fn(*args)`, answering an ApiError it raises as that error and anything else as an incident."""
+        try:
+            fn(*args)
+        except ApiError as e:
+            self._fail(ex, e)
+        except Exception:
+            self._crash(ex, Failure())
+
+    def _after_auth(self, d: Deferred[Account], ex: E, then: Callable[..., None], *args: Any) -> None:
+        """Once `d` gives the caller's account, set it on `ex` and run `then(*args)` guarded; a refused
+        login is answered with `_auth_refused`."""
+        d.addCallbacks(self._logged_in, self._auth_failed, callbackArgs=(ex, then, *args), errbackArgs=(ex,))
+
+    def _logged_in(self, account: Account, ex: E, then: Callable[..., None], *args: Any) -> None:
+        ex.account = account
+        self._guarded(ex, then, *args)
+
+    def _auth_failed(self, failure: Failure, ex: E) -> None:
+        exc = failure.value
+        if isinstance(exc, AuthError):
+            self._fail(ex, self._auth_refused(exc))
+        else:
+            self._crash(ex, failure)
 
     # -- calling the gateway ------------------------------------------------------------------
 
@@ -254,14 +307,10 @@ class GatewayResource(Resource, Generic[E]):
         if ex.done:
             _log.info("http_late_answer", **self._where(ex), outcome="answered", result=_summary(result))
             return
-        try:
-            status, body = on_result(ex, result)
-        except ApiError as e:
-            self._fail(ex, e)
-        except Exception:
-            self._crash(ex, Failure())
-        else:
-            self._respond(ex, status, body)
+        self._guarded(ex, self._answer, ex, on_result, result)
+
+    def _answer(self, ex: E, on_result: Callable[[E, Any], tuple[int, bytes]], result: Any) -> None:
+        self._respond(ex, *on_result(ex, result))
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -284,8 +333,18 @@ class GatewayResource(Resource, Generic[E]):
     def _rejected(self, exc: RequestRejected, ex: E) -> ApiError:
         raise NotImplementedError
 
-    def _unavailable(self, exc: ServiceUnavailable) -> ApiError:
+    def _auth_refused(self, exc: AuthError) -> ApiError:
+        """The answer to a refused login (AuthFailed, InterfaceDenied, TooManyFailures)."""
         raise NotImplementedError
+
+    def _unavailable(self, exc: ServiceUnavailable) -> ApiError:
+        """503 with Retry-After: the gateway cannot take requests now (draining, store down)."""
+        reason = str(exc) or self._NOT_TAKING
+        return self._unavailable_error(f"{reason}: retry in {RETRY_AFTER_S} s")
+
+    def _unavailable_error(self, message: str) -> ApiError:
+        """The interface's 503 saying `message`, for `_unavailable` and timeouts."""
+        return ApiError(503, "unavailable", message, headers={b"retry-after": retry_after(RETRY_AFTER_S)})
 
     def _limited(self, exc: LimitExceeded) -> ApiError:
         """429 with Retry-After: the account's rate limit or daily quota (the message says which and when)."""
@@ -296,6 +355,11 @@ class GatewayResource(Resource, Generic[E]):
         raise NotImplementedError
 
     def _timed_out(self, ex: E) -> None:
+        _log.warning("http_gateway_timeout", **self._where(ex), waited_s=self._timeout)
+        self._fail(ex, self._unavailable_error(self._timeout_message(ex)))
+
+    def _timeout_message(self, ex: E) -> str:
+        """What the 503 of a request the gateway did not answer in time says (and whether to resend)."""
         raise NotImplementedError
 
     # -- waiting for the gateway ------------------------------------------------------------------

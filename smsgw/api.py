@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence, cast
 from urllib.parse import unquote_to_bytes
 
-import structlog
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.python.failure import Failure
 from twisted.web import server
 
 from smsgw._api_codec import (
@@ -37,7 +35,6 @@ from smsgw._api_codec import (
     template_json,
 )
 from smsgw._api_http import (
-    RETRY_AFTER_S,
     ApiRequest,
     ApiSite,
     Exchange,
@@ -48,14 +45,13 @@ from smsgw._api_http import (
 )
 from smsgw._openapi import build_openapi
 from smsgw.auth import AuthError, AuthFailed, Authenticator, InterfaceDenied, TooManyFailures
-from smsgw.model import Account, GatewayApi, RequestRejected, ServiceUnavailable
+from smsgw.model import Account, GatewayApi, RequestRejected
 from smsgw.templates import Template
 
 __all__ = ["ROUTES", "Route", "make_api"]
 
 INTERFACE = "rest"  # the name accounts list in `interfaces`, and what the gateway records
 _AUTH_CHALLENGE = b'Bearer realm="smsgw"'
-_log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +104,7 @@ def make_api(gateway: GatewayApi, accounts: Sequence[Account], *, max_body_bytes
         if not value > 0:
             raise ValueError(f"make_api: {name} must be positive, got {value!r}")
     openapi = encode(build_openapi(max_batch=max_batch, max_body_bytes=max_body_bytes))
-    if authenticator is None:
-        authenticator = Authenticator(accounts, clock)
-    resource = _ApiResource(gateway, authenticator, max_batch=max_batch,
+    resource = _ApiResource(gateway, accounts, authenticator, max_batch=max_batch,
                             request_timeout=request_timeout, clock=clock, openapi=openapi)
     return ApiSite(resource, max_body_bytes, clock)
 
@@ -134,11 +128,12 @@ _OnResult = Callable[[_Exchange, Any], tuple[int, bytes]]
 class _ApiResource(GatewayResource[_Exchange]):
     """Routes, authenticates and answers every request under /api/v1/."""
 
-    def __init__(self, gateway: GatewayApi, authenticator: Authenticator, *, max_batch: int,
-                 request_timeout: float, clock: IReactorTime, openapi: bytes) -> None:
-        super().__init__(clock, request_timeout)
+    _NOT_TAKING = "the gateway is not taking requests now"
+
+    def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], authenticator: Authenticator | None, *,
+                 max_batch: int, request_timeout: float, clock: IReactorTime, openapi: bytes) -> None:
+        super().__init__(clock, request_timeout, accounts, authenticator)
         self._gateway = gateway
-        self._auth = authenticator
         self._max_batch = max_batch
         self._openapi = openapi
         # path -> method -> (route, handler); templates ending in /{x} match on their prefix
@@ -151,35 +146,16 @@ class _ApiResource(GatewayResource[_Exchange]):
 
     def render(self, request: ApiRequest) -> int:
         ex = _Exchange(request, self._clock.seconds())
-        try:
-            route, handler, arg = self._match(request.method, request.path)
-            if route.auth == "none":
-                handler(ex, arg)
-            else:
-                d = self._authenticate(request, INTERFACE if route.auth == "rest" else None)
-                d.addCallbacks(self._authenticated, self._auth_failed, callbackArgs=(ex, handler, arg),
-                               errbackArgs=(ex,))
-        except ApiError as e:
-            self._fail(ex, e)
-        except Exception:
-            self._crash(ex, Failure())
+        self._guarded(ex, self._serve, ex)
         return server.NOT_DONE_YET
 
-    def _authenticated(self, account: Account, ex: _Exchange, handler: _Handler, arg: bytes) -> None:
-        ex.account = account
-        try:
+    def _serve(self, ex: _Exchange) -> None:
+        route, handler, arg = self._match(ex.request.method, ex.request.path)
+        if route.auth == "none":
             handler(ex, arg)
-        except ApiError as e:
-            self._fail(ex, e)
-        except Exception:
-            self._crash(ex, Failure())
-
-    def _auth_failed(self, failure: Failure, ex: _Exchange) -> None:
-        exc = failure.value
-        if isinstance(exc, AuthError):
-            self._fail(ex, _auth_error(exc))
         else:
-            self._crash(ex, failure)
+            d = self._authenticate(ex.request, INTERFACE if route.auth == "rest" else None)
+            self._after_auth(d, ex, handler, ex, arg)
 
     # -- routing and checks -----------------------------------------------------------------
 
@@ -288,23 +264,27 @@ class _ApiResource(GatewayResource[_Exchange]):
     def _rejected(self, exc: RequestRejected, ex: _Exchange) -> ApiError:
         return rejected(rebase(exc.problems, ex.single))
 
-    def _unavailable(self, exc: ServiceUnavailable) -> ApiError:
-        reason = str(exc) or "the gateway is not taking requests now"
-        return ApiError(503, "unavailable", f"{reason}: retry in {RETRY_AFTER_S} s",
-                        headers={b"retry-after": b"%d" % RETRY_AFTER_S})
+    def _auth_refused(self, exc: AuthError) -> ApiError:
+        """Wrong credentials look alike, whatever the reason (the log has it)."""
+        if isinstance(exc, TooManyFailures):
+            return ApiError(429, "too_many_requests", str(exc),
+                            headers={b"retry-after": retry_after(exc.retry_after)})
+        if isinstance(exc, InterfaceDenied):
+            return ApiError(403, "forbidden", str(exc))
+        assert isinstance(exc, AuthFailed)
+        return _unauthorized("the API key is not known, or the name and secret are wrong, or the account may not "
+                             "connect from this address: check them, or ask the operator (the gateway's log says "
+                             "which)", b', error="invalid_token"')
 
     def _internal_error(self, incident: str) -> ApiError:
         return ApiError(500, "internal_error", f"an internal error occurred; incident {incident} has the details "
                         "in the gateway's log")
 
-    def _timed_out(self, ex: _Exchange) -> None:
-        _log.warning("http_gateway_timeout", **self._where(ex), waited_s=self._timeout)
+    def _timeout_message(self, ex: _Exchange) -> str:
         if ex.messages is None:
-            message = f"the gateway did not answer within {self._timeout:g} s: retry later"
-        else:
-            message = (f"the gateway did not answer within {self._timeout:g} s; the messages may still have been "
-                       "committed: resend them with the same ref to find out without sending twice")
-        self._fail(ex, ApiError(503, "unavailable", message, headers={b"retry-after": b"%d" % RETRY_AFTER_S}))
+            return f"the gateway did not answer within {self._timeout:g} s: retry later"
+        return (f"the gateway did not answer within {self._timeout:g} s; the messages may still have been "
+                "committed: resend them with the same ref to find out without sending twice")
 
 
 def _origin(request: ApiRequest) -> str:
@@ -366,18 +346,6 @@ def _basic(value: bytes) -> tuple[str, bytes]:
         raise _unauthorized("the Basic credentials must be the base64 of \"<name>:<secret>\" (curl -u name:secret "
                             "makes them); or send \"Bearer <API key>\"")
     return name.decode("utf-8", "replace"), secret
-
-
-def _auth_error(exc: AuthError) -> ApiError:
-    """The answer to a refused login: wrong credentials look alike, whatever the reason (the log has it)."""
-    if isinstance(exc, TooManyFailures):
-        return ApiError(429, "too_many_requests", str(exc), headers={b"retry-after": retry_after(exc.retry_after)})
-    if isinstance(exc, InterfaceDenied):
-        return ApiError(403, "forbidden", str(exc))
-    assert isinstance(exc, AuthFailed)
-    return _unauthorized("the API key is not known, or the name and secret are wrong, or the account may not "
-                         "connect from this address: check them, or ask the operator (the gateway's log says which)",
-                         b', error="invalid_token"')
 
 
 def _is_json_type(value: bytes) -> bool:

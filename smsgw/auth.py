@@ -208,8 +208,10 @@ class Authenticator:
         self._clock = clock
         self._accounts = {a.name: a for a in accounts}
         self._by_key = _accounts_by_hash(accounts)
+        self._key_hashes: dict[str, str] = {}  # name -> api_key_sha256 normalised ("" without a key)
         self._networks = {}
         for account in accounts:
+            self._key_hashes[account.name] = account.api_key_sha256.strip().lower()
             if account.secret_hash and (problem := secret_hash_problem(account.secret_hash)):
                 raise ValueError(f"account {account.name!r}: secret_hash {problem}; make one with "
                                  "`smsgw hash-secret`")
@@ -230,9 +232,6 @@ class Authenticator:
         self._dummy_hash = next((a.secret_hash for a in accounts if a.secret_hash), None)
         self.hashes = 0  # verifications run in a thread (tests and the log look at it)
 
-    def account(self, name: str) -> Account | None:
-        return self._accounts.get(name)
-
     # -- the two ways in ------------------------------------------------------------------------
 
     def authenticate(self, name: str, secret: bytes | str, peer: str | None,
@@ -245,8 +244,9 @@ class Authenticator:
         raw = secret.encode("utf-8") if isinstance(secret, str) else secret
         now = self._clock.seconds()
         cache_key = self._key(name, raw)
+        cached = self._cached(cache_key, now)
         try:
-            self._check_guard(peer, now, cached=self._cached(cache_key, now))
+            self._check_guard(peer, now, cached=cached)
         except TooManyFailures as exc:
             return defer.fail(exc)
         account = self._accounts.get(name)
@@ -254,7 +254,7 @@ class Authenticator:
             return self._fail_unknown(name, peer, interface)
         if not address_allowed(self._networks[account.name], peer):
             return self._fail(name, peer, interface, "address_not_allowed")
-        d = self._verify(account, raw, cache_key)
+        d = self._verify(account, raw, cache_key, cached)
         return d.addCallback(self._verified, account, peer, interface)
 
     def authenticate_key(self, key: bytes, peer: str | None, interface: str | None) -> defer.Deferred[Account]:
@@ -294,14 +294,15 @@ class Authenticator:
                                   "interfaces")
         return account
 
-    def _verify(self, account: Account, secret: bytes, cache_key: bytes) -> defer.Deferred[bool]:
-        """Whether `secret` is one of the account's credentials: the key (fast), else the hash (a thread)."""
-        if account.api_key_sha256 and hmac.compare_digest(hashlib.sha256(secret).hexdigest(),
-                                                          account.api_key_sha256.strip().lower()):
+    def _verify(self, account: Account, secret: bytes, cache_key: bytes, cached: bool) -> defer.Deferred[bool]:
+        """Whether `secret` is one of the account's credentials: the key (fast), else the hash (a thread,
+        unless `cached`: verified lately)."""
+        key_hash = self._key_hashes[account.name]
+        if key_hash and hmac.compare_digest(hashlib.sha256(secret).hexdigest(), key_hash):
             return defer.succeed(True)
         if not account.secret_hash or not secret:
             return defer.succeed(False)
-        if self._cached(cache_key, self._clock.seconds()):
+        if cached:
             return defer.succeed(True)
         waiting = self._pending.get(cache_key)
         if waiting is not None:  # the same name and secret are being verified: wait for that one
@@ -364,8 +365,7 @@ class Authenticator:
         failures = self._failures.get(_guard_key(peer))
         if failures is None:
             return
-        while failures and failures[0] <= now - self._window:
-            failures.popleft()
+        self._forget_old(failures, now)
         if len(failures) >= self._max_failures:
             retry = failures[0] + self._window - now
             raise TooManyFailures(f"too many failed logins from {peer}: {len(failures)} within {self._window:g} s; "
@@ -381,8 +381,7 @@ class Authenticator:
                 self._failures.popitem(last=False)
         else:
             self._failures.move_to_end(key)
-        while failures and failures[0] <= now - self._window:
-            failures.popleft()
+        self._forget_old(failures, now)
         failures.append(now)
         _log.warning("auth_failed", account=name[:64] if name is not None else None, peer=peer,
                      interface=interface, reason=reason)
@@ -390,6 +389,11 @@ class Authenticator:
             _log.warning("auth_blocked", peer=key, failures=len(failures), window_s=self._window,
                          retry_after=round(failures[0] + self._window - now, 1),
                          action="refusing this address without checking credentials until failures age out")
+
+    def _forget_old(self, failures: deque[float], now: float) -> None:
+        """Drop the failure times older than the window."""
+        while failures and failures[0] <= now - self._window:
+            failures.popleft()
 
 
 def _accounts_by_hash(accounts: Sequence[Account]) -> dict[str, Account]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -50,6 +51,8 @@ log = structlog.get_logger("smsgw.callbacks")
 
 #: Kannel's DLR types, by the recipient's state.
 KANNEL_DLR = {"delivered": 1, "undeliverable": 2, "expired": 2, "failed": 16, "sent": 8, "submitted": 8}
+#: a Kannel escape: % and one character (%% is a literal %; an unknown one and a trailing % stay as written)
+_KANNEL_ESCAPE = re.compile(r"%(.)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,22 +123,13 @@ def kannel_url(template: str, event: OutboxEvent, data: dict[str, Any], now: flo
                   "r": data["ref"] or ""}
     values["T"] = str(int(now))
     values["t"] = datetime.fromtimestamp(now).strftime("%Y-%m-%d %H:%M:%S")
-    out, i = [], 0
-    while i < len(template):
-        ch = template[i]
-        if ch == "%" and i + 1 < len(template):
-            code = template[i + 1]
-            if code == "%":
-                out.append("%")
-                i += 2
-                continue
-            if code in values:
-                out.append(quote(values[code], safe=""))
-                i += 2
-                continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
+
+    def replace(m: re.Match[str]) -> str:
+        code = m[1]
+        if code == "%":
+            return "%"
+        return quote(values[code], safe="") if code in values else m[0]
+    return _KANNEL_ESCAPE.sub(replace, template)
 
 
 def wanted(event: OutboxEvent, data: dict[str, Any]) -> bool:

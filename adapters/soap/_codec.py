@@ -13,6 +13,7 @@ hold `read_envelope` to that.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from typing import Mapping, Sequence
 
@@ -22,7 +23,7 @@ from smsgw._api_codec import PROBLEMS_MAX, ApiError
 from smsgw.adapters.soap._wsdl import NAMESPACE, OPERATIONS
 from smsgw.model import Problem
 
-__all__ = ["CONTENT_TYPE", "SOAP_ENV", "XSI", "SoapFault", "at", "close_match", "envelope", "fault_envelope",
+__all__ = ["CONTENT_TYPE", "SOAP_ENV", "XSI", "SoapFault", "close_match", "envelope", "fault_envelope",
            "read_envelope", "rejected", "response", "sub", "xml_text"]
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -43,18 +44,22 @@ class SoapFault(ApiError):
 
     `code` and `details` (where/code/message per problem) go into the ``smsFault``
     detail element; `incident` names the log entry of an internal error;
-    `retry_after` (seconds) says when to try again. `status` is 500, as SOAP 1.1
-    over HTTP requires for a fault, except where HTTP itself refused the request
-    (404 path, 405 method, 413 body).
+    `retry_after` (seconds) says when to try again: rounded up to whole seconds, at
+    least 1, it goes into the detail and the Retry-After header. `status` is 500, as
+    SOAP 1.1 over HTTP requires for a fault, except where HTTP itself refused the
+    request (404 path, 405 method, 413 body).
     """
 
     def __init__(self, code: str, message: str, details: Sequence[Mapping[str, str]] = (), *,
                  server: bool = False, status: int = 500, incident: str | None = None,
-                 retry_after: int | None = None, headers: Mapping[bytes, bytes] | None = None) -> None:
+                 retry_after: float | None = None, headers: Mapping[bytes, bytes] | None = None) -> None:
+        seconds = None if retry_after is None else max(1, math.ceil(retry_after))
+        if seconds is not None:
+            headers = {**(headers or {}), b"retry-after": b"%d" % seconds}
         super().__init__(status, code, message, details, headers)
         self.server = server
         self.incident = incident
-        self.retry_after = retry_after
+        self.retry_after = seconds
 
     @property
     def faultcode(self) -> str:
@@ -191,10 +196,6 @@ def close_match(name: str, choices: Sequence[str]) -> str:
     """'did you mean "x"? ' for a near miss, else ''."""
     found = difflib.get_close_matches(name, choices, n=1)
     return f"did you mean {found[0]!r}? " if found else ""
-
-
-def at(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
 
 
 # -- writing -----------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from typing import Literal
 
 from lxml import etree
 
-from smsgw._api_codec import MAX_EPOCH, iso_utc
-from smsgw.adapters.soap._codec import XSI, SoapFault, at, close_match, rejected, response, sub
+from smsgw._api_codec import MAX_EPOCH, at, iso_utc
+from smsgw.adapters.soap._codec import XSI, SoapFault, close_match, rejected, response, sub
 from smsgw.adapters.soap._wsdl import NAMESPACE
 from smsgw.model import PRIORITY_NORMAL, AcceptedMessage, MessageView, MoPage, Problem, RecipientView, SendRequest
 

@@ -11,7 +11,6 @@ GatewayResource's, as for the REST API and the URL interface.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Callable, Sequence
 
@@ -19,20 +18,18 @@ import structlog
 from lxml import etree
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.python.failure import Failure
 from twisted.web import server
 
 from smsgw._api_codec import ApiError, rebase
 from smsgw._api_http import (
-    LIMIT_CODES,
     RETRY_AFTER_S,
     ApiRequest,
     ApiSite,
     Exchange,
     GatewayResource,
     HttpListener,
+    content_charset,
     peer_address,
-    retry_after,
     text,
 )
 from smsgw._listen import TlsFiles
@@ -51,7 +48,7 @@ from smsgw.adapters.soap._operations import (
 )
 from smsgw.adapters.soap._wsdl import wsdl
 from smsgw.auth import AuthError, Authenticator, InterfaceDenied, TooManyFailures
-from smsgw.model import Account, GatewayApi, LimitExceeded, RequestRejected, ServiceUnavailable
+from smsgw.model import Account, GatewayApi, LimitExceeded, RequestRejected
 
 __all__ = ["INTERFACE", "SERVICE_PATH", "SoapInterface", "SoapResource"]
 
@@ -76,8 +73,8 @@ class SoapInterface(HttpListener):
                  authenticator: Authenticator | None = None, tls: TlsFiles | None = None) -> None:
         resource = SoapResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
                                 authenticator=authenticator)
-        super().__init__(reactor, resource, SoapSite(resource, max_body_bytes, reactor), listen=listen, port=port,
-                         tls=tls)
+        super().__init__(reactor, resource, ApiSite(resource, max_body_bytes, reactor, SoapRequest), listen=listen,
+                         port=port, tls=tls)
 
     def _listening(self) -> None:
         scheme = "https" if self._tls is not None else "http"
@@ -89,12 +86,6 @@ class SoapRequest(ApiRequest):
 
     def refusal(self, message: str) -> tuple[bytes, bytes]:
         return CONTENT_TYPE, fault_envelope(SoapFault("too_large", f"request refused: {message}", status=413))
-
-
-class SoapSite(ApiSite):
-    def __init__(self, resource: SoapResource, max_body_bytes: int, clock: IReactorTime) -> None:
-        super().__init__(resource, max_body_bytes, clock)
-        self.requestFactory = SoapRequest
 
 
 class _Exchange(Exchange):
@@ -116,20 +107,12 @@ class SoapResource(GatewayResource[_Exchange]):
 
     def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], *, clock: IReactorTime,
                  request_timeout: float = 30.0, authenticator: Authenticator | None = None) -> None:
-        if not request_timeout > 0:
-            raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
-        super().__init__(clock, request_timeout)
+        super().__init__(clock, request_timeout, accounts, authenticator)
         self._gateway = gateway
-        self._auth = authenticator if authenticator is not None else Authenticator(accounts, clock)
 
     def render(self, request: ApiRequest) -> int:
         ex = _Exchange(request, self._clock.seconds())
-        try:
-            self._serve(ex)
-        except ApiError as e:
-            self._fail(ex, e)
-        except Exception:
-            self._crash(ex, Failure())
+        self._guarded(ex, self._serve, ex)
         return server.NOT_DONE_YET
 
     # -- the request ------------------------------------------------------------------------
@@ -147,36 +130,11 @@ class SoapResource(GatewayResource[_Exchange]):
             raise SoapFault("method_not_allowed", f"{text(request.method)} is not a SOAP call: POST a SOAP 1.1 "
                             f"envelope to {SERVICE_PATH.decode()}, or GET {SERVICE_PATH.decode()}?wsdl for the "
                             "WSDL", status=405, headers={b"allow": b"GET, POST"})
-        ex.operation, element = read_envelope(request.body.getvalue(), _charset(request))
+        ex.operation, element = read_envelope(request.body.getvalue(), content_charset(request, b'" '))
         call = read_call(ex.operation, element)
         d = self._auth.authenticate(call.credentials.account, call.credentials.password, peer_address(request),
                                     INTERFACE)
-        d.addCallbacks(self._authenticated, self._auth_failed, callbackArgs=(ex, call), errbackArgs=(ex,))
-
-    def _authenticated(self, account: Account, ex: _Exchange, call: Call) -> None:
-        ex.account = account
-        try:
-            self._dispatch(ex, call)
-        except ApiError as e:
-            self._fail(ex, e)
-        except Exception:
-            self._crash(ex, Failure())
-
-    def _auth_failed(self, failure: Failure, ex: _Exchange) -> None:
-        """A Client fault, the same for an unknown account, a wrong password and a refused address (the
-        shared `smsgw.auth.Authenticator` logs which); a Server fault with a retry hint for an address
-        that failed too often."""
-        exc = failure.value
-        if isinstance(exc, TooManyFailures):
-            self._fail(ex, SoapFault("too_many_failures", str(exc), server=True,
-                                     retry_after=max(1, math.ceil(exc.retry_after)),
-                                     headers={b"retry-after": retry_after(exc.retry_after)}))
-        elif isinstance(exc, InterfaceDenied):
-            self._fail(ex, SoapFault("interface_not_allowed", str(exc)))
-        elif isinstance(exc, AuthError):
-            self._fail(ex, SoapFault("authentication_failed", _AUTH_FAILED))
-        else:
-            self._crash(ex, failure)
+        self._after_auth(d, ex, self._dispatch, ex, call)
 
     def _dispatch(self, ex: _Exchange, call: Call) -> None:
         assert ex.account is not None
@@ -225,33 +183,33 @@ class SoapResource(GatewayResource[_Exchange]):
         problems = [{**p, "where": soap_where(p["where"])} for p in rebase(exc.problems, True)]
         return rejected(ex.operation or "the call", problems)
 
-    def _unavailable(self, exc: ServiceUnavailable) -> ApiError:
-        reason = str(exc) or "the gateway is not taking messages now"
-        return _unavailable(f"{reason}: retry in {RETRY_AFTER_S} s")
+    def _auth_refused(self, exc: AuthError) -> ApiError:
+        """A Client fault, the same for an unknown account, a wrong password and a refused address (the
+        shared `smsgw.auth.Authenticator` logs which); a Server fault with a retry hint for an address
+        that failed too often."""
+        if isinstance(exc, TooManyFailures):
+            return SoapFault("too_many_failures", str(exc), server=True, retry_after=exc.retry_after)
+        if isinstance(exc, InterfaceDenied):
+            return SoapFault("interface_not_allowed", str(exc))
+        return SoapFault("authentication_failed", _AUTH_FAILED)
+
+    def _unavailable_error(self, message: str) -> ApiError:
+        return SoapFault("unavailable", message, server=True, retry_after=RETRY_AFTER_S)
 
     def _limited(self, exc: LimitExceeded) -> ApiError:
         """The account's rate limit or daily quota: a Server fault (retry later) with retryAfter."""
-        return SoapFault(LIMIT_CODES.get(exc.kind, "too_many_requests"), str(exc), server=True,
-                         retry_after=max(1, math.ceil(exc.retry_after)),
-                         headers={b"retry-after": retry_after(exc.retry_after)})
+        error = super()._limited(exc)
+        return SoapFault(error.code, error.message, server=True, retry_after=exc.retry_after)
 
     def _internal_error(self, incident: str) -> ApiError:
         return SoapFault("internal_error", f"an internal error occurred; incident {incident} has the details in "
                          "the gateway's log", server=True, incident=incident)
 
-    def _timed_out(self, ex: _Exchange) -> None:
-        _log.warning("http_gateway_timeout", **self._where(ex), waited_s=self._timeout)
+    def _timeout_message(self, ex: _Exchange) -> str:
         if ex.operation == "sendSms":
-            reason = (f"the gateway did not answer within {self._timeout:g} s; the message may still have been "
-                      "accepted: call sendSms again with the same ref to find out without sending twice")
-        else:
-            reason = f"the gateway did not answer within {self._timeout:g} s: retry in {RETRY_AFTER_S} s"
-        self._fail(ex, _unavailable(reason))
-
-
-def _unavailable(reason: str) -> SoapFault:
-    return SoapFault("unavailable", reason, server=True, retry_after=RETRY_AFTER_S,
-                     headers={b"retry-after": b"%d" % RETRY_AFTER_S})
+            return (f"the gateway did not answer within {self._timeout:g} s; the message may still have been "
+                    "accepted: call sendSms again with the same ref to find out without sending twice")
+        return f"the gateway did not answer within {self._timeout:g} s: retry in {RETRY_AFTER_S} s"
 
 
 def _sent(ex: _Exchange, accepted: Any) -> etree._Element:
@@ -273,13 +231,3 @@ def _asks_for_wsdl(uri: bytes) -> bool:
     """?wsdl, ?WSDL, ?wsdl=... (what wsimport, svcutil, zeep and browsers send)."""
     query = uri.partition(b"?")[2]
     return any(part.partition(b"=")[0].lower() == b"wsdl" for part in query.split(b"&"))
-
-
-def _charset(request: ApiRequest) -> str | None:
-    ctype = request.requestHeaders.getRawHeaders(b"content-type")
-    for option in (ctype[0] if ctype else b"").split(b";")[1:]:
-        key, _, value = option.strip().partition(b"=")
-        if key.lower() == b"charset" and value.strip(b'" '):
-            return value.strip(b'" ').decode("ascii", "replace")
-    return None
-

@@ -14,26 +14,25 @@ from typing import Any, Sequence
 
 import structlog
 from twisted.internet.interfaces import IReactorTime
-from twisted.python.failure import Failure
 from twisted.web import server
 
 from smsgw._listen import TlsFiles
 from smsgw._api_codec import ApiError, accepted_json, encode, rebase, rejected
 from smsgw._api_http import (
     JSON_TYPE,
-    RETRY_AFTER_S,
     ApiRequest,
     ApiSite,
     Exchange,
     GatewayResource,
     HttpListener,
+    content_charset,
     peer_address,
     retry_after,
     text,
 )
 from smsgw.adapters.url._sendsms import Params, SendsmsError, one, parse_form, send_request, utf8, wants_json
 from smsgw.auth import AuthError, Authenticator, InterfaceDenied, TooManyFailures
-from smsgw.model import Account, GatewayApi, LimitExceeded, RequestRejected, ServiceUnavailable
+from smsgw.model import Account, GatewayApi, LimitExceeded, RequestRejected
 
 __all__ = ["ACCEPTED", "INTERFACE", "SENDSMS_PATH", "SendsmsResource", "UrlInterface"]
 
@@ -59,8 +58,8 @@ class UrlInterface(HttpListener):
                  tls: TlsFiles | None = None) -> None:
         resource = SendsmsResource(gateway, accounts, clock=reactor, request_timeout=request_timeout,
                                    service_codes=service_codes, authenticator=authenticator)
-        super().__init__(reactor, resource, UrlSite(resource, max_body_bytes, reactor), listen=listen, port=port,
-                         tls=tls)
+        super().__init__(reactor, resource, ApiSite(resource, max_body_bytes, reactor, UrlRequest), listen=listen,
+                         port=port, tls=tls)
 
     def _listening(self) -> None:
         _log.info("url_interface_listening", address=self.address(), tls=self._tls is not None)
@@ -72,12 +71,6 @@ class UrlRequest(ApiRequest):
     def refusal(self, message: str) -> tuple[bytes, bytes]:
         site: ApiSite = self.channel.site  # type: ignore[attr-defined]
         return _TEXT[0], b"Request body too large, rejected: at most %d bytes" % site.max_body_bytes
-
-
-class UrlSite(ApiSite):
-    def __init__(self, resource: SendsmsResource, max_body_bytes: int, clock: IReactorTime) -> None:
-        super().__init__(resource, max_body_bytes, clock)
-        self.requestFactory = UrlRequest
 
 
 class _Exchange(Exchange):
@@ -96,21 +89,13 @@ class SendsmsResource(GatewayResource[_Exchange]):
     def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], *, clock: IReactorTime,
                  request_timeout: float = 30.0, service_codes: Sequence[str] = (),
                  authenticator: Authenticator | None = None) -> None:
-        if not request_timeout > 0:
-            raise ValueError(f"request_timeout must be positive, got {request_timeout!r}")
-        super().__init__(clock, request_timeout)
+        super().__init__(clock, request_timeout, accounts, authenticator)
         self._gateway = gateway
-        self._auth = authenticator if authenticator is not None else Authenticator(accounts, clock)
         self._service_codes = tuple(service_codes)
 
     def render(self, request: ApiRequest) -> int:
         ex = _Exchange(request, self._clock.seconds())
-        try:
-            self._sendsms(ex)
-        except SendsmsError as e:
-            self._fail(ex, e)
-        except Exception:
-            self._crash(ex, Failure())
+        self._guarded(ex, self._sendsms, ex)
         return server.NOT_DONE_YET
 
     # -- the request ------------------------------------------------------------------------
@@ -135,45 +120,23 @@ class SendsmsResource(GatewayResource[_Exchange]):
         name = utf8(params, "username", "user")
         password = one(params, "password", "pass")
         d = self._auth.authenticate(name or "", password or b"", peer_address(request), INTERFACE)
-        d.addCallbacks(self._send, self._auth_failed, callbackArgs=(ex, params, body_charset), errbackArgs=(ex,))
+        self._after_auth(d, ex, self._send, ex, params, body_charset)
 
-    def _send(self, account: Account, ex: _Exchange, params: Params, body_charset: str | None) -> None:
-        ex.account = account
-        try:
-            send = send_request(params, account, self._clock.seconds(), self._service_codes, body_charset)
-            self._call(ex, self._gateway.accept, (ex.account, INTERFACE, [send]), self._accepted)
-        except SendsmsError as e:
-            self._fail(ex, e)
-        except Exception:
-            self._crash(ex, Failure())
-
-    def _auth_failed(self, failure: Failure, ex: _Exchange) -> None:
-        """Kannel's 403 for any wrong credential (the log says which); 429 for an address that failed too often."""
-        exc = failure.value
-        if isinstance(exc, TooManyFailures):
-            self._fail(ex, SendsmsError(429, "too_many_requests", f"{_AUTH_FAILED}: {exc}",
-                                        headers={b"retry-after": retry_after(exc.retry_after)}))
-        elif isinstance(exc, InterfaceDenied):
-            self._fail(ex, SendsmsError(403, "forbidden", f"{_AUTH_FAILED}: {exc}"))
-        elif isinstance(exc, AuthError):
-            self._fail(ex, SendsmsError(403, "forbidden", _AUTH_FAILED))
-        else:
-            self._crash(ex, failure)
+    def _send(self, ex: _Exchange, params: Params, body_charset: str | None) -> None:
+        assert ex.account is not None
+        send = send_request(params, ex.account, self._clock.seconds(), self._service_codes, body_charset)
+        self._call(ex, self._gateway.accept, (ex.account, INTERFACE, [send]), self._accepted)
 
     @staticmethod
     def _form_charset(request: ApiRequest) -> str | None:
         """The charset parameter of a form body's Content-Type (None without one)."""
         ctype = request.requestHeaders.getRawHeaders(b"content-type")
-        media, *options = (ctype[0] if ctype else b"").split(b";")
+        media = (ctype[0] if ctype else b"").split(b";", 1)[0]
         if media.strip().lower() != _FORM:
             got = f"got {text(ctype[0])!r}" if ctype else "no Content-Type was sent"
             raise SendsmsError(400, "unsupported_media_type", f"Invalid content-type: POST the parameters as "
                                f"{_FORM.decode()} ({got})")
-        for option in options:
-            key, _, value = option.strip().partition(b"=")
-            if key.lower() == b"charset" and value.strip(b'"'):
-                return value.strip(b'"').decode("ascii", "replace")
-        return None
+        return content_charset(request, b'"')
 
     # -- the gateway's answer -----------------------------------------------------------------
 
@@ -201,9 +164,18 @@ class SendsmsResource(GatewayResource[_Exchange]):
         more = f"; and {len(problems) - _TEXT_PROBLEMS} more problems" if len(problems) > _TEXT_PROBLEMS else ""
         return SendsmsError(400, "validation_failed", f"Invalid message, rejected: {listed}{more}")
 
-    def _unavailable(self, exc: ServiceUnavailable) -> ApiError:
-        reason = str(exc) or "the gateway is not taking messages now"
-        return _unavailable(f"{reason}: retry in {RETRY_AFTER_S} s")
+    def _auth_refused(self, exc: AuthError) -> ApiError:
+        """Kannel's 403 for any wrong credential (the log says which); 429 for an address that failed too often."""
+        if isinstance(exc, TooManyFailures):
+            return SendsmsError(429, "too_many_requests", f"{_AUTH_FAILED}: {exc}",
+                                headers={b"retry-after": retry_after(exc.retry_after)})
+        if isinstance(exc, InterfaceDenied):
+            return SendsmsError(403, "forbidden", f"{_AUTH_FAILED}: {exc}")
+        return SendsmsError(403, "forbidden", _AUTH_FAILED)
+
+    def _unavailable_error(self, message: str) -> ApiError:
+        error = super()._unavailable_error(message)
+        return SendsmsError(503, error.code, f"Sending failed. {message}", headers=error.headers)
 
     def _limited(self, exc: LimitExceeded) -> ApiError:
         error = super()._limited(exc)
@@ -213,11 +185,9 @@ class SendsmsResource(GatewayResource[_Exchange]):
         return SendsmsError(500, "internal_error", f"Sending failed. An internal error occurred; incident "
                             f"{incident} has the details in the gateway's log")
 
-    def _timed_out(self, ex: _Exchange) -> None:
-        _log.warning("http_gateway_timeout", **self._where(ex), waited_s=self._timeout)
-        self._fail(ex, _unavailable(f"the gateway did not answer within {self._timeout:g} s; the message may "
-                                    "still have been accepted: resend it with the same ref to find out "
-                                    "without sending twice"))
+    def _timeout_message(self, ex: _Exchange) -> str:
+        return (f"the gateway did not answer within {self._timeout:g} s; the message may still have been "
+                "accepted: resend it with the same ref to find out without sending twice")
 
 
 def _format(params: Params) -> bool:
@@ -227,8 +197,3 @@ def _format(params: Params) -> bool:
     if value == "json":
         return True
     raise SendsmsError(400, "bad_request", f"Format field misformed, rejected: {value[:20]!r} is not json or text")
-
-
-def _unavailable(reason: str) -> SendsmsError:
-    return SendsmsError(503, "unavailable", f"Sending failed. {reason}",
-                        headers={b"retry-after": b"%d" % RETRY_AFTER_S})
