@@ -245,9 +245,8 @@ class DbSource(Service):
                         continue
                     if isinstance(prepared, list):
                         bad.append((row.key, _reasons(prepared)))
-                    elif (quota := self._account.daily_quota) is not None and len(prepared.to) > quota:
-                        bad.append((row.key, f"{len(prepared.to)} recipients, more than account "
-                                             f"{self._account.name!r}'s daily quota of {quota}"))
+                    elif (over := self._account.over_daily_quota(len(prepared.to))) is not None:
+                        bad.append((row.key, over))
                     else:
                         good.append((row.key, key, prepared))
                 accepted, good = self._accept_what_fits(good, now, out)
