@@ -40,11 +40,11 @@ import structlog
 from sqlalchemy import Connection, Engine, select
 from twisted.application.service import Service
 from twisted.internet import defer, threads
-from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from smsgw._config_db import DAYS, ActiveWindow, DbSourceConfig
+from smsgw.adapter import Poller
 from smsgw.adapters.db.engine import is_unreachable, make_source_engine, short_error
 from smsgw.adapters.db.rows import RowError, request
 from smsgw.adapters.db.statements import Statements, WriteBack, local_time
@@ -90,11 +90,12 @@ def _minutes(hhmm: str) -> int:
     return int(h) * 60 + int(m)
 
 
-class DbSource(Service):
+class DbSource(Poller):
     """Polls one legacy database and writes results back to it."""
 
     def __init__(self, source: DbSourceConfig, gateway: Any, store: Store, validator: Validator,
                  account: Account, reactor: Any, *, node: str) -> None:
+        super().__init__(reactor)
         self.source = source
         self.name: str = f"db:{source.name}"
         self.kind = source.interface()
@@ -103,13 +104,10 @@ class DbSource(Service):
         self._validator = validator
         self._account = account
         self._reactor = reactor
-        self._clock = reactor
         self._node = node
         self.statements = Statements(source)
         self.engine: Engine | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=source.pool_size, name=f"smsgw-db-{source.name}")
-        self._timer: IDelayedCall | None = None
-        self._polling: defer.Deferred[Any] | None = None
         self._backoff = 0.0
         self._last_error: str | None = None
         self._was_active: bool | None = None
@@ -127,15 +125,6 @@ class DbSource(Service):
                  batch_size=self.source.batch_size)
         self._schedule(0.0)
 
-    def stop_polling(self) -> defer.Deferred[Any]:
-        """No new polls; fires when the poll under way (if any) has finished."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self.running = False
-        polling = self._polling
-        return polling if polling is not None else defer.succeed(None)
-
     def stopService(self) -> defer.Deferred[Any]:
         d = self.stop_polling()
 
@@ -151,12 +140,7 @@ class DbSource(Service):
 
     # --- polling -------------------------------------------------------------------
 
-    def _schedule(self, delay: float) -> None:
-        if self.running:
-            self._timer = self._clock.callLater(delay, self._poll)
-
-    def _poll(self) -> None:
-        self._timer = None
+    def _poll(self) -> defer.Deferred[None] | None:
         now = dt.datetime.fromtimestamp(self._clock.seconds())
         is_active = active(self.source.active_hours, now)
         if is_active != self._was_active:
@@ -166,13 +150,11 @@ class DbSource(Service):
             self._was_active = is_active
         if not is_active or not self._gateway.accepting:
             self._schedule(self.source.poll_interval)
-            return
+            return None
         d = threads.deferToThreadPool(self._reactor, self._pool, self.poll_once)
-        self._polling = d
-        d.addCallbacks(self._polled, self._poll_failed)
+        return d.addCallbacks(self._polled, self._poll_failed)
 
     def _polled(self, result: PollResult) -> None:
-        self._polling = None
         if self._last_error is not None:
             log.info("db_source_recovered", source=self.source.name, after=self._last_error)
             self._last_error = None
@@ -198,7 +180,6 @@ class DbSource(Service):
         self._schedule(min(max(limit.retry_after, 0.05), 600.0))
 
     def _poll_failed(self, failure: Failure) -> None:
-        self._polling = None
         error = failure.value
         assert error is not None
         self._backoff = min(max(self._backoff * 2, self.source.poll_interval), 60.0)
