@@ -7,12 +7,14 @@ The meaning of every key is in docs/legacy-db.md and conf/smsgw.yaml.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 
-from smsgw._yaml_source import CUSTOM_ERROR
+from smsgw._yaml_source import Section as _Section
+from smsgw._yaml_source import SubProblem
+from smsgw._yaml_source import bad as _bad
 
 #: Values a write-back can bind, by event (docs/legacy-db.md lists their meaning).
 ROW_FIELDS = ("key", "message_id", "state", "now", "node")
@@ -28,9 +30,9 @@ ROW_COLUMNS = ("to", "text", "send_at", "priority", "ext", "report", "template",
 TIME_FIELDS = frozenset({"now", "submitted_at", "done_at", "received_at"})
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$#]{0,127}")
-_BIND = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+#: A bind marker in a statement, :name (not a PostgreSQL ::cast, not a time like 10:30).
+BIND = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
-SubProblem = tuple[tuple[str, ...], str, str]  # (path below the model, what, fix)
 
 #: dialect -> (drivers smsgw knows for it, an example URL)
 SOURCE_DATABASES = {
@@ -42,10 +44,6 @@ SOURCE_DATABASES = {
               "mssql+pyodbc://smsgw:${ERP_DB_PASSWORD}@erp-db:1433/erp?driver=ODBC+Driver+18+for+SQL+Server"),
     "sqlite": (("pysqlite",), "sqlite:////srv/legacy/orders.db"),
 }
-
-
-def _bad(what: str, fix: str) -> PydanticCustomError:
-    return PydanticCustomError(CUSTOM_ERROR, "{what}", {"what": what, "fix": fix})
 
 
 def _identifier(value: str) -> str:
@@ -79,23 +77,50 @@ def url_parses(text: str) -> bool:
     return True
 
 
-def _source_url(value: SecretStr) -> SecretStr:
-    text = value.get_secret_value()
-    dialect, driver, rest, shown = url_scheme(text)
-    if dialect not in SOURCE_DATABASES:
-        raise _bad(f"the database {shown} is not supported for a legacy source",
-                   "use one of " + ", ".join(f"{d}+{drivers[0]}://" if d != "sqlite" else "sqlite:///"
-                                             for d, (drivers, _) in SOURCE_DATABASES.items()))
-    drivers, example = SOURCE_DATABASES[dialect]
-    if driver not in (*drivers, "") or (not driver and dialect != "sqlite"):
-        raise _bad(f"the driver {shown} is not one smsgw knows for {dialect}",
-                   f"write {dialect}+{drivers[0]}://..., e.g. {example}")
-    if rest.count("@") > 1:
-        raise _bad("the URL has more than one '@' (a password containing '@'?)",
-                   "percent-encode @ : / ? # in the password (@ is %40), or set password: apart")
-    if not url_parses(text):
-        raise _bad("is not a valid database URL", f"write it as {example}")
-    return value
+@dataclass(frozen=True, slots=True)
+class UrlRules:
+    """Which database URLs a setting takes, and how it words their problems (only the scheme is ever shown)."""
+
+    databases: Mapping[str, tuple[tuple[str, ...], str]]  # dialect -> (drivers smsgw knows for it, an example URL)
+    unsupported: str  # after "the database 'x+y'"
+    also: str  # after the list of the supported ones
+    unknown_driver: str  # after "the driver 'x+y'"; may name {dialect}
+    password_fix: str  # for a password that is not percent-encoded
+    invalid_fix: str  # for a URL SQLAlchemy does not take; may name {example}
+
+    def check(self, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        dialect, driver, rest, shown = url_scheme(text)
+        if dialect not in self.databases:
+            raise _bad(f"the database {shown} {self.unsupported}",
+                       "use one of " + ", ".join(f"{d}+{drivers[0]}://" if d != "sqlite" else "sqlite:///"
+                                                 for d, (drivers, _) in self.databases.items()) + self.also)
+        drivers, example = self.databases[dialect]
+        if driver not in (*drivers, "") or (not driver and dialect != "sqlite"):
+            raise _bad(f"the driver {shown} {self.unknown_driver.format(dialect=dialect)}",
+                       f"write {dialect}+{drivers[0]}://..., e.g. {example}")
+        if rest.count("@") > 1:
+            raise _bad("the URL has more than one '@' (a password containing '@'?)", self.password_fix)
+        if not url_parses(text):
+            raise _bad("is not a valid database URL", self.invalid_fix.format(example=example))
+        return value
+
+
+def url_with_password(text: str, password: SecretStr | None, *, hide_password: bool = False) -> str:
+    """The URL `text` with `password` put in (no percent-encoding needed); `hide_password` for logs."""
+    if password is None and not hide_password:
+        return text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(text)
+    if password is not None:
+        url = url.set(password=password.get_secret_value())
+    return url.render_as_string(hide_password=hide_password)
+
+
+_SOURCE_URL = UrlRules(
+    SOURCE_DATABASES, "is not supported for a legacy source", "", "is not one smsgw knows for {dialect}",
+    "percent-encode @ : / ? # in the password (@ is %40), or set password: apart", "write it as {example}")
 
 
 def _hhmm(value: str) -> str:
@@ -126,13 +151,9 @@ def _days(value: Any) -> Any:
 
 
 Identifier = Annotated[str, AfterValidator(_identifier)]
-SourceUrl = Annotated[SecretStr, AfterValidator(_source_url)]
+SourceUrl = Annotated[SecretStr, AfterValidator(_SOURCE_URL.check)]
 HourMinute = Annotated[str, AfterValidator(_hhmm)]
 Scalar = str | int | float | bool | None
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
 
 
 class ActiveWindow(_Section):
@@ -160,7 +181,7 @@ def _writeback(event: str) -> Any:
 
 def _statement_problems(where: tuple[str, ...], sql: str, fields: tuple[str, ...],
                         what: str) -> list[SubProblem]:
-    unknown = sorted(set(_BIND.findall(sql)) - set(fields))
+    unknown = sorted(set(BIND.findall(sql)) - set(fields))
     if unknown:
         return [(where, f"the statement binds {', '.join(':' + u for u in unknown)}, which the {what} does not have",
                  "bind only " + ", ".join(":" + f for f in fields))]
@@ -174,10 +195,9 @@ def _check_statement(value: dict[str, Scalar], fields: tuple[str, ...], what: st
         sql = value["sql"]
         if not isinstance(sql, str) or not sql.strip():
             raise _bad("sql: must be the text of a statement", "write sql: UPDATE my_table SET ... WHERE id = :key")
-        unknown = sorted(set(_BIND.findall(sql)) - set(fields))
-        if unknown:
-            raise _bad(f"the statement binds {', '.join(':' + u for u in unknown)}, which the {what} does not have",
-                       "bind only " + ", ".join(":" + f for f in fields))
+        problems = _statement_problems((), sql, fields, what)
+        if problems:
+            raise _bad(*problems[0][1:])
         return value
     for column, v in value.items():
         _identifier(column)
@@ -245,7 +265,7 @@ class TableMapping(_Section):
             return [(where, "say which rows to take with pending: or with select:, not both or neither",
                      "write pending: {sms_flag: 0} (rows whose columns hold these values), or a select:")]
         if self.select is not None:
-            unknown = sorted(set(_BIND.findall(self.select)) - {"limit"})
+            unknown = sorted(set(BIND.findall(self.select)) - {"limit"})
             if unknown:
                 return [(("select",), f"the select binds {', '.join(':' + u for u in unknown)}", "bind only :limit")]
         if self.pending and set(self.accepted) != {"sql"} and not set(self.pending) & set(self.accepted):
@@ -296,12 +316,4 @@ class DbSourceConfig(_Section):
         return "mysql" if name == "mariadb" else name
 
     def plain_url(self, *, hide_password: bool = False) -> str:
-        text = self.url.get_secret_value()
-        if self.password is None and not hide_password:
-            return text
-        from sqlalchemy.engine import make_url
-
-        url = make_url(text)
-        if self.password is not None:
-            url = url.set(password=self.password.get_secret_value())
-        return url.render_as_string(hide_password=hide_password)
+        return url_with_password(self.url.get_secret_value(), self.password, hide_password=hide_password)

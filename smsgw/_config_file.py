@@ -8,19 +8,14 @@ from __future__ import annotations
 import os
 from typing import Annotated, Mapping
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import AfterValidator, Field, model_validator
 
-from smsgw._yaml_source import CUSTOM_ERROR
+from smsgw._yaml_source import Section as _Section
+from smsgw._yaml_source import SubProblem
+from smsgw._yaml_source import bad as _bad
 from smsgw.templates import TemplateError, check_name, parse
 
 __all__ = ["FileImportSection", "FileInboxConfig"]
-
-SubProblem = tuple[tuple[str | int, ...], str, str]  # (path below the section, what, fix)
-
-
-def _bad(what: str, fix: str) -> PydanticCustomError:
-    return PydanticCustomError(CUSTOM_ERROR, "{what}", {"what": what, "fix": fix})
 
 
 def _template_text(value: str) -> str:
@@ -36,10 +31,6 @@ def _template_name(value: str) -> str:
     if problem is not None:
         raise _bad(problem, "write the name of a template defined on this gateway")
     return value
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
 
 
 class FileInboxConfig(_Section):

@@ -1,6 +1,7 @@
 """Read the configuration file into plain data with the line of every key, and map errors back to lines.
 
-Only `smsgw.config` uses this module.
+Only the configuration modules use this module: `smsgw.config` and the sections it re-exports,
+which also take their common pieces from here (`bad`, `Section`, `SubProblem`).
 
 PyYAML's `safe_load` loses two things an operator needs in an error message: where a
 value came from, and whether a key was written twice (it silently keeps the last). So
@@ -29,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, get_args
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -344,6 +346,20 @@ _WHAT = {
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 #: The `type` of the errors our own validators raise; their ctx carries `what` and `fix`.
 CUSTOM_ERROR = "smsgw"
+
+SubProblem = tuple[Path, str, str]  # (path below a section, what, fix): what the types alone cannot say
+
+
+def bad(what: str, fix: str) -> PydanticCustomError:
+    """The error a validator raises: what is wrong and how to fix it, in our words."""
+    return PydanticCustomError(CUSTOM_ERROR, "{what}", {"what": what, "fix": fix})
+
+
+class Section(BaseModel):
+    """A part of the configuration: frozen, no unknown keys."""
+
+    # hide_input_in_errors: a ValidationError printed by accident must not show a secret.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
 
 
 def path_text(path: Path) -> str:

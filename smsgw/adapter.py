@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable, Protocol
 
+from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 
 from smsgw.config import Config
 from smsgw.model import Account
@@ -45,6 +47,53 @@ class AdapterService(Protocol):
         """Take nothing new; fires when what was being taken is committed or given back."""
 
     def stopService(self) -> defer.Deferred[Any] | None: ...
+
+
+class Poller(Service):
+    """A service that polls on a timer, one round at a time (rounds never overlap).
+
+    A subclass implements `_poll`: start a round and return its Deferred, whose callbacks
+    call `_schedule` for the next one; or schedule the next round itself and return None.
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self._clock = clock
+        self._timer: IDelayedCall | None = None
+        self._round: defer.Deferred[Any] | None = None  # the round under way
+        self._waiting: list[defer.Deferred[None]] = []  # stop_polling's callers, told when it ends
+
+    def stop_polling(self) -> defer.Deferred[None]:
+        """No new round; fires when the round under way (if any) has ended."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.running = False
+        if self._round is None:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append(waiter)
+        return waiter
+
+    def _schedule(self, delay: float) -> None:
+        if self.running:
+            self._timer = self._clock.callLater(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        d = self._poll()
+        if d is not None:
+            self._round = d
+            d.addBoth(self._ended)
+
+    def _ended(self, result: Any) -> Any:
+        self._round = None
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(None)
+        return result
+
+    def _poll(self) -> defer.Deferred[Any] | None:
+        raise NotImplementedError
 
 
 Factory = Callable[[AdapterContext], list[AdapterService]]

@@ -52,11 +52,10 @@ class Daemon(Service):
         self.config = config
         self._reactor = reactor
         self._notifier = notifier or sdnotify.Notifier(None)
+        self._accounts = config.account_objects()
         self.store = Store(config.store_url(), reactor, node_id=config.node.id, owner=config.node.name,
                            batch_max=config.store.batch_max, readers=config.store.readers,
-                           busy_timeout=config.store.busy_timeout,
-                           quiet_submits=frozenset(f"http:{a.name}" for a in config.accounts
-                                                   if a.callbacks is not None and not a.callbacks.submitted))
+                           busy_timeout=config.store.busy_timeout, quiet_submits=self._quiet_submits(config))
         self.simulator: IsmgSimulator | None = None
         if config.simulator.enabled:
             self.simulator = IsmgSimulator(config.simulator_config(), reactor,
@@ -80,7 +79,7 @@ class Daemon(Service):
                               ref16=default.ref16 if default else False)
         router = Router([(rule.link, rule.prefixes) for rule in config.routing.rules], default_name)
         # One authenticator for every interface: one cache of verified secrets, one brute-force guard.
-        self.authenticator = Authenticator(config.account_objects(), reactor, max_failures=config.auth.max_failures,
+        self.authenticator = Authenticator(self._accounts, reactor, max_failures=config.auth.max_failures,
                                            failure_window=config.auth.failure_window,
                                            cache_ttl=config.auth.cache_ttl)
         self.gateway = Gateway(
@@ -112,8 +111,8 @@ class Daemon(Service):
                                                      per_message=True), self.store, reactor)
         self.outbox.add(DLR_URL_KIND, per_message, retry_for=21_600.0)
         self.callbacks.append(per_message)
-        accounts = {a.name: a for a in config.account_objects()}
-        context = AdapterContext(config, self.gateway, self.store, self.outbox, validator, accounts, reactor,
+        context = AdapterContext(config, self.gateway, self.store, self.outbox, validator,
+                                 {a.name: a for a in self._accounts}, reactor,
                                  authenticator=self.authenticator)
         self.adapters: list[AdapterService] = [
             service for _, factory in load_factories() for service in factory(context)]
@@ -124,6 +123,15 @@ class Daemon(Service):
                                "the entry point 'db' of group smsgw.adapters is missing (reinstall smsgw)")
         self.api_port: IListeningPort | None = None
         self._watchdog: sdnotify.WatchdogService | None = None
+
+    @staticmethod
+    def _quiet_submits(config: Config) -> frozenset[str]:
+        """Outbox kinds that do nothing when a recipient is submitted: callbacks without `submitted`, and
+        db sources whose mapping has no submitted write-back (the standard tables have one)."""
+        return frozenset([*(f"http:{a.name}" for a in config.accounts if a.callbacks is not None
+                            and not a.callbacks.submitted),
+                          *(s.interface() for s in config.db_sources if s.mapping is not None
+                            and s.mapping.submitted is None)])
 
     @staticmethod
     def _mo_sinks(config: Config) -> dict[str, str]:
@@ -186,7 +194,7 @@ class Daemon(Service):
             adapter.startService()
         api = self.config.api
         if api.enabled:
-            site = make_api(self.gateway, self.config.account_objects(), max_body_bytes=api.max_body_bytes,
+            site = make_api(self.gateway, self._accounts, max_body_bytes=api.max_body_bytes,
                             max_batch=api.max_batch, request_timeout=api.request_timeout, clock=self._reactor,
                             authenticator=self.authenticator)
             self.api_port = listen_http(self._reactor, api.port, site, interface=api.listen,

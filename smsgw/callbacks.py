@@ -74,7 +74,7 @@ def iso(epoch: float | None) -> str | None:
 def load_events(conn: Connection, recipient_ids: list[int], mo_ids: list[int]) -> tuple[dict[int, dict[str, Any]],
                                                                                          dict[int, dict[str, Any]]]:
     """What the callbacks tell, read from the store (a reader thread)."""
-    r, m, mo = schema.recipients.c, schema.messages.c, schema.mo_messages.c
+    r, m = schema.recipients.c, schema.messages.c
     recips: dict[int, dict[str, Any]] = {}
     for i in range(0, len(recipient_ids), 500):
         chunk = recipient_ids[i:i + 500]
@@ -91,13 +91,9 @@ def load_events(conn: Connection, recipient_ids: list[int], mo_ids: list[int]) -
     msg_ids = Store.current_msg_ids(conn, {rid: data["attempt"] for rid, data in recips.items()})
     for rid, data in recips.items():
         data["msg_ids"] = msg_ids.get(rid, [])
-    mos: dict[int, dict[str, Any]] = {}
-    for i in range(0, len(mo_ids), 500):
-        for mo_row in conn.execute(select(mo.id, mo.src, mo.dest, mo.ext, mo.content, mo.keyword, mo.consumer,
-                                       mo.received_at, mo.link).where(mo.id.in_(mo_ids[i:i + 500]))):
-            mos[mo_row.id] = {"mo_id": mo_row.id, "from": mo_row.src, "to": mo_row.dest, "ext": mo_row.ext,
-                              "text": mo_row.content, "keyword": mo_row.keyword, "consumer": mo_row.consumer,
-                              "received_at": mo_row.received_at, "link": mo_row.link}
+    mos = {mo_id: {"mo_id": row.id, "from": row.src, "to": row.dest, "ext": row.ext, "text": row.content,
+                   "keyword": row.keyword, "consumer": row.consumer, "received_at": row.received_at, "link": row.link}
+           for mo_id, row in Store.mo_rows(conn, mo_ids).items()}
     return recips, mos
 
 
@@ -162,7 +158,7 @@ class HttpCallbacks:
 
     def deliver(self, events: Sequence[OutboxEvent]) -> defer.Deferred[list[Outcome]]:
         rids = sorted({e.recipient_id for e in events if e.recipient_id is not None and e.event != "mo"})
-        mo_ids = sorted({int(json.loads(e.payload)["mo_id"]) for e in events if e.event == "mo"})
+        mo_ids = sorted({int(e.data["mo_id"]) for e in events if e.event == "mo"})
         d: defer.Deferred[Any] = self._store.read(load_events, rids, mo_ids)
         d.addCallback(self._send_all, list(events))
         return d
@@ -178,7 +174,7 @@ class HttpCallbacks:
                 calls.append(defer.succeed(None))  # not asked for
                 continue
             if e.event == "mo":
-                data = mos.get(int(json.loads(e.payload)["mo_id"]))
+                data = mos.get(int(e.data["mo_id"]))
                 url = self.settings.mo_url
             else:
                 data = recips.get(e.recipient_id or 0)

@@ -20,13 +20,14 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic import model_validator
-from pydantic_core import PydanticCustomError
 
-from smsgw._config_db import ActiveWindow, DbSourceConfig, InboxMapping, TableMapping, url_parses, url_scheme
+from smsgw._config_db import ActiveWindow, DbSourceConfig, InboxMapping, TableMapping, UrlRules, url_with_password
 from smsgw._config_file import FileImportSection, FileInboxConfig
-from smsgw._yaml_source import CUSTOM_ERROR, Path, Source, path_text, read_source, validation_problems
+from smsgw._yaml_source import Path, Source, path_text, read_source, validation_problems
+from smsgw._yaml_source import Section as _Section
+from smsgw._yaml_source import bad as _bad
 from smsgw.model import Account, RateLimit
 from smsgw.protocol.cmpp import Version
 
@@ -56,10 +57,6 @@ class ConfigError(Exception):
 
 
 # --- Value types with their own messages ------------------------------------------------------------
-
-def _bad(what: str, fix: str) -> PydanticCustomError:
-    return PydanticCustomError(CUSTOM_ERROR, "{what}", {"what": what, "fix": fix})
-
 
 def _shown(value: str) -> str:
     return repr(value if len(value) <= 40 else value[:37] + "...")
@@ -180,31 +177,16 @@ def _version(value: object) -> object:
 
 #: dialect -> (the driver smsgw installs for it, an example URL)
 _DATABASES = {
-    "sqlite": ("pysqlite", "sqlite:////var/lib/smsgw/smsgw.db"),
-    "postgresql": ("psycopg", "postgresql+psycopg://smsgw:${DB_PASSWORD}@db.example:5432/smsgw"),
-    "mysql": ("pymysql", "mysql+pymysql://smsgw:${DB_PASSWORD}@db.example:3306/smsgw"),
-    "mariadb": ("pymysql", "mariadb+pymysql://smsgw:${DB_PASSWORD}@db.example:3306/smsgw"),
-    "oracle": ("oracledb", "oracle+oracledb://smsgw:${DB_PASSWORD}@db.example:1521/?service_name=SMSGW"),
+    "sqlite": (("pysqlite",), "sqlite:////var/lib/smsgw/smsgw.db"),
+    "postgresql": (("psycopg",), "postgresql+psycopg://smsgw:${DB_PASSWORD}@db.example:5432/smsgw"),
+    "mysql": (("pymysql",), "mysql+pymysql://smsgw:${DB_PASSWORD}@db.example:3306/smsgw"),
+    "mariadb": (("pymysql",), "mariadb+pymysql://smsgw:${DB_PASSWORD}@db.example:3306/smsgw"),
+    "oracle": (("oracledb",), "oracle+oracledb://smsgw:${DB_PASSWORD}@db.example:1521/?service_name=SMSGW"),
 }
-
-
-def _store_url(value: SecretStr) -> SecretStr:
-    text = value.get_secret_value()
-    dialect, driver, rest, shown = url_scheme(text)
-    if dialect not in _DATABASES:
-        raise _bad(f"the database {shown} is not supported",
-                   "use one of " + ", ".join(f"{d}+{drv}://" if d != "sqlite" else "sqlite:///"
-                                             for d, (drv, _) in _DATABASES.items()) + ", or null for SQLite in data_dir")
-    wanted, example = _DATABASES[dialect]
-    if driver not in ("", wanted) or (not driver and dialect != "sqlite"):
-        raise _bad(f"the driver {shown} is not installed with smsgw", f"write {dialect}+{wanted}://..., e.g. {example}")
-    encode = ("percent-encode @ : / ? # in the password (@ is %40), or leave the password out of the URL "
-              "and set store.password")
-    if rest.count("@") > 1:
-        raise _bad("the URL has more than one '@' (a password containing '@'?)", encode)
-    if not url_parses(text):
-        raise _bad("is not a valid database URL", f"write it as {example}; {encode}")
-    return value
+_ENCODE = ("percent-encode @ : / ? # in the password (@ is %40), or leave the password out of the URL "
+           "and set store.password")
+_STORE_URL = UrlRules(_DATABASES, "is not supported", ", or null for SQLite in data_dir", "is not installed with smsgw",
+                      _ENCODE, "write it as {example}; " + _ENCODE)
 
 
 Name = Annotated[str, AfterValidator(_name)]
@@ -215,7 +197,7 @@ Sha256 = Annotated[str, AfterValidator(_sha256)]
 SecretHash = Annotated[str, AfterValidator(_secret_hash)]
 IpNetwork = Annotated[str, AfterValidator(_network)]
 Secret = Annotated[SecretStr, AfterValidator(_secret)]
-StoreUrl = Annotated[SecretStr, AfterValidator(_store_url)]
+StoreUrl = Annotated[SecretStr, AfterValidator(_STORE_URL.check)]
 CmppVersion = Annotated[Version, BeforeValidator(_version)]
 _NUMBER_OK = BeforeValidator(_digits_as_text)
 SpId = Annotated[str, _NUMBER_OK, AfterValidator(_digits(1, 6, "901234"))]
@@ -232,11 +214,6 @@ AtLeastOne = Annotated[int, Field(ge=1)]
 
 
 # --- The sections ---------------------------------------------------------------------------------
-
-class _Section(BaseModel):
-    # hide_input_in_errors: a ValidationError printed by accident must not show a secret.
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
-
 
 class NodeSection(_Section):
     name: Annotated[str, Field(min_length=1, max_length=64)] = "smsgw"
@@ -557,15 +534,7 @@ class Config(_Section):
         """store.url with store.password put in, or SQLite in data_dir; `hide_password` for logs."""
         if self.store.url is None:
             return "sqlite:///" + os.path.join(self.data_path(), "smsgw.db")
-        text = self.store.url.get_secret_value()
-        if self.store.password is None and not hide_password:
-            return text
-        from sqlalchemy.engine import make_url
-
-        url = make_url(text)
-        if self.store.password is not None:
-            url = url.set(password=self.store.password.get_secret_value())
-        return url.render_as_string(hide_password=hide_password)
+        return url_with_password(self.store.url.get_secret_value(), self.store.password, hide_password=hide_password)
 
     def log_file(self) -> str | None:
         """log.file as an absolute path (a relative one is under data_dir), or None: stdout only."""

@@ -46,6 +46,12 @@ class Account:
     rate_limit: RateLimit | None = None  # recipients per second; None: unlimited
     daily_quota: int | None = None  # recipients per local day; None: unlimited
 
+    def over_daily_quota(self, recipients: int) -> str | None:
+        """Why `recipients` can never be accepted at once (more than a whole day's quota), or None."""
+        if self.daily_quota is None or recipients <= self.daily_quota:
+            return None
+        return f"{recipients} recipients, more than account {self.name!r}'s daily quota of {self.daily_quota}"
+
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:

@@ -184,6 +184,6 @@ class OutboxWorker:
 
     def _round_done(self, delivered: Any, kind: _Kind) -> None:
         kind.busy = False
-        full = isinstance(delivered, int) and delivered >= self._batch
+        full = delivered >= self._batch  # an int: the events delivered, 0 after _round_failed
         wait = max(kind.paused_until - self._clock.seconds(), 0.0)
         self._schedule(kind, wait if wait else (0.0 if full else self._interval))

@@ -159,10 +159,9 @@ class Gateway:
         except RequestRejected as exc:
             return defer.fail(exc)
         total = sum(len(m.to) for m in prepared)
-        if account.daily_quota is not None and total > account.daily_quota:
+        if (over := account.over_daily_quota(total)) is not None:
             return defer.fail(RequestRejected([Problem("", "over_daily_quota", (
-                f"the request has {total} recipients, more than account {account.name!r}'s daily quota of "
-                f"{account.daily_quota}: split it over several days, or ask the operator for a larger quota"))]))
+                f"the request has {over}: split it over several days, or ask the operator for a larger quota"))]))
         return self.accept_prepared(account, interface, prepared, now, notify=self._notify.get(account.name))
 
     def accept_prepared(self, account: Account, interface: str, prepared: Sequence[PreparedMessage],

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine
 from sqlalchemy import exc as sa_exc
 
 from smsgw._config_db import DbSourceConfig
+from smsgw.store._engine import begin_with, server_options
 
 
 def make_source_engine(source: DbSourceConfig) -> Engine:
@@ -20,15 +21,9 @@ def make_source_engine(source: DbSourceConfig) -> Engine:
     """
     url = source.plain_url()
     dialect = source.dialect()
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = server_options(dialect, source.pool_size)
     if dialect == "sqlite":
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": source.busy_timeout}
         kwargs["creator"] = _sqlite_opener(url, source.busy_timeout)
-    else:
-        kwargs.update(pool_size=source.pool_size, max_overflow=source.pool_size, pool_pre_ping=True,
-                      pool_recycle=1800, pool_timeout=30)
-    if dialect == "mysql":
-        kwargs["isolation_level"] = "READ COMMITTED"
     # A database that does not answer must not hold a poll forever.
     if dialect == "postgresql":
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
@@ -41,13 +36,7 @@ def make_source_engine(source: DbSourceConfig) -> Engine:
         kwargs["thick_mode"] = {} if source.oracle_client == "system" else {"lib_dir": source.oracle_client}
     engine = create_engine(url, **kwargs)
     if dialect == "sqlite":
-        @event.listens_for(engine, "connect")
-        def _connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        begin_with(engine, "BEGIN IMMEDIATE")
     return engine
 
 
@@ -69,7 +58,8 @@ def _sqlite_opener(url: str, timeout: float) -> Any:
     def connect() -> sqlite3.Connection:
         if not os.path.exists(path):
             raise SourceFileMissing(f"the SQLite file {path} does not exist: check the source's url")
-        return sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+        # isolation_level None: no implicit BEGIN of pysqlite's own, the engine begins (BEGIN IMMEDIATE).
+        return sqlite3.connect(path, timeout=timeout, check_same_thread=False, isolation_level=None)
     return connect
 
 

@@ -31,7 +31,6 @@ back; other sources are not held up.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -41,32 +40,30 @@ import structlog
 from sqlalchemy import Connection, Engine, select
 from twisted.application.service import Service
 from twisted.internet import defer, threads
-from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from smsgw._config_db import DAYS, ActiveWindow, DbSourceConfig
+from smsgw.adapter import Poller
 from smsgw.adapters.db.engine import is_unreachable, make_source_engine, short_error
 from smsgw.adapters.db.rows import RowError, request
 from smsgw.adapters.db.statements import Statements, WriteBack, local_time
+from smsgw.lifecycle import FINAL, R
 from smsgw.model import Account, AcceptedMessage, LimitExceeded, Problem, ServiceUnavailable
 from smsgw.outbox import Outcome, Refused, Unreachable
-from smsgw.store import OutboxEvent, Store, schema
+from smsgw.store import OutboxEvent, Store, chunks, schema
 from smsgw.store._engine import StoreUnavailable
 from smsgw.validation import PreparedMessage, Validator
 
 log = structlog.get_logger("smsgw.adapters.db")
 
-_OK_STATES = ("delivered", "sent")
-_OPEN_STATES = ("queued", "dispatching")
+_OK_STATES = (R.DELIVERED, R.SENT)
+_OPEN_STATES = (R.QUEUED, R.DISPATCHING)
 
 
 @dataclass(slots=True)
 class PollResult:
     taken: int = 0
-    accepted: int = 0
-    reconciled: int = 0
-    rejected: int = 0
     held: int = 0  # left pending: over the account's rate limit or daily quota
     limit: LimitExceeded | None = None
 
@@ -93,11 +90,12 @@ def _minutes(hhmm: str) -> int:
     return int(h) * 60 + int(m)
 
 
-class DbSource(Service):
+class DbSource(Poller):
     """Polls one legacy database and writes results back to it."""
 
     def __init__(self, source: DbSourceConfig, gateway: Any, store: Store, validator: Validator,
                  account: Account, reactor: Any, *, node: str) -> None:
+        super().__init__(reactor)
         self.source = source
         self.name: str = f"db:{source.name}"
         self.kind = source.interface()
@@ -106,18 +104,14 @@ class DbSource(Service):
         self._validator = validator
         self._account = account
         self._reactor = reactor
-        self._clock = reactor
         self._node = node
         self.statements = Statements(source)
         self.engine: Engine | None = None
         self._pool = ThreadPool(minthreads=1, maxthreads=source.pool_size, name=f"smsgw-db-{source.name}")
-        self._timer: IDelayedCall | None = None
-        self._polling: defer.Deferred[Any] | None = None
         self._backoff = 0.0
         self._last_error: str | None = None
         self._was_active: bool | None = None
         self._held_by: str | None = None  # the limit that last held rows back
-        self.totals = PollResult()
         self.writeback = DbWriteback(self)
 
     # --- lifecycle ---------------------------------------------------------------
@@ -130,15 +124,6 @@ class DbSource(Service):
                  table=self.statements.mapping.table, poll_interval=self.source.poll_interval,
                  batch_size=self.source.batch_size)
         self._schedule(0.0)
-
-    def stop_polling(self) -> defer.Deferred[Any]:
-        """No new polls; fires when the poll under way (if any) has finished."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self.running = False
-        polling = self._polling
-        return polling if polling is not None else defer.succeed(None)
 
     def stopService(self) -> defer.Deferred[Any]:
         d = self.stop_polling()
@@ -155,12 +140,7 @@ class DbSource(Service):
 
     # --- polling -------------------------------------------------------------------
 
-    def _schedule(self, delay: float) -> None:
-        if self.running:
-            self._timer = self._clock.callLater(delay, self._poll)
-
-    def _poll(self) -> None:
-        self._timer = None
+    def _poll(self) -> defer.Deferred[None] | None:
         now = dt.datetime.fromtimestamp(self._clock.seconds())
         is_active = active(self.source.active_hours, now)
         if is_active != self._was_active:
@@ -170,19 +150,15 @@ class DbSource(Service):
             self._was_active = is_active
         if not is_active or not self._gateway.accepting:
             self._schedule(self.source.poll_interval)
-            return
+            return None
         d = threads.deferToThreadPool(self._reactor, self._pool, self.poll_once)
-        self._polling = d
-        d.addCallbacks(self._polled, self._poll_failed)
+        return d.addCallbacks(self._polled, self._poll_failed)
 
     def _polled(self, result: PollResult) -> None:
-        self._polling = None
         if self._last_error is not None:
             log.info("db_source_recovered", source=self.source.name, after=self._last_error)
             self._last_error = None
         self._backoff = 0.0
-        for name in ("taken", "accepted", "reconciled", "rejected", "held"):
-            setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))
         if result.limit is not None:
             self._held(result)
             return
@@ -204,7 +180,6 @@ class DbSource(Service):
         self._schedule(min(max(limit.retry_after, 0.05), 600.0))
 
     def _poll_failed(self, failure: Failure) -> None:
-        self._polling = None
         error = failure.value
         assert error is not None
         self._backoff = min(max(self._backoff * 2, self.source.poll_interval), 60.0)
@@ -251,9 +226,8 @@ class DbSource(Service):
                         continue
                     if isinstance(prepared, list):
                         bad.append((row.key, _reasons(prepared)))
-                    elif (quota := self._account.daily_quota) is not None and len(prepared.to) > quota:
-                        bad.append((row.key, f"{len(prepared.to)} recipients, more than account "
-                                             f"{self._account.name!r}'s daily quota of {quota}"))
+                    elif (over := self._account.over_daily_quota(len(prepared.to))) is not None:
+                        bad.append((row.key, over))
                     else:
                         good.append((row.key, key, prepared))
                 accepted, good = self._accept_what_fits(good, now, out)
@@ -265,9 +239,6 @@ class DbSource(Service):
                 self.statements.rejected.run(conn, [
                     {"key": key, "message_id": None, "state": "rejected", "error": reason[:500], "now": stamp,
                      "node": self._node} for key, reason in bad])
-        out.reconciled = sum(1 for a in accepted if a.repeated)
-        out.accepted = len(good) - out.reconciled
-        out.rejected = len(bad)
         for key, reason in bad:
             log.warning("db_row_rejected", source=self.source.name, key=str(key), error=reason)
         return out
@@ -346,8 +317,7 @@ def load_row_states(conn: Connection, source: str, message_ids: list[int]) -> di
     keys: dict[int, str] = {}
     recips: dict[int, list[Any]] = defaultdict(list)
     attempts: dict[int, int] = {}
-    for i in range(0, len(message_ids), 500):
-        chunk = message_ids[i:i + 500]
+    for chunk in chunks(message_ids, 500):
         for key_row in conn.execute(select(sr.message_id, sr.row_key).where(sr.source == source,
                                                                            sr.message_id.in_(chunk))):
             keys[key_row.message_id] = key_row.row_key
@@ -365,7 +335,7 @@ def load_row_states(conn: Connection, source: str, message_ids: list[int]) -> di
 
 def _aggregate(key: str, message_id: int, rows: list[Any], seg_ids: dict[int, list[str]]) -> RowState:
     states = [row.state for row in rows]
-    complete = bool(rows) and not any(st in _OPEN_STATES or st == "submitted" for st in states)
+    complete = bool(rows) and all(st in FINAL for st in states)
     if complete:
         ok = [st for st in states if st in _OK_STATES]
         if len(ok) == len(states):
@@ -381,8 +351,7 @@ def _aggregate(key: str, message_id: int, rows: list[Any], seg_ids: dict[int, li
     submitted = [row.submitted_at for row in rows if row.submitted_at is not None]
     failed_at_submit = [row for row in rows if row.state == "failed"]
     result = (failed_at_submit[0].stat or "failed") if failed_at_submit else ("0" if submitted else None)
-    bad = [row for row in rows if row.state not in _OK_STATES and row.state not in _OPEN_STATES
-           and row.state != "submitted"]
+    bad = [row for row in rows if row.state in FINAL and row.state not in _OK_STATES]
     stat = None
     if complete:
         stats = [row.stat for row in rows if row.stat]
@@ -394,14 +363,10 @@ def _aggregate(key: str, message_id: int, rows: list[Any], seg_ids: dict[int, li
 
 
 def load_mo(conn: Connection, mo_ids: list[int]) -> dict[int, dict[str, Any]]:
-    mo = schema.mo_messages.c
-    out = {}
-    for i in range(0, len(mo_ids), 500):
-        for row in conn.execute(select(mo.id, mo.src, mo.content, mo.dest, mo.ext, mo.received_at)
-                                .where(mo.id.in_(mo_ids[i:i + 500]))):
-            out[row.id] = {"mo_id": str(row.id), "mobile": row.src, "content": row.content, "dest": row.dest,
-                           "ext": row.ext, "received_at": local_time(row.received_at)}
-    return out
+    """MO id -> the inbox values of the MO (a reader-thread query on smsgw's store)."""
+    return {mo_id: {"mo_id": str(row.id), "mobile": row.src, "content": row.content, "dest": row.dest,
+                    "ext": row.ext, "received_at": local_time(row.received_at)}
+            for mo_id, row in Store.mo_rows(conn, mo_ids).items()}
 
 
 class DbWriteback:
@@ -413,7 +378,7 @@ class DbWriteback:
     def deliver(self, events: Sequence[OutboxEvent]) -> defer.Deferred[list[Outcome]]:
         src = self._source
         message_ids = sorted({e.message_id for e in events if e.message_id is not None and e.event != "mo"})
-        mo_ids = sorted({int(_mo_id(e)) for e in events if e.event == "mo"})
+        mo_ids = sorted({int(e.data["mo_id"]) for e in events if e.event == "mo"})
 
         def load(conn: Connection) -> tuple[dict[int, RowState], dict[int, dict[str, Any]]]:
             return load_row_states(conn, src.source.name, message_ids), load_mo(conn, mo_ids)
@@ -433,11 +398,12 @@ class DbWriteback:
             steps: list[tuple[WriteBack, dict[str, Any]]] = []
             outcome: Outcome = None
             if e.event == "mo":
-                mo = mos.get(int(_mo_id(e)))
+                mo_id = str(e.data["mo_id"])
+                mo = mos.get(int(mo_id))
                 if st.inbox is None:
                     outcome = Refused("MO routed to this source, but it has no inbox (set inbox: or mo_inbox:)")
                 elif mo is None:
-                    outcome = Refused(f"MO {_mo_id(e)} is no longer in the store")
+                    outcome = Refused(f"MO {mo_id} is no longer in the store")
                 else:
                     steps.append((st.inbox, {**mo, "now": local_time(now), "node": node}))
             else:
@@ -447,7 +413,7 @@ class DbWriteback:
                 else:
                     values = {"key": st.key_value(state.key), **state.values(node, now)}
                     final_event = e.event == "recipient_final"
-                    if st.submitted is not None and (not final_event or _payload_state(e) in ("sent", "failed")):
+                    if st.submitted is not None and (not final_event or e.data.get("state") in (R.SENT, R.FAILED)):
                         steps.append((st.submitted, values))
                     # Whatever the event: a row that is complete gets its final columns in the same
                     # transaction that may show its final state (a submitted step carries the state).
@@ -510,15 +476,3 @@ class DbWriteback:
                 existing = st.inbox_existing(conn, [r["mo_id"] for r in rows])
                 rows = [r for r in rows if r["mo_id"] not in existing]
             wb.run(conn, rows)
-
-
-def _payload_state(event: OutboxEvent) -> str | None:
-    try:
-        value = json.loads(event.payload).get("state")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
-
-
-def _mo_id(event: OutboxEvent) -> str:
-    return str(json.loads(event.payload)["mo_id"])

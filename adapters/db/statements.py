@@ -38,10 +38,19 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.sql.expression import TableClause
+from sqlalchemy.sql.expression import ColumnClause, TableClause
 from sqlalchemy.types import TypeEngine
 
-from smsgw._config_db import INBOX_FIELDS, TIME_FIELDS, WRITEBACK_FIELDS, DbSourceConfig, InboxMapping, TableMapping
+from smsgw._config_db import (
+    BIND,
+    INBOX_FIELDS,
+    TIME_FIELDS,
+    WRITEBACK_FIELDS,
+    DbSourceConfig,
+    InboxMapping,
+    TableMapping,
+)
+from smsgw.store import chunks
 
 #: The built-in mapping of the standard sms_outbox table.
 STANDARD_COLUMNS = {"to": "mobiles", "text": "content", "send_at": "send_at", "priority": "priority", "ext": "ext",
@@ -112,12 +121,13 @@ class Statements:
     """What one source runs against its database."""
 
     def __init__(self, source: DbSourceConfig) -> None:
-        self.source = source
         self.dialect = source.dialect()
         self.mapping = source.mapping or standard_mapping(source.table)
         m = self.mapping
         self.key_type: TypeEngine[Any] = Integer() if m.key_type == "integer" else String()
-        self._table = _table(m.table, [m.key, *m.columns.values(), *m.pending])
+        self._table = t = _table(m.table, [m.key, *m.columns.values(), *m.pending])
+        # The rows to take (none with a select: mapping, where the select says).
+        self._pending = and_(*[t.c[c] == bindparam(f"p_{c}", v) for c, v in m.pending.items()]) if m.pending else None
         self.accepted = self._writeback("accepted", m.accepted)
         self.rejected = self._writeback("rejected", m.rejected)
         self.submitted = self._writeback("submitted", m.submitted) if m.submitted else None
@@ -125,7 +135,10 @@ class Statements:
         inbox_map = source.mo_inbox or (standard_inbox(source.inbox) if source.inbox else None)
         self.inbox = self._inbox(inbox_map) if inbox_map is not None else None
         self.inbox_dedupe = inbox_map is not None and inbox_map.sql is None and "mo_id" in inbox_map.columns
-        self._inbox_map = inbox_map
+        self._inbox_mo_id: ColumnClause[Any] | None = None  # to skip MO already in the inbox
+        if self.inbox_dedupe and inbox_map is not None and inbox_map.table is not None:
+            col = inbox_map.columns["mo_id"]
+            self._inbox_mo_id = _table(inbox_map.table, [col]).c[col]
 
     # --- claiming ----------------------------------------------------------------
 
@@ -142,8 +155,8 @@ class Statements:
             return chosen.bindparams(limit=limit) if ":limit" in m.select else chosen
         t = self._table
         cols = [t.c[m.key].label("k")] + [t.c[c].label(f"c_{role}") for role, c in m.columns.items()]
-        where = and_(*[t.c[c] == bindparam(f"p_{c}", v) for c, v in m.pending.items()])
-        stmt = select(*cols).where(where).order_by(t.c[m.key])
+        assert self._pending is not None  # the configuration has pending: without select:
+        stmt = select(*cols).where(self._pending).order_by(t.c[m.key])
         if self.dialect == "mssql":
             return stmt.limit(limit).with_hint(t, "WITH (UPDLOCK, READPAST, ROWLOCK)", "mssql")
         if self.dialect == "oracle":
@@ -171,15 +184,13 @@ class Statements:
 
     def still_pending(self, conn: Connection, keys: list[Any]) -> list[Any]:
         """Which of `keys` still match `pending:` (with a select: mapping there is no telling: none)."""
-        m = self.mapping
-        if not keys or not m.pending:
+        if not keys or self._pending is None:
             return []
-        t = self._table
-        where = and_(*[t.c[c] == bindparam(f"p_{c}", v) for c, v in m.pending.items()])
+        t, key = self._table, self._table.c[self.mapping.key]
         found: list[Any] = []
-        for i in range(0, len(keys), 500):
+        for chunk in chunks(keys, 500):
             # A locking read: a row a poll holds right now is waited for, then seen as taken.
-            stmt = select(t.c[m.key]).where(where, t.c[m.key].in_(keys[i:i + 500]))
+            stmt = select(key).where(self._pending, key.in_(chunk))
             if self.dialect == "mssql":
                 stmt = stmt.with_hint(t, "WITH (UPDLOCK, ROWLOCK)", "mssql")
             elif self.dialect != "sqlite":
@@ -214,11 +225,8 @@ class Statements:
 
     def _text(self, sql: str, fields: tuple[str, ...]) -> WriteBack:
         # :name in the configured text becomes :f_name, typed, so times bind as datetimes everywhere.
-        import re
-
-        names = [n for n in dict.fromkeys(re.findall(r"(?<![:\w]):([A-Za-z_]\w*)", sql)) if n in fields]
-        renamed = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", lambda mt: f":f_{mt.group(1)}" if mt.group(1) in fields
-                         else mt.group(0), sql)
+        names = [n for n in dict.fromkeys(BIND.findall(sql)) if n in fields]
+        renamed = BIND.sub(lambda mt: f":f_{mt.group(1)}" if mt.group(1) in fields else mt.group(0), sql)
         clause: TextClause = text(_escape_casts(renamed)).bindparams(
             *[bindparam(f"f_{n}", type_=self.key_type if n == "key" else _field_type(n)) for n in names])
         return WriteBack(clause, tuple(names), {})
@@ -233,15 +241,12 @@ class Statements:
 
     def inbox_existing(self, conn: Connection, mo_ids: list[str]) -> set[str]:
         """MO ids already in the inbox (a write whose commit was not recorded): not inserted twice."""
-        spec = self._inbox_map
-        if not self.inbox_dedupe or spec is None or spec.table is None or not mo_ids:
+        col = self._inbox_mo_id
+        if col is None or not mo_ids:
             return set()
-        col = spec.columns["mo_id"]
-        t = _table(spec.table, [col])
         found: set[str] = set()
-        for i in range(0, len(mo_ids), 500):
-            chunk = mo_ids[i:i + 500]
-            found.update(str(v) for v in conn.execute(select(t.c[col]).where(t.c[col].in_(chunk))).scalars())
+        for chunk in chunks(mo_ids, 500):
+            found.update(str(v) for v in conn.execute(select(col).where(col.in_(chunk))).scalars())
         return found
 
 

@@ -28,10 +28,10 @@ from typing import Any
 import structlog
 from twisted.application.service import Service
 from twisted.internet import defer, task, threads
-from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
 from smsgw._config_file import FileInboxConfig
+from smsgw.adapter import Poller
 from smsgw.adapters.file._plan import ImportOptions, Plan, build_plan, chunks
 from smsgw.adapters.file._read import FileImportError
 from smsgw.adapters.file._report import ImportAborted, Outcomes, failure_csv, result_csv
@@ -126,11 +126,16 @@ def _finish(path: str, folder: str, result: bytes) -> str:
     return target
 
 
-class FileInbox(Service):
-    """Imports the files dropped into one folder, as one account."""
+class FileInbox(Poller):
+    """Imports the files dropped into one folder, as one account.
+
+    `stop_polling` fires once the batch under way is answered: a round checks `running` between
+    files and between batches, and the rest of the file stays for next time.
+    """
 
     def __init__(self, cfg: FileInboxConfig, gateway: Any, validator: Validator, account: Account, reactor: Any,
                  *, batch: int = 1000) -> None:
+        super().__init__(reactor)
         self.cfg = cfg
         self.name: str = f"file:{cfg.path()}"
         self._gateway = gateway
@@ -138,9 +143,6 @@ class FileInbox(Service):
         self._account = account
         self._reactor = reactor
         self._batch = batch
-        self._timer: IDelayedCall | None = None
-        self._busy: defer.Deferred[None] | None = None
-        self._waiting: list[defer.Deferred[None]] = []
         self._seen: dict[str, tuple[int, int]] = {}
         self._stuck: dict[str, tuple[int, int]] = {}  # files that could not be moved: left until they change
         self._held: dict[str, float] = {}  # files stopped by the daily quota: not taken before this time
@@ -155,18 +157,6 @@ class FileInbox(Service):
                  poll_interval=self.cfg.poll_interval, done=self.cfg.done_path(), failed=self.cfg.failed_path())
         self._schedule(0.0)
 
-    def stop_polling(self) -> defer.Deferred[None]:
-        """Take no new file; fires once the batch under way is answered (the file stays for next time)."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        self.running = False
-        if self._busy is None:
-            return defer.succeed(None)
-        waiter: defer.Deferred[None] = defer.Deferred()
-        self._waiting.append(waiter)
-        return waiter
-
     def stopService(self) -> defer.Deferred[None]:
         d = self.stop_polling()
 
@@ -176,25 +166,15 @@ class FileInbox(Service):
 
     # --- polling ---------------------------------------------------------------------------
 
-    def _schedule(self, delay: float) -> None:
-        if self.running:
-            self._timer = self._reactor.callLater(delay, self._poll)
-
-    def _poll(self) -> None:
-        self._timer = None
+    def _poll(self) -> defer.Deferred[None] | None:
         if not self._gateway.accepting:
             self._schedule(self.cfg.poll_interval)
-            return
+            return None
         d = defer.ensureDeferred(self._poll_once())
-        self._busy = d
         d.addErrback(self._poll_failed)
-        d.addBoth(self._polled)
+        return d.addBoth(self._polled)
 
     def _polled(self, _: object) -> None:
-        self._busy = None
-        waiting, self._waiting = self._waiting, []
-        for waiter in waiting:
-            waiter.callback(None)
         self._schedule(self.cfg.poll_interval)
 
     def _poll_failed(self, failure: Failure) -> None:

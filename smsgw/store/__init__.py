@@ -39,6 +39,7 @@ from smsgw.store._ops import (
     SubmittedArgs,
     SweepArgs,
     SweepResult,
+    chunks,
 )
 from smsgw.store._writer import Writer
 from smsgw.store.ids import IdGenerator
@@ -46,8 +47,8 @@ from smsgw.store.ids import IdGenerator
 __all__ = [
     "Claimed", "ClaimArgs", "FailedArgs", "IdGenerator", "MoArgs", "MoPartArgs", "NewMessage", "OutboxClaimArgs",
     "OutboxDone", "OutboxEvent", "ReportArgs", "ReportOutcome",
-    "SegmentIds", "Store", "StoreUnavailable", "SubmittedArgs", "SweepArgs", "SweepResult", "dialect_of",
-    "make_engine", "migrations", "schema",
+    "SegmentIds", "Store", "StoreUnavailable", "SubmittedArgs", "SweepArgs", "SweepResult", "chunks",
+    "dialect_of", "make_engine", "migrations", "schema",
 ]
 
 T = TypeVar("T")
@@ -128,7 +129,7 @@ class Store:
         rows = conn.execute(select(schema.recipients).where(r.message_id == message_id).order_by(r.id)).all()
         segs: dict[int, list[SegmentView]] = {}
         ids = [row.id for row in rows]
-        for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+        for chunk in chunks(ids, 500):
             for seg in conn.execute(select(schema.segments).where(s.recipient_id.in_(chunk))
                                     .order_by(s.recipient_id, s.attempt, s.number)):
                 segs.setdefault(seg.recipient_id, []).append(SegmentView(
@@ -157,6 +158,16 @@ class Store:
                 for row in conn.execute(select(schema.mo_parts).order_by(p.id))]
 
     @staticmethod
+    def mo_rows(conn: Connection, mo_ids: list[int]) -> dict[int, Any]:
+        """MO id -> its row (every column of mo_messages), for the ids still in the store."""
+        mo = schema.mo_messages.c
+        out = {}
+        for chunk in chunks(mo_ids, 500):
+            for row in conn.execute(select(schema.mo_messages).where(mo.id.in_(chunk))):
+                out[row.id] = row
+        return out
+
+    @staticmethod
     def queued_origins(conn: Connection, link: str) -> list[str]:
         r = schema.recipients.c
         return list(conn.execute(select(r.account).where(r.link == link, r.state == "queued").distinct()).scalars())
@@ -166,10 +177,9 @@ class Store:
         """recipient id -> the Msg_Ids of its segments in its current attempt (`attempts`), in segment order."""
         s = schema.segments.c
         out: dict[int, list[str]] = {}
-        ids = sorted(attempts)
-        for i in range(0, len(ids), 500):
+        for chunk in chunks(sorted(attempts), 500):
             for seg in conn.execute(select(s.recipient_id, s.attempt, s.msg_id)
-                                    .where(s.recipient_id.in_(ids[i:i + 500])).order_by(s.recipient_id, s.number)):
+                                    .where(s.recipient_id.in_(chunk)).order_by(s.recipient_id, s.number)):
                 if seg.attempt == attempts[seg.recipient_id]:
                     out.setdefault(seg.recipient_id, []).append(seg.msg_id)
         return out

@@ -39,16 +39,31 @@ def make_engine(url: str, *, writer: bool = False, busy_timeout: float = 5.0, po
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout}
-    else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800)
-    if dialect == "mysql":
-        # InnoDB's default REPEATABLE READ takes gap locks on the claim index, and
-        # SKIP LOCKED then skips far more than the rows another node holds.
-        kwargs["isolation_level"] = "READ COMMITTED"
+    kwargs.update(server_options(dialect, pool_size))
     engine = create_engine(url, **kwargs)
     if dialect == "sqlite":
         _tune_sqlite(engine, writer)
     return engine
+
+
+def server_options(dialect: str, pool_size: int) -> dict[str, Any]:
+    """create_engine options for a database server (none for SQLite): its pool, and READ COMMITTED on MySQL."""
+    if dialect == "sqlite":
+        return {}
+    options: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True,
+                               "pool_recycle": 1800, "pool_timeout": 30}
+    if dialect == "mysql":
+        # InnoDB's default REPEATABLE READ takes gap locks on the claim index, and
+        # SKIP LOCKED then skips far more than the rows another node holds.
+        options["isolation_level"] = "READ COMMITTED"
+    return options
+
+
+def begin_with(engine: Engine, statement: str) -> None:
+    """Every transaction on `engine` (SQLite, opened with isolation_level None) starts with `statement`."""
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql(statement)
 
 
 def _tune_sqlite(engine: Engine, writer: bool) -> None:
@@ -63,6 +78,4 @@ def _tune_sqlite(engine: Engine, writer: bool) -> None:
         cur.execute("PRAGMA foreign_keys=OFF")
         cur.close()
 
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+    begin_with(engine, "BEGIN IMMEDIATE" if writer else "BEGIN")

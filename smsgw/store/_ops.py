@@ -178,6 +178,14 @@ class OutboxEvent:
     payload: str  # JSON
     attempts: int
     created_at: float
+    data: dict[str, Any] = field(init=False, repr=False, compare=False)  # the payload, parsed once
+
+    def __post_init__(self) -> None:
+        try:
+            data = json.loads(self.payload)
+        except (TypeError, ValueError):
+            data = None
+        self.data = data if isinstance(data, dict) else {}
 
 
 @dataclass(slots=True)
@@ -298,26 +306,16 @@ class Ops:
         for item in items:
             if item.source is not None:
                 wanted[item.source[0]].add(item.source[1])
-        found: dict[tuple[str, str], int] = {}
-        for source, keys in wanted.items():
-            for chunk in _chunks(sorted(keys), 500):
-                for row in conn.execute(select(sr.row_key, sr.message_id)
-                                        .where(sr.source == source, sr.row_key.in_(chunk))):
-                    found[(source, row.row_key)] = row.message_id
-        return found
+        return _known(conn, wanted, sr.source, sr.row_key, sr.message_id)
 
     def _known_refs(self, conn: Connection, items: list[NewMessage]) -> dict[tuple[str, str], int]:
+        """(account, ref) -> id of the message the account already sent with that ref."""
         m = messages.c
         wanted: dict[str, set[str]] = defaultdict(set)
         for item in items:
             if item.message.ref is not None:
                 wanted[item.account].add(item.message.ref)
-        known: dict[tuple[str, str], int] = {}
-        for account, refs in wanted.items():
-            for chunk in _chunks(sorted(refs), 500):
-                for row in conn.execute(select(m.id, m.ref).where(m.account == account, m.ref.in_(chunk))):
-                    known.setdefault((account, row.ref), row.id)
-        return known
+        return _known(conn, wanted, m.account, m.ref, m.id)
 
     # claims and leases ---------------------------------------------------------
 
@@ -380,7 +378,7 @@ class Ops:
     def _message_bodies(self, conn: Connection, ids: set[int]) -> dict[int, tuple[str, str, bool, int, int]]:
         m = messages.c
         out = {}
-        for chunk in _chunks(sorted(ids), 500):
+        for chunk in chunks(sorted(ids), 500):
             for row in conn.execute(select(m.id, m.content, m.ext, m.report, m.msg_fmt, m.segments)
                                     .where(m.id.in_(chunk))):
                 out[row.id] = (row.content, row.ext, bool(row.report), row.msg_fmt, row.segments)
@@ -445,7 +443,7 @@ class Ops:
         seg = segments.c
         found: dict[str, _SegmentRow] = {}
         wanted = sorted({item.msg_id for item in items})
-        for chunk in _chunks(wanted, 500):
+        for chunk in chunks(wanted, 500):
             stmt = select(seg.id, seg.recipient_id, seg.attempt, seg.state, seg.msg_id).where(seg.msg_id.in_(chunk))
             for row in conn.execute(stmt):
                 prev = found.get(row.msg_id)
@@ -522,7 +520,7 @@ class Ops:
         if owed:
             conn.execute(outbox.insert(), owed)
         done = sorted({i.part_set for i in items if i.part_set})
-        for chunk in _chunks(done, 200):
+        for chunk in chunks(done, 200):
             conn.execute(mo_parts.delete().where(mo_parts.c.part_set.in_(chunk)))
         return ids
 
@@ -607,23 +605,29 @@ class Ops:
         return out
 
     def outbox_done(self, conn: Connection, items: list[OutboxDone]) -> list[None]:
-        """Done (error None), retried at retry_at, or dead (an error and no retry_at)."""
+        """Done (error None), retried at retry_at, or dead (an error and no retry_at).
+
+        One statement per group (done; retried or dead, each counted or not): a receiver that
+        is down has the whole leased batch back at once.
+        """
         ob = outbox.c
         done = [{"b_id": i.id, "b_at": i.now} for i in items if i.error is None]
         if done:
             conn.execute(update(outbox).where(ob.id == bindparam("b_id"))
                          .values(state="done", done_at=bindparam("b_at"), last_error=None, lease_owner=None), done)
+        failed: dict[tuple[bool, bool], list[dict[str, Any]]] = defaultdict(list)  # (dead, counted) -> rows
         for i in items:
-            if i.error is None:
-                continue
-            if i.retry_at is None:
-                values: dict[str, Any] = {"state": "dead", "done_at": i.now}
-            else:
-                values = {"next_at": i.retry_at}
-            if i.count:
+            if i.error is not None:
+                dead = i.retry_at is None
+                failed[(dead, i.count)].append({"b_id": i.id, "b_error": i.error[:255],
+                                                "b_at": i.now if dead else i.retry_at})
+        for (dead, counted), rows in failed.items():
+            values: dict[str, Any] = ({"state": "dead", "done_at": bindparam("b_at")} if dead
+                                      else {"next_at": bindparam("b_at")})
+            if counted:
                 values["attempts"] = ob.attempts + 1
-            conn.execute(update(outbox).where(ob.id == i.id)
-                         .values(lease_owner=None, last_error=i.error[:255], **values))
+            conn.execute(update(outbox).where(ob.id == bindparam("b_id"))
+                         .values(lease_owner=None, last_error=bindparam("b_error"), **values), rows)
         return [None] * len(items)
 
     def template(self, conn: Connection, items: list[TemplateChange]) -> list[str]:
@@ -668,7 +672,7 @@ class Ops:
     def _recipients(self, conn: Connection, ids: list[int]) -> dict[int, Any]:
         r = recipients.c
         out = {}
-        for chunk in _chunks(sorted(set(ids)), 500):
+        for chunk in chunks(sorted(set(ids)), 500):
             stmt = select(r.id, r.message_id, r.phone, r.state, r.attempts, r.segments, r.reported,
                           r.failed, r.stat, r.notify).where(r.id.in_(chunk))
             if self._lock_rows:
@@ -722,7 +726,7 @@ class Ops:
             open_recipients=left, state=case((left <= 0, M.COMPLETED), else_=m.state), updated_at=now),
             [{"b_id": mid, "b_n": n} for mid, n in closing.items()])
         wanting = {}
-        for chunk in _chunks(sorted(closing), 500):
+        for chunk in chunks(sorted(closing), 500):
             for row in conn.execute(select(m.id, m.notify, m.ref, m.account)
                                     .where(m.id.in_(chunk), m.notify.is_not(None))):
                 wanting[row.id] = row
@@ -777,6 +781,18 @@ class _Change:
         return v
 
 
-def _chunks(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
+def chunks(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """`values` in slices of at most `size` (an IN list stays within every database's limit)."""
     return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+def _known(conn: Connection, wanted: dict[str, set[str]], group: Any, key: Any,
+           ident: Any) -> dict[tuple[str, str], int]:
+    """(group, key) -> `ident` of the stored rows: for each group in `wanted`, those with one of its keys."""
+    found: dict[tuple[str, str], int] = {}
+    for name, keys in wanted.items():
+        for chunk in chunks(sorted(keys), 500):
+            for row_key, row_id in conn.execute(select(key, ident).where(group == name, key.in_(chunk))):
+                found.setdefault((name, row_key), row_id)
+    return found
 

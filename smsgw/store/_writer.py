@@ -116,11 +116,9 @@ class Writer:
         try:
             results = self._transaction(batch)
         except Exception as exc:  # noqa: BLE001 - isolate per operation below
-            if _is_disconnect(exc):
-                fired = self._one_by_one(batch)
-            else:
+            if not _is_disconnect(exc):
                 log.warning("store_batch_failed", ops=len(batch), error=_short(exc))
-                fired = self._one_by_one(batch)
+            fired = self._one_by_one(batch)
         else:
             fired = [(op.deferred, True, result) for op, result in zip(batch, results)]
         self.batches += 1
