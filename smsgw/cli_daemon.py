@@ -158,10 +158,8 @@ def _client(config: Config, key: str | None) -> Client:
     key = key or os.environ.get("SMSGW_API_KEY")
     if not key:
         raise SystemExit("smsgw: no API key: give --key KEY or set SMSGW_API_KEY")
-    host = config.api.listen if config.api.listen not in ("0.0.0.0", "::") else "127.0.0.1"
     try:
-        scheme = "https" if config.api.tls is not None else "http"  # the certificate is checked against the system CAs
-        return Client(f"{scheme}://{f'[{host}]' if ':' in host else host}:{config.api.port}", key, timeout=30)
+        return Client(config.api_url(), key, timeout=30)
     except ValueError as exc:
         raise SystemExit(f"smsgw: {exc}") from None
 

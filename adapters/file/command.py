@@ -152,17 +152,6 @@ def parse_priority(text: str) -> int:
     return value
 
 
-def _validator(config: Any) -> Any:
-    """The validator the daemon builds from the same config (smsgw.app.Daemon)."""
-    from smsgw.validation import Validator
-
-    default = next((c for c in config.carriers if c.name == config.default_link()), None)
-    v = config.validation
-    return Validator(max_recipients=v.max_recipients, max_segments=v.max_segments, prefixes=v.number_prefixes,
-                     allow_other=v.allow_other_numbers, prefer_gbk=default.prefer_gbk if default else False,
-                     ref16=default.ref16 if default else False)
-
-
 def _account(config: Any, key: str | None, name: str | None, path: str) -> Account:
     """The account whose limits the preview applies: --account, else the one `key` belongs to."""
     accounts: list[Account] = config.account_objects()
@@ -192,11 +181,8 @@ def _client(config: Any, url: str | None, key: str | None) -> Any:
 
     if not key:
         raise _Stop("no API key: give --key KEY or set SMSGW_API_KEY")
-    if url is None:
-        host = config.api.listen if config.api.listen not in ("0.0.0.0", "::") else "127.0.0.1"
-        url = f"http://{f'[{host}]' if ':' in host else host}:{config.api.port}"
     try:
-        return Client(url, key, timeout=60)
+        return Client(url if url is not None else config.api_url(), key, timeout=60)
     except ValueError as exc:
         raise _Stop(str(exc)) from None
 
@@ -221,7 +207,7 @@ def _plan(path: str, options: ImportOptions, config: Any, account: Account) -> P
     except OSError as exc:
         raise _Stop(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        return build_plan(os.path.basename(path), data, options, _validator(config), account, time.time())
+        return build_plan(os.path.basename(path), data, options, config.validator(), account, time.time())
     except FileImportError as exc:
         raise _Stop(f"{path} {exc}") from None
 
