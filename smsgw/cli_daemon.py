@@ -9,13 +9,16 @@ import json
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from smsgw.client import ApiError, BadResponse, Client, ConnectionFailed
-from smsgw.config import Config, ConfigError, check_config as _check, load_config
+if TYPE_CHECKING:  # imported where used: `smsgw hash-key` needs neither pydantic nor HTTP
+    from smsgw.client import Client, ConnectionFailed
+    from smsgw.config import Config
 
 
 def _load(path: str, command: str) -> Config | None:
+    from smsgw.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -26,6 +29,8 @@ def _load(path: str, command: str) -> Config | None:
 
 
 def check_config(args: argparse.Namespace) -> int:
+    from smsgw.config import check_config as _check
+
     problems = _check(args.config)
     if not problems:
         print(f"{args.config}: OK")
@@ -155,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _client(config: Config, key: str | None) -> Client:
+    from smsgw.client import Client
+
     key = key or os.environ.get("SMSGW_API_KEY")
     if not key:
         raise SystemExit("smsgw: no API key: give --key KEY or set SMSGW_API_KEY")
@@ -183,6 +190,8 @@ def send(args: argparse.Namespace) -> int:
     if params and not args.template:
         print("smsgw send: --param needs --template NAME", file=sys.stderr)
         return 2
+    from smsgw.client import ApiError, BadResponse, ConnectionFailed
+
     try:
         with _client(config, args.key) as client:
             accepted = client.send(to, args.text or "", priority=args.priority, ext=args.ext, ref=args.ref,
@@ -204,6 +213,8 @@ def status(args: argparse.Namespace) -> int:
     config = _load(args.config, "status")
     if config is None:
         return 2
+    from smsgw.client import ApiError, BadResponse, ConnectionFailed
+
     try:
         with _client(config, args.key) as client:
             answer = dataclasses.asdict(client.status())

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from smsgw.client import ApiError, BadResponse, ConnectionFailed, Template
+if TYPE_CHECKING:
+    from smsgw.client import Template
 
 __all__ = ["add_parser", "run"]
 
@@ -44,6 +45,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smsgw.cli_daemon import _client, _load, _unreachable
+    from smsgw.client import ApiError, BadResponse, ConnectionFailed  # here: `smsgw hash-key` needs no HTTP
 
     command = f"smsgw template {args.template_command}"
     config = _load(args.config, "template")
@@ -88,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _exists(client: Any, name: str) -> bool:
+    from smsgw.client import ApiError
+
     try:
         client.template(name)
     except ApiError as exc:

@@ -23,12 +23,12 @@ import hashlib
 import os
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from smsgw.adapters.file._plan import ImportOptions, Outgoing, Plan, build_plan, chunks
-from smsgw.adapters.file._read import FileImportError
-from smsgw.adapters.file._report import ImportAborted, Outcomes, preview, result_csv
-from smsgw.model import Account
+if TYPE_CHECKING:  # imported where used: every `smsgw` command loads this module for its parser
+    from smsgw.adapters.file._plan import ImportOptions, Outgoing, Plan
+    from smsgw.adapters.file._report import Outcomes
+    from smsgw.model import Account
 
 __all__ = ["add_parser", "parse_at", "parse_priority", "run"]
 
@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from smsgw.adapters.file._plan import ImportOptions
+    from smsgw.adapters.file._report import Outcomes, preview
     from smsgw.cli_daemon import _load  # the config, its problems printed as every command prints them
 
     config = _load(args.config, "import")
@@ -201,6 +203,9 @@ def _template(client: Any, name: str) -> Any:
 
 
 def _plan(path: str, options: ImportOptions, config: Any, account: Account) -> Plan:
+    from smsgw.adapters.file._plan import build_plan
+    from smsgw.adapters.file._read import FileImportError
+
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -262,6 +267,8 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
     A request refused for some rows (422) is sent again without them; an unavailable daemon
     or a broken connection is retried with the same refs.
     """
+    from smsgw.adapters.file._plan import chunks
+    from smsgw.adapters.file._report import ImportAborted
     from smsgw.client import ApiError, ClientError, Unavailable
 
     o = plan.options
@@ -314,6 +321,8 @@ def _message(m: Outgoing, o: ImportOptions) -> Any:
 
 
 def _summary(args: argparse.Namespace, plan: Plan, outcomes: Outcomes, stopped: str | None) -> int:
+    from smsgw.adapters.file._report import result_csv
+
     path = args.result or f"{args.file}.result.csv"
     reason = f"not sent: {stopped}; run the same command again to send the rest" if stopped else None
     try:
