@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Iterator, Sequence
 
 from smsgw.adapters.file._plan import Outgoing, Plan
-from smsgw.model import Problem
+from smsgw.model import PRIORITY_NAMES, Problem
 
 __all__ = ["ACCEPTED", "DUPLICATE", "INVALID", "NOT_SENT", "ImportAborted", "Outcomes", "failure_csv", "preview",
            "result_csv"]
@@ -27,7 +27,7 @@ ACCEPTED, INVALID, DUPLICATE, NOT_SENT = "accepted", "invalid", "duplicate", "no
 RESULT_HEADER = ("row", "number", "outcome", "reason", "message_id")
 SENT_BEFORE = "sent before by an import of this same file: not sent again"
 _WHERE = re.compile(r"\[(\d+)\](?:\.to\[(\d+)\])?")
-_PRIORITIES = {0: "bulk", 5: "normal", 9: "urgent"}
+_PRIORITIES = {value: name for name, value in PRIORITY_NAMES.items()}
 
 
 class ImportAborted(Exception):

@@ -34,7 +34,6 @@ __all__ = ["add_parser", "parse_at", "parse_priority", "run"]
 
 _ME = "smsgw import"
 _RETRIES = 5  # per request, for an unavailable daemon or a broken connection
-_PRIORITY_NAMES = {"bulk": 0, "normal": 5, "urgent": 9}
 
 
 def add_parser(sub: Any) -> None:
@@ -146,7 +145,9 @@ def parse_at(text: str) -> float:
 
 def parse_priority(text: str) -> int:
     """--priority as 0-9. Raises ValueError naming the choices."""
-    value = _PRIORITY_NAMES.get(text.strip().lower())
+    from smsgw.model import PRIORITY_NAMES
+
+    value = PRIORITY_NAMES.get(text.strip().lower())
     if value is None and text.strip().isdigit() and 0 <= int(text) <= 9:
         value = int(text)
     if value is None:
