@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:  # imported where used: `smsgw hash-key` needs neither pydantic nor HTTP
-    from smsgw.client import Client, ConnectionFailed
+    from smsgw.client import Client
     from smsgw.config import Config
 
 
@@ -171,8 +172,18 @@ def _client(config: Config, key: str | None) -> Client:
         raise SystemExit(f"smsgw: {exc}") from None
 
 
-def _unreachable(exc: ConnectionFailed) -> SystemExit:
-    return SystemExit(f"smsgw: cannot reach the daemon at {exc.url}: {exc.reason}; is `smsgw run` running?")
+@contextlib.contextmanager
+def _talking(command: str) -> Iterator[None]:
+    """A garbled answer or none from the daemon ends `command` with the reason on stderr, exit status 1."""
+    from smsgw.client import BadResponse, ConnectionFailed
+
+    try:
+        yield
+    except BadResponse as exc:
+        raise SystemExit(f"{command}: {exc}") from None
+    except ConnectionFailed as exc:
+        why = f"cannot reach the daemon at {exc.url}: {exc.reason}; is `smsgw run` running?"
+        raise SystemExit(f"smsgw: {why}") from None
 
 
 def send(args: argparse.Namespace) -> int:
@@ -190,21 +201,16 @@ def send(args: argparse.Namespace) -> int:
     if params and not args.template:
         print("smsgw send: --param needs --template NAME", file=sys.stderr)
         return 2
-    from smsgw.client import ApiError, BadResponse, ConnectionFailed
+    from smsgw.client import ApiError
 
     try:
-        with _client(config, args.key) as client:
+        with _talking("smsgw send"), _client(config, args.key) as client:
             accepted = client.send(to, args.text or "", priority=args.priority, ext=args.ext, ref=args.ref,
                                    template=args.template, params=params if args.template else None)
     except ApiError as exc:
         print(f"smsgw send: refused ({exc.status}): {json.dumps(exc.body, ensure_ascii=False, indent=2)}",
               file=sys.stderr)
         return 1
-    except BadResponse as exc:
-        print(f"smsgw send: {exc}", file=sys.stderr)
-        return 1
-    except ConnectionFailed as exc:
-        raise _unreachable(exc) from None
     print(f"accepted: id {accepted.id} ({accepted.recipients} recipient(s), {accepted.segments} segment(s) each)")
     return 0
 
@@ -213,19 +219,14 @@ def status(args: argparse.Namespace) -> int:
     config = _load(args.config, "status")
     if config is None:
         return 2
-    from smsgw.client import ApiError, BadResponse, ConnectionFailed
+    from smsgw.client import ApiError
 
     try:
-        with _client(config, args.key) as client:
+        with _talking("smsgw status"), _client(config, args.key) as client:
             answer = dataclasses.asdict(client.status())
     except ApiError as exc:
         print(json.dumps(exc.body, ensure_ascii=False, indent=2))
         return 1
-    except BadResponse as exc:
-        print(f"smsgw status: {exc}", file=sys.stderr)
-        return 1
-    except ConnectionFailed as exc:
-        raise _unreachable(exc) from None
     print(json.dumps(answer, ensure_ascii=False, indent=2))
     return 0
 

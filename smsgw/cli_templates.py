@@ -44,15 +44,15 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smsgw.cli_daemon import _client, _load, _unreachable
-    from smsgw.client import ApiError, BadResponse, ConnectionFailed  # here: `smsgw hash-key` needs no HTTP
+    from smsgw.cli_daemon import _client, _load, _talking
+    from smsgw.client import ApiError  # here: `smsgw hash-key` needs no HTTP
 
     command = f"smsgw template {args.template_command}"
     config = _load(args.config, "template")
     if config is None:
         return 2
     try:
-        with _client(config, args.key) as client:
+        with _talking(command), _client(config, args.key) as client:
             action = args.template_command
             if action == "list":
                 found = client.templates()
@@ -82,11 +82,6 @@ def run(args: argparse.Namespace) -> int:
         problems = "".join(f"\n  {p.where or '-'}: {p.message}" for p in exc.problems)
         print(f"{command}: refused ({exc.status} {exc.code}): {exc.message}{problems}", file=sys.stderr)
         return 1
-    except BadResponse as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
-        return 1
-    except ConnectionFailed as exc:
-        raise _unreachable(exc) from None
 
 
 def _exists(client: Any, name: str) -> bool:
