@@ -328,7 +328,7 @@ def _summary(args: argparse.Namespace, plan: Plan, outcomes: Outcomes, stopped: 
     reason = f"not sent: {stopped}; run the same command again to send the rest" if stopped else None
     try:
         with open(path, "wb") as fh:
-            fh.write(result_csv(outcomes, reason) if reason else result_csv(outcomes))
+            fh.write(result_csv(outcomes, reason))
         written = path
     except OSError as exc:
         print(f"{_ME}: cannot write the result file {path}: {exc.strerror or exc}", file=sys.stderr)
