@@ -152,7 +152,12 @@ class Plan:
 
     @property
     def ref_prefix(self) -> str:
-        return f"imp-{self.digest[:12]}-"
+        return _ref_prefix(self.digest)
+
+
+def _ref_prefix(digest: str) -> str:
+    """What each ref of a file's messages starts with: imp-<first 12 hex of its SHA-256>-."""
+    return f"imp-{digest[:12]}-"
 
 
 def build_plan(source: str, data: bytes, options: ImportOptions, validator: Validator, account: Account,
@@ -422,7 +427,7 @@ def _plan(source: str, digest: str, sheet: Sheet, layout: _Layout, options: Impo
             groups[key] = [r]
         else:
             group.append(r)
-    prefix = f"imp-{digest[:12]}-"
+    prefix = _ref_prefix(digest)
     messages = tuple(Outgoing(f"{prefix}{members[0].row}", tuple(m.row for m in members),
                               tuple(m.number for m in members), text, params)
                      for (_, text, params), members in groups.items())

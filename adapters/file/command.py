@@ -276,6 +276,7 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
     for chunk in chunks(plan.messages, batch, max_bytes=max_bytes):
         attempt = 0
         while chunk:
+            rows = _rows(chunk)
             try:
                 answers = client.send_many([_message(m, o) for m in chunk], origin="file")
             except ApiError as exc:
@@ -285,12 +286,11 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
                     time.sleep(min(exc.retry_after or 1.0, 60.0))
                     continue
                 if not isinstance(exc, Unavailable) and exc.problems and exc.status in (400, 422):
-                    before = sum(len(m.rows) for m in chunk)
                     try:
                         chunk = outcomes.refuse(chunk, exc.problems)
                     except ImportAborted as aborted:
                         return f"the daemon refused the messages: {aborted}"
-                    progress.advance(before - sum(len(m.rows) for m in chunk))
+                    progress.advance(rows - _rows(chunk))
                     continue
                 if not exc.retryable:
                     return f"the daemon refused the request: {exc}"
@@ -302,7 +302,7 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
             else:
                 for message, answer in zip(chunk, answers):
                     outcomes.record(message, answer.id, answer.repeated)
-                progress.advance(sum(len(m.rows) for m in chunk))
+                progress.advance(rows)
                 chunk = []
                 continue
             attempt += 1
@@ -313,12 +313,15 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
 
 
 def _message(m: Outgoing, o: ImportOptions) -> Any:
-    """The REST message of `m`: a named template goes by name and parameters (the daemon renders it)."""
+    """The REST message of `m`: the gateway's request (`Outgoing.request`) as the client sends it."""
     from smsgw.client import Message
 
-    if o.template is not None:
-        return Message(m.to, "", o.priority, o.send_at, None, m.ref, o.report, o.template.name, dict(m.params))
-    return Message(m.to, m.text, o.priority, o.send_at, None, m.ref, o.report)
+    r = m.request(o)
+    return Message(r.to, r.text, r.priority, r.send_at, r.ext, r.ref, r.report, r.template, r.params)
+
+
+def _rows(chunk: list[Outgoing]) -> int:
+    return sum(len(m.rows) for m in chunk)
 
 
 def _summary(args: argparse.Namespace, plan: Plan, outcomes: Outcomes, stopped: str | None) -> int:
