@@ -93,23 +93,22 @@ def init_interface(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         url = found[0].plain_url()
-    if url is None:  # --dialect
-        if not args.print:
-            print(f"{me}: --dialect only prints the DDL: add --print, or give --url to create the tables",
-                  file=sys.stderr)
-            return 2
-        print(";\n\n".join(interface.ddl(args.dialect)) + ";")
-        return 0
-    try:
-        parsed = make_url(url)
-        dialect = parsed.get_backend_name()
-        shown = parsed.render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - the message would show the password
-        print(f"{me}: not a database URL; write it like postgresql+psycopg://user@host:5432/erp", file=sys.stderr)
+    if url is None and not args.print:  # --dialect
+        print(f"{me}: --dialect only prints the DDL: add --print, or give --url to create the tables",
+              file=sys.stderr)
         return 2
+    dialect, shown = args.dialect, ""
+    if url is not None:
+        try:
+            parsed = make_url(url)
+            dialect, shown = parsed.get_backend_name(), parsed.render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - the message would show the password
+            print(f"{me}: not a database URL; write it like postgresql+psycopg://user@host:5432/erp", file=sys.stderr)
+            return 2
     if args.print:
-        print(";\n\n".join(interface.ddl("mysql" if dialect == "mariadb" else dialect)) + ";")
+        print(";\n\n".join(interface.ddl(dialect)) + ";")  # mariadb is MySQL's DDL (interface.dialect_for)
         return 0
+    assert url is not None  # --dialect prints
     try:
         engine = create_engine(url)
         created = interface.create(engine)
