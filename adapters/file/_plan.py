@@ -25,7 +25,6 @@ and the store answers a ref it holds with the stored message instead of sending 
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import re
 from collections import Counter, defaultdict
@@ -176,17 +175,8 @@ def build_plan(source: str, data: bytes, options: ImportOptions, validator: Vali
         FileImportError: the file cannot be read, or its layout cannot be told (a header
             without a number column, parameters without a header, ...).
     """
-    # A plan is hundreds of thousands of small acyclic objects; the cyclic collector scanning them
-    # again and again took a quarter of the time. It is paused (process-wide, for these seconds) and
-    # turned on again by whoever paused it.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return plan_sheet(source, hashlib.sha256(data).hexdigest(), read_file(source, data), options, validator,
-                          account, now)
-    finally:
-        if collecting:
-            gc.enable()
+    return plan_sheet(source, hashlib.sha256(data).hexdigest(), read_file(source, data), options, validator,
+                      account, now)
 
 
 # --- layouts -----------------------------------------------------------------------------------

@@ -57,14 +57,13 @@ def write_files(tmp: Path, rows: int) -> dict[str, Path]:
 
 
 def via_cli(path: Path, config: Any, api: str, text: str) -> tuple[float, float, int]:
-    from smsgw.adapters.file import ImportOptions, Outcomes, build_plan
-    from smsgw.adapters.file.command import Progress, send
+    from smsgw.adapters.file import ImportOptions, Outcomes
+    from smsgw.adapters.file.command import Progress, plan_file, send
     from smsgw.client import Client
     from smsgw.model import Account
 
     t0 = time.perf_counter()
-    plan = build_plan(path.name, path.read_bytes(), ImportOptions(text), config.validator(), Account("demo"),
-                      time.time())
+    plan = plan_file(str(path), ImportOptions(text), config, Account("demo"))
     parsed = time.perf_counter() - t0
     outcomes = Outcomes(plan)
     with Client(api, KEY, timeout=120) as client, open("/dev/null", "w") as quiet:
