@@ -16,9 +16,8 @@ import math
 from typing import Any, Mapping, Sequence
 
 from smsgw.model import (
-    PRIORITY_BULK,
+    PRIORITY_NAMES,
     PRIORITY_NORMAL,
-    PRIORITY_URGENT,
     AcceptedMessage,
     GatewayStatus,
     MessageView,
@@ -30,7 +29,6 @@ from smsgw.templates import Template
 
 SEND_FIELDS = ("to", "text", "template", "params", "priority", "send_at", "ext", "ref", "report")
 TEMPLATE_FIELDS = ("text", "pre_approved")
-PRIORITY_NAMES = {"urgent": PRIORITY_URGENT, "normal": PRIORITY_NORMAL, "bulk": PRIORITY_BULK}
 MO_LIMIT_DEFAULT, MO_LIMIT_MAX = 100, 1000
 MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z: the last second datetime can show
 # A 4 MiB body can hold a million bad items: name the first few of a kind, and cap the list,

@@ -162,6 +162,11 @@ class Target:
             raise ValueError(f"base_url has a bad port: {base_url!r}") from None
         return cls(parts.scheme, parts.hostname, port, parts.netloc, parts.path.rstrip("/"))
 
+    @property
+    def base_url(self) -> str:
+        """The base URL as given, without a trailing slash (what the clients show)."""
+        return f"{self.scheme}://{self.netloc}{self.prefix}"
+
     def path(self, call_path: str) -> str:
         return f"{self.prefix}/api/v1{call_path}"
 

@@ -84,7 +84,7 @@ class TwistedClient:
         self._agent = Agent(reactor, connectTimeout=timeout, pool=self._pool)
 
     def __repr__(self) -> str:
-        return f"TwistedClient({self._target.url('').removesuffix('/api/v1')!r})"
+        return f"TwistedClient({self._target.base_url!r})"
 
     def close(self) -> Deferred[None]:
         """Close the pool's idle connections (if the pool is the client's own); fires when they are closed."""

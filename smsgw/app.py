@@ -38,7 +38,7 @@ from smsgw.outbox import OutboxWorker
 from smsgw.pipeline import DLR_URL_KIND, AutoReplyRule, Gateway, MoRule, Timing
 from smsgw.simulator import IsmgSimulator
 from smsgw.store import Store
-from smsgw.validation import Router, Validator
+from smsgw.validation import Router
 
 log = structlog.get_logger("smsgw.app")
 
@@ -71,12 +71,7 @@ class Daemon(Service):
                              lease_seconds=config.store.lease_seconds)
             for name, link in self.links.items()}
         default_name = config.default_link() or ""
-        default = self.links[default_name].config if default_name in self.links else None
-        v = config.validation
-        validator = Validator(max_recipients=v.max_recipients, max_segments=v.max_segments,
-                              prefixes=v.number_prefixes, allow_other=v.allow_other_numbers,
-                              prefer_gbk=default.prefer_gbk if default else False,
-                              ref16=default.ref16 if default else False)
+        validator = config.validator()
         router = Router([(rule.link, rule.prefixes) for rule in config.routing.rules], default_name)
         # One authenticator for every interface: one cache of verified secrets, one brute-force guard.
         self.authenticator = Authenticator(self._accounts, reactor, max_failures=config.auth.max_failures,

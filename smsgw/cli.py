@@ -151,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from smsgw import logs
-
     if args.command in ("simulate", "demo"):
+        from smsgw import logs
+
         logs.configure(args.log_level)
     from smsgw import cli_daemon, cli_templates
 

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator
 
-from smsgw.client import ApiError, BadResponse, Client, ConnectionFailed
-from smsgw.config import Config, ConfigError, check_config as _check, load_config
+if TYPE_CHECKING:  # imported where used: `smsgw hash-key` needs neither pydantic nor HTTP
+    from smsgw.client import Client
+    from smsgw.config import Config
 
 
 def _load(path: str, command: str) -> Config | None:
+    from smsgw.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -26,6 +30,8 @@ def _load(path: str, command: str) -> Config | None:
 
 
 def check_config(args: argparse.Namespace) -> int:
+    from smsgw.config import check_config as _check
+
     problems = _check(args.config)
     if not problems:
         print(f"{args.config}: OK")
@@ -87,23 +93,22 @@ def init_interface(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         url = found[0].plain_url()
-    if url is None:  # --dialect
-        if not args.print:
-            print(f"{me}: --dialect only prints the DDL: add --print, or give --url to create the tables",
-                  file=sys.stderr)
-            return 2
-        print(";\n\n".join(interface.ddl(args.dialect)) + ";")
-        return 0
-    try:
-        parsed = make_url(url)
-        dialect = parsed.get_backend_name()
-        shown = parsed.render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - the message would show the password
-        print(f"{me}: not a database URL; write it like postgresql+psycopg://user@host:5432/erp", file=sys.stderr)
+    if url is None and not args.print:  # --dialect
+        print(f"{me}: --dialect only prints the DDL: add --print, or give --url to create the tables",
+              file=sys.stderr)
         return 2
+    dialect, shown = args.dialect, ""
+    if url is not None:
+        try:
+            parsed = make_url(url)
+            dialect, shown = parsed.get_backend_name(), parsed.render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - the message would show the password
+            print(f"{me}: not a database URL; write it like postgresql+psycopg://user@host:5432/erp", file=sys.stderr)
+            return 2
     if args.print:
-        print(";\n\n".join(interface.ddl("mysql" if dialect == "mariadb" else dialect)) + ";")
+        print(";\n\n".join(interface.ddl(dialect)) + ";")  # mariadb is MySQL's DDL (interface.dialect_for)
         return 0
+    assert url is not None  # --dialect prints
     try:
         engine = create_engine(url)
         created = interface.create(engine)
@@ -155,19 +160,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _client(config: Config, key: str | None) -> Client:
+    from smsgw.client import Client
+
     key = key or os.environ.get("SMSGW_API_KEY")
     if not key:
         raise SystemExit("smsgw: no API key: give --key KEY or set SMSGW_API_KEY")
-    host = config.api.listen if config.api.listen not in ("0.0.0.0", "::") else "127.0.0.1"
     try:
-        scheme = "https" if config.api.tls is not None else "http"  # the certificate is checked against the system CAs
-        return Client(f"{scheme}://{f'[{host}]' if ':' in host else host}:{config.api.port}", key, timeout=30)
+        return Client(config.api_url(), key, timeout=30)
     except ValueError as exc:
         raise SystemExit(f"smsgw: {exc}") from None
 
 
-def _unreachable(exc: ConnectionFailed) -> SystemExit:
-    return SystemExit(f"smsgw: cannot reach the daemon at {exc.url}: {exc.reason}; is `smsgw run` running?")
+@contextlib.contextmanager
+def _talking(command: str) -> Iterator[None]:
+    """A garbled answer or none from the daemon ends `command` with the reason on stderr, exit status 1."""
+    from smsgw.client import BadResponse, ConnectionFailed
+
+    try:
+        yield
+    except BadResponse as exc:
+        raise SystemExit(f"{command}: {exc}") from None
+    except ConnectionFailed as exc:
+        why = f"cannot reach the daemon at {exc.url}: {exc.reason}; is `smsgw run` running?"
+        raise SystemExit(f"smsgw: {why}") from None
 
 
 def send(args: argparse.Namespace) -> int:
@@ -185,19 +200,16 @@ def send(args: argparse.Namespace) -> int:
     if params and not args.template:
         print("smsgw send: --param needs --template NAME", file=sys.stderr)
         return 2
+    from smsgw.client import ApiError
+
     try:
-        with _client(config, args.key) as client:
+        with _talking("smsgw send"), _client(config, args.key) as client:
             accepted = client.send(to, args.text or "", priority=args.priority, ext=args.ext, ref=args.ref,
                                    template=args.template, params=params if args.template else None)
     except ApiError as exc:
         print(f"smsgw send: refused ({exc.status}): {json.dumps(exc.body, ensure_ascii=False, indent=2)}",
               file=sys.stderr)
         return 1
-    except BadResponse as exc:
-        print(f"smsgw send: {exc}", file=sys.stderr)
-        return 1
-    except ConnectionFailed as exc:
-        raise _unreachable(exc) from None
     print(f"accepted: id {accepted.id} ({accepted.recipients} recipient(s), {accepted.segments} segment(s) each)")
     return 0
 
@@ -206,17 +218,14 @@ def status(args: argparse.Namespace) -> int:
     config = _load(args.config, "status")
     if config is None:
         return 2
+    from smsgw.client import ApiError
+
     try:
-        with _client(config, args.key) as client:
+        with _talking("smsgw status"), _client(config, args.key) as client:
             answer = dataclasses.asdict(client.status())
     except ApiError as exc:
         print(json.dumps(exc.body, ensure_ascii=False, indent=2))
         return 1
-    except BadResponse as exc:
-        print(f"smsgw status: {exc}", file=sys.stderr)
-        return 1
-    except ConnectionFailed as exc:
-        raise _unreachable(exc) from None
     print(json.dumps(answer, ensure_ascii=False, indent=2))
     return 0
 

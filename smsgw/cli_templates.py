@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from smsgw.client import ApiError, BadResponse, ConnectionFailed, Template
+if TYPE_CHECKING:
+    from smsgw.client import Template
 
 __all__ = ["add_parser", "run"]
 
@@ -43,14 +44,15 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smsgw.cli_daemon import _client, _load, _unreachable
+    from smsgw.cli_daemon import _client, _load, _talking
+    from smsgw.client import ApiError  # here: `smsgw hash-key` needs no HTTP
 
     command = f"smsgw template {args.template_command}"
     config = _load(args.config, "template")
     if config is None:
         return 2
     try:
-        with _client(config, args.key) as client:
+        with _talking(command), _client(config, args.key) as client:
             action = args.template_command
             if action == "list":
                 found = client.templates()
@@ -80,14 +82,11 @@ def run(args: argparse.Namespace) -> int:
         problems = "".join(f"\n  {p.where or '-'}: {p.message}" for p in exc.problems)
         print(f"{command}: refused ({exc.status} {exc.code}): {exc.message}{problems}", file=sys.stderr)
         return 1
-    except BadResponse as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
-        return 1
-    except ConnectionFailed as exc:
-        raise _unreachable(exc) from None
 
 
 def _exists(client: Any, name: str) -> bool:
+    from smsgw.client import ApiError
+
     try:
         client.template(name)
     except ApiError as exc:

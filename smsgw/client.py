@@ -94,7 +94,7 @@ class Client:
 
     @property
     def base_url(self) -> str:
-        return self._target.url("").removesuffix("/api/v1")
+        return self._target.base_url
 
     def __repr__(self) -> str:
         return f"Client({self.base_url!r})"

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from smsgw._listen import TlsFiles
     from smsgw.carrier import LinkConfig
     from smsgw.simulator import SimulatorConfig
+    from smsgw.validation import Validator
 
 __all__ = [
     "AccountConfig", "ActiveWindow", "ApiSection", "AuthSection", "AutoReply", "CarrierConfig", "Config", "ConfigError",
@@ -498,6 +499,22 @@ class Config(_Section):
     def link_configs(self) -> list[LinkConfig]:
         """One `smsgw.carrier.LinkConfig` per carrier, in file order, with the plain secret."""
         return [c.link_config() for c in self.carriers]
+
+    def validator(self) -> Validator:
+        """The daemon's `smsgw.validation.Validator`: validation.*, with the default carrier's text settings."""
+        from smsgw.validation import Validator  # the text codecs, which check-config does not need
+
+        default = next((c for c in self.carriers if c.name == self.default_link()), None)
+        v = self.validation
+        return Validator(max_recipients=v.max_recipients, max_segments=v.max_segments, prefixes=v.number_prefixes,
+                         allow_other=v.allow_other_numbers, prefer_gbk=default.prefer_gbk if default else False,
+                         ref16=default.ref16 if default else False)
+
+    def api_url(self) -> str:
+        """The REST API's URL for a client on this machine: https with api.tls, loopback for a wildcard listen."""
+        host = self.api.listen if self.api.listen not in ("0.0.0.0", "::") else "127.0.0.1"
+        scheme = "https" if self.api.tls is not None else "http"  # the certificate is checked against the system CAs
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.api.port}"
 
     def account_objects(self) -> list[Account]:
         """One `smsgw.model.Account` per account, in file order."""

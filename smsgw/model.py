@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 
     from smsgw.templates import Template
 
-# Priorities: higher goes first. Verification codes use URGENT, mass notices BULK.
+# Priorities: higher goes first. Verification codes use URGENT, mass notices BULK. Every interface
+# also takes them by these names (PRIORITY_NAMES).
 PRIORITY_BULK = 0
 PRIORITY_NORMAL = 5
 PRIORITY_URGENT = 9
+PRIORITY_NAMES = {"bulk": PRIORITY_BULK, "normal": PRIORITY_NORMAL, "urgent": PRIORITY_URGENT}
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from smsgw.adapters.file import (
 )
 from smsgw.adapters.file._read import cell_text
 from smsgw.adapters.file.command import parse_at, parse_priority
-from smsgw.config import check_config, load_config
+from smsgw.config import Config, check_config, load_config
 from smsgw.model import PRIORITY_BULK, Account, Problem
 from smsgw.templates import Template
 from smsgw.validation import Validator
@@ -462,3 +462,13 @@ def test_file_import_problems_name_the_key_and_the_fix(tmp_path: pathlib.Path) -
                   "file_import.inboxes[2].done_dir: done_dir is the watched folder itself"):
         assert words in problems, (words, problems)
     assert problems.count("fix:") == 6
+
+
+def test_import_talks_https_to_an_api_with_tls() -> None:
+    """`smsgw import` reaches the API as `smsgw send` does: https when api.tls is set, loopback for 0.0.0.0."""
+    from smsgw.adapters.file.command import _client
+
+    config = Config.model_validate({"api": {"listen": "0.0.0.0", "port": 8443,
+                                            "tls": {"cert": "cert.pem", "key": "key.pem"}}})
+    assert config.api_url() == "https://127.0.0.1:8443"
+    assert _client(config, None, "demo-key").base_url == "https://127.0.0.1:8443"

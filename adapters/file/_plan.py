@@ -25,7 +25,6 @@ and the store answers a ref it holds with the stored message instead of sending 
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import re
 from collections import Counter, defaultdict
@@ -152,7 +151,12 @@ class Plan:
 
     @property
     def ref_prefix(self) -> str:
-        return f"imp-{self.digest[:12]}-"
+        return _ref_prefix(self.digest)
+
+
+def _ref_prefix(digest: str) -> str:
+    """What each ref of a file's messages starts with: imp-<first 12 hex of its SHA-256>-."""
+    return f"imp-{digest[:12]}-"
 
 
 def build_plan(source: str, data: bytes, options: ImportOptions, validator: Validator, account: Account,
@@ -171,17 +175,8 @@ def build_plan(source: str, data: bytes, options: ImportOptions, validator: Vali
         FileImportError: the file cannot be read, or its layout cannot be told (a header
             without a number column, parameters without a header, ...).
     """
-    # A plan is hundreds of thousands of small acyclic objects; the cyclic collector scanning them
-    # again and again took a quarter of the time. It is paused (process-wide, for these seconds) and
-    # turned on again by whoever paused it.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return plan_sheet(source, hashlib.sha256(data).hexdigest(), read_file(source, data), options, validator,
-                          account, now)
-    finally:
-        if collecting:
-            gc.enable()
+    return plan_sheet(source, hashlib.sha256(data).hexdigest(), read_file(source, data), options, validator,
+                      account, now)
 
 
 # --- layouts -----------------------------------------------------------------------------------
@@ -422,7 +417,7 @@ def _plan(source: str, digest: str, sheet: Sheet, layout: _Layout, options: Impo
             groups[key] = [r]
         else:
             group.append(r)
-    prefix = f"imp-{digest[:12]}-"
+    prefix = _ref_prefix(digest)
     messages = tuple(Outgoing(f"{prefix}{members[0].row}", tuple(m.row for m in members),
                               tuple(m.number for m in members), text, params)
                      for (_, text, params), members in groups.items())

@@ -76,7 +76,7 @@ def read_file(name: str, data: bytes) -> Sheet:
     lower = name.lower()
     if data.startswith(_ZIP):
         sheet_name, rows = _read_xlsx(data)
-        return Sheet("xlsx", None, None, sheet_name, _kept(rows))
+        return Sheet("xlsx", None, None, sheet_name, rows)
     if data.startswith(_OLE):
         raise FileImportError("is an Excel 97-2003 workbook (.xls), which is not supported: " + _SAVE_AS)
     if lower.endswith((".xlsx", ".xlsm")):
@@ -142,7 +142,7 @@ def _read_delimited(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]
         raise FileImportError(f"line {reader.line_num}: {exc}: check the quotes there, or {_SAVE_AS}") from None
 
 
-def _read_xlsx(data: bytes) -> tuple[str, Iterator[tuple[int, Iterable[object]]]]:
+def _read_xlsx(data: bytes) -> tuple[str, tuple[tuple[int, tuple[str, ...]], ...]]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
@@ -159,8 +159,7 @@ def _read_xlsx(data: bytes) -> tuple[str, Iterator[tuple[int, Iterable[object]]]
             if not book.worksheets:
                 raise FileImportError("has no worksheet: put the numbers on the first sheet")
             sheet = book.worksheets[0]
-            rows = [(i, values) for i, values in enumerate(sheet.iter_rows(values_only=True), start=1)
-                    if any(v is not None and v != "" for v in values)]
+            rows = _kept(enumerate(sheet.iter_rows(values_only=True), start=1))  # streamed: MAX_ROWS stops it
             title = str(sheet.title)
         finally:
             book.close()
@@ -170,7 +169,7 @@ def _read_xlsx(data: bytes) -> tuple[str, Iterator[tuple[int, Iterable[object]]]
         detail = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise FileImportError(f"cannot be read as an XLSX workbook ({type(exc).__name__}"
                               f"{': ' + detail if detail else ''}): {_SAVE_AS}") from None
-    return title, iter(rows)
+    return title, rows
 
 
 def _kept(rows: Iterable[tuple[int, Iterable[object]]]) -> tuple[tuple[int, tuple[str, ...]], ...]:

@@ -15,10 +15,10 @@ import io
 import re
 from collections import Counter
 from dataclasses import replace
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from smsgw.adapters.file._plan import Outgoing, Plan
-from smsgw.model import Problem
+from smsgw.model import PRIORITY_NAMES, Problem
 
 __all__ = ["ACCEPTED", "DUPLICATE", "INVALID", "NOT_SENT", "ImportAborted", "Outcomes", "failure_csv", "preview",
            "result_csv"]
@@ -26,8 +26,9 @@ __all__ = ["ACCEPTED", "DUPLICATE", "INVALID", "NOT_SENT", "ImportAborted", "Out
 ACCEPTED, INVALID, DUPLICATE, NOT_SENT = "accepted", "invalid", "duplicate", "not_sent"
 RESULT_HEADER = ("row", "number", "outcome", "reason", "message_id")
 SENT_BEFORE = "sent before by an import of this same file: not sent again"
+NOT_REACHED = "not sent: the import stopped before this row"
 _WHERE = re.compile(r"\[(\d+)\](?:\.to\[(\d+)\])?")
-_PRIORITIES = {0: "bulk", 5: "normal", 9: "urgent"}
+_PRIORITIES = {value: name for name, value in PRIORITY_NAMES.items()}
 
 
 class ImportAborted(Exception):
@@ -172,9 +173,11 @@ class Outcomes:
         """Valid rows with no answer (yet)."""
         return sum(1 for r in self.plan.rows if r.valid and r.row not in self._done)
 
-    def rows(self, not_sent_reason: str = "not sent: the import stopped before this row") -> Iterator[
-            tuple[int, str, str, str, str]]:
-        """(row, number, outcome, reason, message id) for every row, in file order."""
+    def rows(self, not_sent_reason: str | None = None) -> Iterator[tuple[int, str, str, str, str]]:
+        """(row, number, outcome, reason, message id) for every row, in file order; valid rows with no
+        answer give `not_sent_reason` (None: `NOT_REACHED`)."""
+        if not_sent_reason is None:
+            not_sent_reason = NOT_REACHED
         for r in self.plan.rows:
             if r.row in self._done:
                 outcome, reason, message_id = self._done[r.row]
@@ -187,18 +190,17 @@ class Outcomes:
 
 def result_csv(outcomes: Outcomes, not_sent_reason: str | None = None) -> bytes:
     """The result file: a header and one line per row (`RESULT_HEADER`), UTF-8 with a BOM, CRLF."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(RESULT_HEADER)
-    rows = outcomes.rows(not_sent_reason) if not_sent_reason is not None else outcomes.rows()
-    writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8-sig")
+    return _csv(outcomes.rows(not_sent_reason))
 
 
 def failure_csv(reason: str) -> bytes:
     """The result file of a file that could not be imported at all: one line with the reason."""
+    return _csv([("", "", "failed", reason, "")])
+
+
+def _csv(rows: Iterable[Sequence[object]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(RESULT_HEADER)
-    writer.writerow(("", "", "failed", reason, ""))
+    writer.writerows(rows)
     return buffer.getvalue().encode("utf-8-sig")

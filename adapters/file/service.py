@@ -44,7 +44,7 @@ log = structlog.get_logger("smsgw.adapters.file")
 
 INTERFACE = "file"  # what accounts list in `interfaces`, and what the gateway records
 MAX_FILE_BYTES = 200 * 1024 * 1024
-_SKIPPED_ENDINGS = (".tmp", ".part", ".crdownload", ".swp", ".result.csv", ".result.csv.tmp")
+_SKIPPED_ENDINGS = (".tmp", ".part", ".crdownload", ".swp", ".result.csv")
 
 
 class InboxUnusable(Exception):
@@ -147,7 +147,6 @@ class FileInbox(Poller):
         self._stuck: dict[str, tuple[int, int]] = {}  # files that could not be moved: left until they change
         self._held: dict[str, float] = {}  # files stopped by the daily quota: not taken before this time
         self._last_error: str | None = None
-        self.files = 0  # files imported (done or failed) since start
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -306,7 +305,6 @@ class FileInbox(Poller):
                              "taken again once it changes (touch it)")
             return
         self._stuck.pop(name, None)
-        self.files += 1
         fields: dict[str, Any] = {"dir": self.cfg.path(), "file": name, "moved_to": target,
                                   "outcome": "failed" if reason else "done",
                                   "seconds": round(self._reactor.seconds() - started, 3)}

@@ -15,14 +15,14 @@ from typing import Any, Sequence
 from urllib.parse import unquote_to_bytes
 
 from smsgw._api_codec import MAX_EPOCH, ApiError, parse_time
-from smsgw.model import PRIORITY_BULK, PRIORITY_NORMAL, PRIORITY_URGENT, Account, Problem, SendRequest
+from smsgw.model import PRIORITY_NAMES as _PRIORITY_NAMES
+from smsgw.model import PRIORITY_NORMAL, PRIORITY_URGENT, Account, Problem, SendRequest
 
 __all__ = ["KANNEL_PRIORITY", "Params", "SendsmsError", "one", "parse_form", "send_request", "utf8", "wants_json"]
 
 #: Kannel's priority 0..3 (SMPP priority_flag) onto smsgw's 0..9. Kannel clients that always
 #: send 0 must not land below REST traffic, so 0 is "normal" and 3 is "urgent".
 KANNEL_PRIORITY = {0: PRIORITY_NORMAL, 1: PRIORITY_NORMAL + 1, 2: PRIORITY_NORMAL + 2, 3: PRIORITY_URGENT}
-_PRIORITY_NAMES = {"bulk": PRIORITY_BULK, "normal": PRIORITY_NORMAL, "urgent": PRIORITY_URGENT}
 
 #: charset names (upper case, without "-" and "_") -> Python codec. GB2312 is read as GBK:
 #: systems that say GB2312 routinely send GBK characters, and GBK is a superset.

@@ -1,8 +1,10 @@
-"""What the benchmark scripts share: loopback ports, a process's CPU time and memory, and starting and
-stopping the simulator and daemon processes of the end-to-end benchmarks."""
+"""What the benchmark scripts share: loopback ports, a process's CPU time and memory, starting and
+stopping the simulator and daemon processes of the end-to-end benchmarks, and reading their answers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -10,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -44,6 +46,7 @@ def cpu_of(pid: int) -> float:
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+KEY = "demo-key"  # the API key of conf/smsgw.yaml's demo account
 
 
 def rss_mb(pid: int) -> float:
@@ -51,6 +54,11 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def log_file(tmp: Path) -> Path:
+    """The daemon's log file under `tmp` (`daemon_config`): JSON lines."""
+    return tmp / "var" / "log" / "smsgw.log"
 
 
 def daemon_config(tmp: Path, sim_port: int) -> dict[str, Any]:
@@ -92,6 +100,35 @@ def profile(pid: int, output: str) -> subprocess.Popen[bytes]:
                              "--rate", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+@contextlib.contextmanager
+def running(config: Path, sim_port: int | None, *, profile_to: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """The simulator on `sim_port` (None: none, so the link stays down) and the daemon on `config` (by
+    `write_config`), started and ready; yields the daemon and stops them all when the block ends. With
+    `profile_to`, py-spy records the daemon into that file."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        if sim_port is not None:
+            procs.append(start_simulator(sim_port))
+        daemon = start_daemon(config)
+        procs.append(daemon)
+        wait_started(daemon, log_file(config.parent))
+        time.sleep(0.5)  # the link logs in
+        if profile_to:
+            procs.append(profile(daemon.pid, profile_to))
+        yield daemon
+    finally:
+        stop_all(procs)
+
+
+def wait_started(daemon: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    """Return once the daemon logged daemon_started (everything listens); exit the benchmark if it does not."""
+    deadline = time.monotonic() + timeout
+    while not (log.exists() and "daemon_started" in log.read_text(encoding="utf-8")):
+        if time.monotonic() > deadline or daemon.poll() is not None:
+            raise SystemExit(f"the daemon did not start; see {log}")
+        time.sleep(0.1)
+
+
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
     """Stop the processes, last started first (py-spy with SIGINT, so that it writes its file)."""
     for proc in reversed(procs):
@@ -101,3 +138,15 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 response with a Content-Length (or none): its status and body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    body = await reader.readexactly(length) if length else b""
+    return status, body

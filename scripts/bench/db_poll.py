@@ -18,24 +18,13 @@ insert began): the whole path, insert to final state written back.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
 
-from _bench import (
-    cpu_of,
-    daemon_config,
-    free_port,
-    profile,
-    rss_mb,
-    start_daemon,
-    start_simulator,
-    stop_all,
-    write_config,
-)
+from _bench import cpu_of, daemon_config, free_port, rss_mb, running, write_config
 
 
 def config_for(tmp: Path, sim_port: int, url: str, poll_interval: float, batch: int, store: str | None) -> Path:
@@ -74,46 +63,33 @@ def main() -> None:
         store = create_engine(args.store_url)
         schema.metadata.drop_all(store)
         store.dispose()
-    procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(start_simulator(sim_port))
-        daemon = start_daemon(config)
-        procs.append(daemon)
-        log = tmp / "var" / "log" / "smsgw.log"
-        deadline = time.time() + 30
-        while not (log.exists() and "daemon_started" in log.read_text(encoding="utf-8")):
-            if time.time() > deadline or daemon.poll() is not None:
-                raise SystemExit(f"the daemon did not start; see {log}")
-            time.sleep(0.1)
-        time.sleep(0.5)  # the link logs in
-        if args.profile:
-            procs.append(profile(daemon.pid, args.profile))
-        cpu0 = cpu_of(daemon.pid)
-        t0 = time.perf_counter()
-        for start in range(0, args.rows, 1000):
-            n = min(1000, args.rows - start)
-            with legacy.begin() as conn:
-                conn.execute(outbox.insert(), [{"mobiles": f"138{(start + i) % 10**8:08d}",
-                                                "content": f"工单 {start + i} 已受理"} for i in range(n)])
-        t_insert = time.perf_counter() - t0
-        final = ("delivered", "undeliverable", "sent", "failed", "expired", "rejected", "partial")
-        while True:
-            time.sleep(0.2)
-            with legacy.connect() as conn:
-                done = conn.execute(select(func.count()).select_from(outbox)
-                                    .where(outbox.c.state.in_(final))).scalar_one()
-            elapsed = time.perf_counter() - t0
-            if done >= args.rows:
-                break
-            if elapsed > 900:
-                raise SystemExit(f"not done after 900 s: {done} of {args.rows} final")
-        cpu = cpu_of(daemon.pid) - cpu0
-        print(f"rows_per_s={args.rows / elapsed:.0f} insert_s={t_insert:.2f} last_final_s={elapsed:.2f} "
-              f"cpu_ms_per_row={cpu * 1000 / args.rows:.3f} rss_mb={rss_mb(daemon.pid):.0f}"
-              f"  # rows={args.rows} dialect={legacy.dialect.name} poll_interval={args.poll_interval} "
-              f"batch={args.batch} store={'sqlite' if not args.store_url else args.store_url.split(':')[0]}")
+        with running(config, sim_port, profile_to=args.profile) as daemon:
+            cpu0 = cpu_of(daemon.pid)
+            t0 = time.perf_counter()
+            for start in range(0, args.rows, 1000):
+                n = min(1000, args.rows - start)
+                with legacy.begin() as conn:
+                    conn.execute(outbox.insert(), [{"mobiles": f"138{(start + i) % 10**8:08d}",
+                                                    "content": f"工单 {start + i} 已受理"} for i in range(n)])
+            t_insert = time.perf_counter() - t0
+            final = ("delivered", "undeliverable", "sent", "failed", "expired", "rejected", "partial")
+            while True:
+                time.sleep(0.2)
+                with legacy.connect() as conn:
+                    done = conn.execute(select(func.count()).select_from(outbox)
+                                        .where(outbox.c.state.in_(final))).scalar_one()
+                elapsed = time.perf_counter() - t0
+                if done >= args.rows:
+                    break
+                if elapsed > 900:
+                    raise SystemExit(f"not done after 900 s: {done} of {args.rows} final")
+            cpu = cpu_of(daemon.pid) - cpu0
+            print(f"rows_per_s={args.rows / elapsed:.0f} insert_s={t_insert:.2f} last_final_s={elapsed:.2f} "
+                  f"cpu_ms_per_row={cpu * 1000 / args.rows:.3f} rss_mb={rss_mb(daemon.pid):.0f}"
+                  f"  # rows={args.rows} dialect={legacy.dialect.name} poll_interval={args.poll_interval} "
+                  f"batch={args.batch} store={'sqlite' if not args.store_url else args.store_url.split(':')[0]}")
     finally:
-        stop_all(procs)
         legacy.dispose()
 
 

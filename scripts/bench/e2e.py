@@ -19,25 +19,11 @@ import argparse
 import asyncio
 import json
 import sqlite3
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from _bench import (
-    cpu_of,
-    daemon_config,
-    free_port,
-    profile,
-    rss_mb,
-    start_daemon,
-    start_simulator,
-    stop_all,
-    wait_port,
-    write_config,
-)
-
-KEY = "demo-key"
+from _bench import KEY, cpu_of, daemon_config, free_port, read_response, rss_mb, running, write_config
 
 
 def config_for(tmp: Path, sim_port: int, api_port: int, claim_batch: int) -> Path:
@@ -56,17 +42,6 @@ def request_bytes(port: int, body: bytes) -> bytes:
     head = (f"POST /api/v1/messages HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {KEY}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    body = await reader.readexactly(length) if length else b""
-    return status, body
 
 
 async def post_all(port: int, bodies: list[bytes], connections: int) -> int:
@@ -124,17 +99,8 @@ def main() -> None:
     if args.mode == "hold":
         sim_port = free_port()  # nothing will listen there: the link stays down, the queue holds
     config = config_for(tmp, sim_port, api_port, args.claim_batch)
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        if args.mode != "hold":
-            procs.append(start_simulator(sim_port))
-        daemon = start_daemon(config)
-        procs.append(daemon)
-        wait_port(api_port)
-        time.sleep(0.5)  # the link logs in
-        bodies = bodies_for(args.mode, args.count, args.per_request)
-        if args.profile:
-            procs.append(profile(daemon.pid, args.profile))
+    bodies = bodies_for(args.mode, args.count, args.per_request)
+    with running(config, None if args.mode == "hold" else sim_port, profile_to=args.profile) as daemon:
         rss_before = rss_mb(daemon.pid)
         cpu0 = cpu_of(daemon.pid)
         t0 = time.perf_counter()
@@ -167,8 +133,6 @@ def main() -> None:
               f"delivered_per_s={accepted / t_delivered:.0f} last_report_s={t_delivered:.2f} "
               f"cpu_ms_per_msg={cpu * 1000 / accepted:.3f} rss_mb={rss_mb(daemon.pid):.0f}"
               f"  # mode={args.mode} count={accepted} report_span_s={last_report:.2f}")
-    finally:
-        stop_all(procs)
 
 
 if __name__ == "__main__":

@@ -26,25 +26,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _bench import (
-    cpu_of,
-    daemon_config,
-    free_port,
-    profile,
-    start_daemon,
-    start_simulator,
-    stop_all,
-    wait_port,
-    write_config,
-)
+from _bench import KEY, cpu_of, daemon_config, free_port, log_file, running, write_config
 
-KEY = "demo-key"
 TEXT = "尊敬的{name}，您的验证码是{code}，5 分钟内有效。"
 COMMON = "停水通知：明天 8:00-12:00 管网检修，请提前储水。"  # --common: one text for every row
 
@@ -69,14 +57,13 @@ def write_files(tmp: Path, rows: int) -> dict[str, Path]:
 
 
 def via_cli(path: Path, config: Any, api: str, text: str) -> tuple[float, float, int]:
-    from smsgw.adapters.file import ImportOptions, Outcomes, build_plan
-    from smsgw.adapters.file.command import Progress, _validator, send
+    from smsgw.adapters.file import ImportOptions, Outcomes
+    from smsgw.adapters.file.command import Progress, plan_file, send
     from smsgw.client import Client
     from smsgw.model import Account
 
     t0 = time.perf_counter()
-    plan = build_plan(path.name, path.read_bytes(), ImportOptions(text), _validator(config), Account("demo"),
-                      time.time())
+    plan = plan_file(str(path), ImportOptions(text), config, Account("demo"))
     parsed = time.perf_counter() - t0
     outcomes = Outcomes(plan)
     with Client(api, KEY, timeout=120) as client, open("/dev/null", "w") as quiet:
@@ -126,29 +113,18 @@ def main() -> None:
     from smsgw.config import load_config
 
     config = load_config(str(config_path), {})
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        if args.link == "up":
-            procs.append(start_simulator(sim_port))
-        daemon = start_daemon(config_path)
-        procs.append(daemon)
-        wait_port(api_port)
-        time.sleep(0.5)  # the link logs in
-        if args.profile:
-            procs.append(profile(daemon.pid, args.profile))
+    with running(config_path, sim_port if args.link == "up" else None, profile_to=args.profile) as daemon:
         for fmt in args.formats.split(","):
             cpu0, t0 = cpu_of(daemon.pid), time.perf_counter()
             if args.via == "cli":
                 parse_s, accept_s, accepted = via_cli(files[fmt], config, f"http://127.0.0.1:{api_port}", text)
             else:
-                parse_s, accept_s, accepted = via_folder(files[fmt], inbox, tmp / "var" / "log" / "smsgw.log")
+                parse_s, accept_s, accepted = via_folder(files[fmt], inbox, log_file(tmp))
             total = time.perf_counter() - t0
             print(f"format={fmt} rows={accepted} parse_s={parse_s:.2f} accept_s={accept_s:.2f} total_s={total:.2f} "
                   f"rows_per_s={accepted / total:.0f} cpu_s={cpu_of(daemon.pid) - cpu0:.1f}  "
                   f"# via={args.via} link={args.link}{' common' if args.common else ''}",
                   flush=True)
-    finally:
-        stop_all(procs)
 
 
 if __name__ == "__main__":

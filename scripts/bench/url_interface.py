@@ -18,25 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
 
-from _bench import (
-    cpu_of,
-    daemon_config,
-    free_port,
-    rss_mb,
-    start_daemon,
-    start_simulator,
-    stop_all,
-    wait_port,
-    write_config,
-)
-
-KEY = "demo-key"
+from _bench import KEY, cpu_of, daemon_config, free_port, read_response, rss_mb, running, write_config
 
 
 def config_for(tmp: Path, sim_port: int, url_port: int) -> Path:
@@ -65,18 +52,6 @@ class Receiver:
             writer.close()
 
 
-async def read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    if length:
-        await reader.readexactly(length)
-    return status
-
-
 async def run(url_port: int, receiver_port: int, count: int, connections: int, receiver: Receiver,
               timeout: float) -> tuple[float, float, int]:
     server = await asyncio.start_server(receiver.handle, "127.0.0.1", receiver_port)
@@ -92,7 +67,7 @@ async def run(url_port: int, receiver_port: int, count: int, connections: int, r
         reader, writer = await asyncio.open_connection("127.0.0.1", url_port)
         for request in queue:
             writer.write(request)
-            if await read_response(reader) == 202:
+            if (await read_response(reader))[0] == 202:
                 accepted += 1
         writer.close()
 
@@ -115,13 +90,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="smsgw-url-"))
     sim_port, url_port, receiver_port = free_port(), free_port(), free_port()
     config = config_for(tmp, sim_port, url_port)
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        procs.append(start_simulator(sim_port))
-        daemon = start_daemon(config)
-        procs.append(daemon)
-        wait_port(url_port)
-        time.sleep(0.5)  # the link logs in
+    with running(config, sim_port) as daemon:
         receiver = Receiver()
         cpu0 = cpu_of(daemon.pid)
         t_accepted, t_last, accepted = asyncio.run(run(url_port, receiver_port, args.count, args.connections,
@@ -131,8 +100,6 @@ def main() -> None:
               f"last_callback_s={t_last:.2f} cpu_ms_per_msg={cpu * 1000 / max(accepted, 1):.3f} "
               f"rss_mb={rss_mb(daemon.pid):.0f}  # count={args.count} accepted={accepted} "
               f"callbacks={receiver.count} connections={args.connections}")
-    finally:
-        stop_all(procs)
 
 
 if __name__ == "__main__":
