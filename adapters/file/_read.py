@@ -149,8 +149,8 @@ def _read_xlsx(data: bytes) -> tuple[str, tuple[tuple[int, tuple[str, ...]], ...
     except Exception as exc:  # noqa: BLE001 - zipfile reports damaged archives as BadZipFile, NotImplementedError, ...
         raise FileImportError(f"is a damaged ZIP/XLSX file ({type(exc).__name__}: {exc}): {_SAVE_AS}") from None
     if unpacked > MAX_UNPACKED:
-        raise FileImportError(f"unpacks to {unpacked // 2**20} MiB, more than the {MAX_UNPACKED // 2**20} MiB "
-                              "allowed: split it, or save it as CSV")
+        raise FileImportError(f"is an XLSX that unpacks to {unpacked // 2**20} MiB, more than the "
+                              f"{MAX_UNPACKED // 2**20} MiB allowed: split it, or save it as CSV")
     import openpyxl  # here: only XLSX files pay for importing it
 
     try:
