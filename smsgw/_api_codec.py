@@ -27,7 +27,8 @@ from smsgw.model import (
 )
 from smsgw.templates import Template
 
-SEND_FIELDS = ("to", "text", "template", "params", "priority", "send_at", "ext", "ref", "report")
+SEND_FIELDS = ("to", "text", "template", "params", "priority", "send_at", "ext", "ref", "report", "batch",
+               "batch_size")
 TEMPLATE_FIELDS = ("text", "pre_approved")
 MO_LIMIT_DEFAULT, MO_LIMIT_MAX = 100, 1000
 MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z: the last second datetime can show
@@ -172,9 +173,17 @@ def _send_request(obj: Any, prefix: str, problems: list[Problem]) -> SendRequest
     if type(report) is not bool:
         problems.append(Problem(at(prefix, "report"), "wrong_type",
                                 f"report must be true or false, not {_kind(report)}"))
+    batch = obj.get("batch")
+    if batch is not None and (type(batch) is not str or not _encodable(batch)):
+        _string_problem(batch, at(prefix, "batch"), "a batch name, or null", problems)
+    batch_size = obj.get("batch_size")
+    if batch_size is not None and type(batch_size) is not int:
+        problems.append(Problem(at(prefix, "batch_size"), "wrong_type",
+                                f"batch_size must be a whole number of recipients, not {_kind(batch_size)}"))
     if len(problems) > before:
         return None
-    return SendRequest(to, text, priority, send_at, ext, ref, report, template=template, params=params)
+    return SendRequest(to, text, priority, send_at, ext, ref, report, template=template, params=params,
+                       batch=batch, batch_size=batch_size)
 
 
 def _params(value: Any, prefix: str, problems: list[Problem]) -> dict[str, Any] | None:
@@ -434,7 +443,8 @@ def iso_utc(when: float | None) -> str | None:
 
 def accepted_json(accepted: Sequence[AcceptedMessage]) -> dict[str, Any]:
     return {"messages": [{"id": a.id, "ref": a.ref, "recipients": a.recipients, "segments": a.segments,
-                          "dropped_duplicates": list(a.dropped_duplicates), "repeated": a.repeated} for a in accepted]}
+                          "dropped_duplicates": list(a.dropped_duplicates), "repeated": a.repeated,
+                          "held": a.held, "batch": a.batch} for a in accepted]}
 
 
 def message_json(view: MessageView) -> dict[str, Any]:

@@ -45,6 +45,8 @@ class Message:
     report: bool = True
     template: str | None = None  # a named template instead of text (text stays "")
     params: Mapping[str, str | int | float] | None = None  # the template's parameters
+    batch: str | None = None  # your name for the batch it belongs to (reviewed and cancelled as a unit)
+    batch_size: int | None = None  # recipients in the whole batch (review rules for mass sends count them)
 
     def __post_init__(self) -> None:
         if not isinstance(self.to, str):
@@ -63,6 +65,8 @@ class Accepted:
     segments: int
     dropped_duplicates: tuple[str, ...] = ()  # numbers given twice; each recipient gets the message once
     repeated: bool = False  # the gateway held this ref already: the stored message, not sent again
+    held: bool = False  # a review rule holds it until a reviewer approves it
+    batch: str | None = None  # the batch it belongs to (as stored: "<account>:<your batch>", or an id)
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -233,6 +237,10 @@ def _message_json(m: Message) -> dict[str, Any]:
         body["ref"] = m.ref
     if not m.report:
         body["report"] = False
+    if m.batch is not None:
+        body["batch"] = m.batch
+    if m.batch_size is not None:
+        body["batch_size"] = m.batch_size
     return body
 
 
@@ -338,7 +346,8 @@ def _required_time(value: Any) -> float:
 
 def _accepted(answer: Any) -> list[Accepted]:
     return [Accepted(str(m["id"]), m["ref"], int(m["recipients"]), int(m["segments"]),
-                     tuple(m.get("dropped_duplicates", ())), bool(m.get("repeated", False)))
+                     tuple(m.get("dropped_duplicates", ())), bool(m.get("repeated", False)),
+                     bool(m.get("held", False)), m.get("batch"))
             for m in answer["messages"]]
 
 

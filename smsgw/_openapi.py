@@ -57,6 +57,12 @@ def _schemas(max_batch: int) -> dict[str, Any]:
         "ref": {**_STRING_OR_NULL, "description": "Your own reference, echoed back. Resending with the same "
                                                   "ref is how to retry safely after a timeout."},
         "report": {"type": "boolean", "default": True, "description": "Whether a status report is wanted."},
+        "batch": {**_STRING_OR_NULL, "description": "Your name for the batch this message belongs to (one "
+                                                    "import, one mass send): reviewed and cancelled as a unit. "
+                                                    "Absent: the messages of this request form one batch."},
+        "batch_size": {"type": ["integer", "null"], "minimum": 1,
+                       "description": "Recipients in the whole batch, when it takes several requests: review "
+                                      "rules for mass sends count them."},
     }, required=("to",))
     assert tuple(send_request["properties"]) == SEND_FIELDS
     problem = _obj({"where": {"type": "string", "description": 'Where in the request, e.g. "[0].to[2]"; '
@@ -79,7 +85,10 @@ def _schemas(max_batch: int) -> dict[str, Any]:
                                  "segments": {"type": "integer", "description": "Segments per recipient."},
                                  "dropped_duplicates": {"type": "array", "items": {"type": "string"}},
                                  "repeated": {"type": "boolean", "description": "The ref was accepted before: "
-                                              "this is the stored message, not sent again."}}),
+                                              "this is the stored message, not sent again."},
+                                 "held": {"type": "boolean", "description": "A review rule holds it until a "
+                                          "reviewer approves it (docs/review.md)."},
+                                 "batch": {**_STRING_OR_NULL, "description": "The batch it belongs to."}}),
         "AcceptResponse": _obj({"messages": {"type": "array", "items": _ref("AcceptedMessage"),
                                              "description": "One entry per message sent, in order."}}),
         "SegmentView": segment,

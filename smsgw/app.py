@@ -86,7 +86,8 @@ class Daemon(Service):
             mo_sinks=self._mo_sinks(config),
             notify={a.name: kind for a in config.accounts if (kind := a.callback_kind()) and a.callbacks
                     and a.callbacks.dlr_url},
-            limits=Limits(tuple(a.name for a in config.accounts if a.daily_quota is not None)))
+            limits=Limits(tuple(a.name for a in config.accounts if a.daily_quota is not None)),
+            review=config.review.policy(), reviewers=[r.name for r in config.review.reviewers])
         # Notifications a receiver refused back off like refused submits (dispatch.retry_*).
         self.outbox = OutboxWorker(self.store, reactor, owner=config.node.name,
                                    lease_seconds=config.store.lease_seconds, retry_initial=d.retry_initial,

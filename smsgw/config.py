@@ -25,6 +25,7 @@ from pydantic import model_validator
 
 from smsgw._config_db import ActiveWindow, DbSourceConfig, InboxMapping, TableMapping, UrlRules, url_with_password
 from smsgw._config_file import FileImportSection, FileInboxConfig
+from smsgw._config_review import ReviewNoticeSection, ReviewRuleConfig, ReviewSection, ReviewerConfig
 from smsgw._yaml_source import Path, Source, path_text, read_source, validation_problems
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import bad as _bad
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccountConfig", "ActiveWindow", "ApiSection", "AuthSection", "AutoReply", "CarrierConfig", "Config", "ConfigError",
-    "DbSourceConfig", "DispatchSection", "FileImportSection", "FileInboxConfig", "InboxMapping", "TableMapping",
+    "DbSourceConfig", "DispatchSection", "FileImportSection", "ReviewNoticeSection", "ReviewRuleConfig",
+    "ReviewSection", "ReviewerConfig", "FileInboxConfig", "InboxMapping", "TableMapping",
     "LogSection", "MoRoute", "MoSection", "NodeSection", "RoutingRule", "RoutingSection", "ShutdownSection",
     "SimulatorSection", "SoapInterfaceSection", "StoreSection", "TlsSection", "ValidationSection", "check_config",
     "default_config", "load_config",
@@ -487,6 +489,7 @@ class Config(_Section):
     shutdown: ShutdownSection = Field(default_factory=ShutdownSection)
     db_sources: tuple[DbSourceConfig, ...] = ()
     file_import: FileImportSection = Field(default_factory=FileImportSection)
+    review: ReviewSection = Field(default_factory=ReviewSection)
 
     @model_validator(mode="before")
     @classmethod
@@ -644,7 +647,7 @@ _Problem = tuple[Path, str, str]  # where, what, fix
 def _meaning(cfg: Config, source: Source) -> list[_Problem]:
     return [*_api_problems(cfg, source), *_duplicates(cfg), *_routing_problems(cfg), *_simulator_problems(cfg),
             *_order_problems(cfg), *_mo_problems(cfg), *_store_problems(cfg), *_ext_problems(cfg),
-            *_db_source_problems(cfg), *_callback_problems(cfg), *_tls_problems(cfg),
+            *_db_source_problems(cfg), *_callback_problems(cfg), *_tls_problems(cfg), *_review_problems(cfg),
             *((("file_import", *sub), what, fix)
               for sub, what, fix in cfg.file_import.problems({a.name: a.interfaces for a in cfg.accounts}))]
 
@@ -807,6 +810,33 @@ def _tls_problems(cfg: Config) -> Iterator[_Problem]:
         if section.enabled and section.tls is not None:
             for key, what, fix in tls_problems(section.tls.files()):
                 yield ((name, "tls", key), what, fix)
+
+
+def _review_problems(cfg: Config) -> Iterator[_Problem]:
+    accounts = {a.name: a for a in cfg.accounts}
+    for i, rule in enumerate(cfg.review.rules):
+        for j, name in enumerate(rule.accounts):
+            if name not in accounts and name != "auto_reply":
+                yield (("review", "rules", i, "accounts", j), f"no account is named {name!r}",
+                       "use the name of an account under accounts:")
+        sources = {s.name for s in cfg.db_sources}
+        for j, name in enumerate(rule.interfaces):
+            if name.startswith("db:") and name[3:] not in sources:
+                yield (("review", "rules", i, "interfaces", j), f"no db source is named {name[3:]!r}",
+                       "use db:<name> of a source under db_sources:, or db for all of them")
+    held = any(r.action == "review" for r in cfg.review.rules) or any(a.needs_review for a in cfg.accounts)
+    if held and not cfg.review.reviewers:
+        yield (("review", "reviewers"), "messages can be held for review but no reviewer is configured",
+               "add a reviewer (name, phones, accounts) under review.reviewers, or nobody can approve them")
+    for i, reviewer in enumerate(cfg.review.reviewers):
+        for j, name in enumerate(reviewer.accounts):
+            account = accounts.get(name)
+            if account is None:
+                yield (("review", "reviewers", i, "accounts", j), f"no account is named {name!r}",
+                       "use the name of an account under accounts: that has the review permission")
+            elif "review" not in account.permissions:
+                yield (("review", "reviewers", i, "accounts", j), f"account {name!r} lacks the review permission",
+                       "add review to that account's permissions")
 
 
 def _tls_available() -> bool:

@@ -8,6 +8,10 @@ own (see docs/message-lifecycle.md for the picture):
        └─ retry/lease ───┘   └─ permanent error / attempts used ─▶ failed   └─ no report in time ─▶ expired
                                                                     (a late report still moves expired on)
 
+    held ──approved──▶ queued        (a message a review rule holds waits in `held`; smsgw.review)
+      ├──rejected───▶ rejected       (final: the reviewer said no, or the review time ran out)
+      └──cancelled──▶ cancelled      (final: cancelled before it went out; queued ones can be too)
+
 Bulk SQL updates (claims, sweeps) select their rows with `sources(target)`;
 row-by-row updates ask `allowed(old, new)`. Nothing else decides.
 """
@@ -28,13 +32,27 @@ class R:
     EXPIRED: Final = "expired"
     FAILED: Final = "failed"
     SENT: Final = "sent"
+    HELD: Final = "held"  # waiting for review: no dispatcher claims it
+    REJECTED: Final = "rejected"  # a reviewer (or the review time limit) rejected it
+    CANCELLED: Final = "cancelled"  # cancelled by its sender before it went out
 
 
 class M:
     """Message states: accepted until every recipient is final, then completed."""
 
     ACCEPTED: Final = "accepted"
+    PENDING_REVIEW: Final = "pending_review"  # held by a review rule until a reviewer decides
     COMPLETED: Final = "completed"
+
+
+class Review:
+    """A message's review decision (messages.review), set when it is accepted and when it is decided."""
+
+    PASSED: Final = "passed"  # no rule held it: it went straight on
+    PENDING: Final = "pending"  # held: waits in pending_review
+    APPROVED: Final = "approved"
+    REJECTED: Final = "rejected"
+    CANCELLED: Final = "cancelled"  # its sender cancelled it while it waited
 
 
 class S:
@@ -56,9 +74,14 @@ TRANSITIONS: Final[frozenset[tuple[str, str]]] = frozenset({
     (R.SUBMITTED, R.EXPIRED),          # no final report within dispatch.report_timeout
     (R.EXPIRED, R.DELIVERED),          # a late report is still the truth
     (R.EXPIRED, R.UNDELIVERABLE),
+    (R.HELD, R.QUEUED),                # approved (by a reviewer, or on review expiry)
+    (R.HELD, R.REJECTED),              # rejected (by a reviewer, or on review expiry)
+    (R.HELD, R.CANCELLED),             # cancelled by its sender while waiting for review
+    (R.QUEUED, R.CANCELLED),           # cancelled by its sender before it went out
 })
 
-FINAL: Final[frozenset[str]] = frozenset({R.DELIVERED, R.UNDELIVERABLE, R.EXPIRED, R.FAILED, R.SENT})
+FINAL: Final[frozenset[str]] = frozenset({R.DELIVERED, R.UNDELIVERABLE, R.EXPIRED, R.FAILED, R.SENT,
+                                          R.REJECTED, R.CANCELLED})
 """States that close a recipient (the message's open count drops once, on the first)."""
 
 

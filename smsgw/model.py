@@ -70,6 +70,8 @@ class SendRequest:
     dlr_mask: int = 0  # Kannel's dlr-mask: 1 delivered, 2 undeliverable, 8 submitted, 16 rejected (sum)
     template: str | None = None  # a named template (smsgw.templates): `text` stays empty, `params` fill it
     params: Mapping[str, Any] | None = None  # the template's parameters
+    batch: str | None = None  # the caller's name for the batch (one import, one mass send) this belongs to
+    batch_size: int | None = None  # recipients in the whole batch, as the caller declares (review rules count it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,8 @@ class AcceptedMessage:
     segments: int  # per recipient
     dropped_duplicates: tuple[str, ...] = ()
     repeated: bool = False  # stored before (same ref, or the same legacy row): not sent again
+    held: bool = False  # a review rule holds it until a reviewer approves it (smsgw.review)
+    batch: str | None = None  # the batch it belongs to (review and cancel a batch as a unit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import structlog
 from twisted.internet import defer
@@ -36,6 +36,8 @@ from smsgw.model import (
     ServiceUnavailable,
 )
 from smsgw.store import MoArgs, MoPartArgs, NewMessage, ReportArgs, ReportOutcome, Store, StoreUnavailable, SweepArgs, SweepResult
+from smsgw.review import ReviewPolicy
+from smsgw.store import ExpiryArgs, ExpiryResult, ReviewAction, ReviewItem, ReviewPage, ReviewQuery, ReviewResult
 from smsgw.template_registry import TemplateRegistry
 from smsgw.templates import Template, TemplateError, check_name
 from smsgw.validation import PreparedMessage, Router, Validator
@@ -43,6 +45,7 @@ from smsgw.validation import PreparedMessage, Router, Validator
 log = structlog.get_logger("smsgw.pipeline")
 
 AUTO_REPLY_ACCOUNT = Account(name="auto_reply")
+_ALL_REVIEW_STATES = ("passed", "pending", "approved", "rejected", "cancelled")
 #: The outbox kind of messages that name their own report URL (Kannel's dlr-url).
 DLR_URL_KIND = "dlr-url"
 
@@ -78,7 +81,9 @@ class Gateway:
                  mo_rules: Sequence[MoRule] = (), mo_default: str | None = None,
                  auto_replies: Sequence[AutoReplyRule] = (), timing: Timing = Timing(),
                  mo_sinks: dict[str, str] | None = None, notify: dict[str, str] | None = None,
-                 templates: TemplateRegistry | None = None, limits: Limits | None = None) -> None:
+                 templates: TemplateRegistry | None = None, limits: Limits | None = None,
+                 review: ReviewPolicy | None = None, reviewers: Sequence[str] = (),
+                 due: Callable[[float, int], float] | None = None) -> None:
         self._store = store
         # The named templates; the validator renders from the registry's live dict.
         self.templates = templates if templates is not None else TemplateRegistry(store, clock)
@@ -96,6 +101,12 @@ class Gateway:
         self._mo_sinks = dict(mo_sinks or {})  # consumer -> outbox kind that delivers its MO (e.g. "db:erp")
         self._notify = dict(notify or {})  # account -> outbox kind owed its messages' states (callbacks)
         self.limits = limits or Limits()  # rate limits and daily quotas, checked in accept_prepared
+        self.review_policy = review or ReviewPolicy()  # decides, for every message accepted, whether it is held
+        self.reviewers = frozenset(reviewers)  # who may approve and reject (smsgw review --as, REST reviewer)
+        # (due, priority) -> when a message may go out: quiet hours and holidays move non-urgent ones (smsgw.schedule)
+        self.due = due
+        # Told (messages, recipients) whenever held messages arrive: the reviewer notifier listens here.
+        self.on_held: list[Callable[[int, int], None]] = []
         self.accepting = False
         self._sweeper: IDelayedCall | None = None
         self._sweeping = False
@@ -182,13 +193,24 @@ class Gateway:
                      recipients=recipients, retry_after=round(exc.retry_after, 1))
             return defer.fail(exc)
         items = []
+        default_batch: str | None = None
         for i, message in enumerate(prepared):
             links = [self._router.route(phone) for phone in message.to]
-            items.append(NewMessage(self._store.ids.next(), account.name, interface, message, links,
+            message_id = self._store.ids.next()
+            if default_batch is None:
+                default_batch = str(message_id)  # a request's messages are one batch unless the caller names it
+            counted = max(recipients, message.batch_size or 0)
+            decision = self.review_policy.decide(account, interface, message.text, counted, message.pre_approved,
+                                                 now)
+            due = message.send_at if message.send_at is not None and message.send_at > now else now
+            items.append(NewMessage(message_id, account.name, interface, message, links,
                                     self._store.ids.many(len(message.to)), now,
                                     needs_review=account.needs_review,
                                     notify=DLR_URL_KIND if message.dlr_url else notify,
-                                    source=sources[i] if sources is not None else None))
+                                    source=sources[i] if sources is not None else None,
+                                    review=decision,
+                                    batch=f"{account.name}:{message.batch}" if message.batch else default_batch,
+                                    due_at=self.due(due, message.priority) if self.due is not None else None))
         d = self._store.write("accept", items)  # one request: all its messages in one transaction
         return d.addCallbacks(lambda ids: self._accepted(account, interface, items, ids),
                               lambda f: self._accept_failed(f, account, recipients))
@@ -196,6 +218,7 @@ class Gateway:
     def _accepted(self, account: Account, interface: str, items: list[NewMessage],
                   ids: list[int]) -> list[AcceptedMessage]:
         out = []
+        held_messages = held_recipients = 0
         for item, stored_id in zip(items, ids):
             m = item.message
             if stored_id != item.id:  # stored before: answered with the stored message, not sent again
@@ -208,14 +231,27 @@ class Gateway:
                              reason="this ref was accepted before: answered with the stored message, not sent again")
                 out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates, repeated=True))
                 continue
+            decision = item.review
             log.info("message_accepted", message_id=str(item.id), account=account.name, interface=interface,
                      recipients=len(m.to), segments=m.segments, priority=m.priority, ref=m.ref,
-                     send_at=m.send_at, text=m.text)
+                     send_at=m.send_at, batch=item.batch, review=decision.review if decision else "passed",
+                     rule=decision.rule if decision else None, text=m.text)
+            out.append(AcceptedMessage(str(item.id), m.ref, len(m.to), m.segments, m.duplicates,
+                                       held=bool(decision and decision.held), batch=item.batch))
+            if decision is not None and decision.held:
+                held_messages += 1
+                held_recipients += len(m.to)
+                log.info("message_held", message_id=str(item.id), account=account.name, interface=interface,
+                         rule=decision.rule, word=decision.word, batch=item.batch, recipients=len(m.to),
+                         deadline=decision.deadline, on_expiry=decision.on_expiry)
+                continue
             for link in set(item.links):
                 dispatcher = self._dispatchers.get(link)
                 if dispatcher is not None:
                     dispatcher.wake(account.name)
-            out.append(AcceptedMessage(str(item.id), m.ref, len(m.to), m.segments, m.duplicates))
+        if held_messages:
+            for listener in self.on_held:
+                listener(held_messages, held_recipients)
         stored = sum(len(item.message.to) for item, i in zip(items, ids) if i == item.id)
         self._counts["accepted"] += stored
         # Repeats were counted by reserve but not stored again: they do not use up the limits.
@@ -267,6 +303,78 @@ class Gateway:
 
     def delete_template(self, account: Account, name: str) -> defer.Deferred[bool]:
         return self.templates.delete(name, account.name).addErrback(self._store_failed)
+
+    # --- review queue (smsgw.review; docs/review.md) ---------------------------------
+
+    def review_list(self, query: ReviewQuery, offset: int = 0, limit: int = 50) -> defer.Deferred[ReviewPage]:
+        """A page of the messages the query selects, oldest first."""
+        d: defer.Deferred[ReviewPage] = self._store.read(Store.review_page, query, offset, limit)
+        return d.addErrback(self._store_failed)
+
+    def review_rows(self, query: ReviewQuery, limit: int = 1_000_000) -> defer.Deferred[list[ReviewItem]]:
+        """Every message the query selects (at most `limit`), with all its numbers: for exports."""
+        d: defer.Deferred[list[ReviewItem]] = self._store.read(Store.review_rows, query, limit)
+        return d.addErrback(self._store_failed)
+
+    def review_act(self, reviewer: str, action: str, query: ReviewQuery,
+                   comment: str = "") -> defer.Deferred[ReviewResult]:
+        """Approve or reject the held messages `query` selects, as `reviewer` (a configured reviewer).
+
+        Fails with RequestRejected when `reviewer` is not configured in review.reviewers or the
+        action is unknown. Approved messages are queued at once (or at their send time); rejected
+        ones reach their final state `rejected` and their origin is told.
+        """
+        if action not in ("approve", "reject"):
+            return defer.fail(RequestRejected([Problem("action", "bad_action",
+                                                       f"unknown review action {action!r}: approve or reject")]))
+        if reviewer not in self.reviewers:
+            known = ", ".join(sorted(self.reviewers)) or "none are configured"
+            return defer.fail(RequestRejected([Problem("reviewer", "unknown_reviewer", (
+                f"{reviewer!r} is not a reviewer: review.reviewers in the configuration names them ({known})"))]))
+        return self._act(ReviewAction(action, query, reviewer, comment, self._clock.seconds(), self.due))
+
+    def cancel(self, account: Account, query: ReviewQuery, comment: str = "") -> defer.Deferred[ReviewResult]:
+        """Cancel the account's own messages the query selects, as far as they have not gone out yet.
+
+        Held and queued recipients reach the final state `cancelled` (the origin is told); recipients
+        already handed to a carrier link go on.
+        """
+        own = ReviewQuery(**{**{f: getattr(query, f) for f in query.__dataclass_fields__},
+                             "account": account.name, "review": query.review or _ALL_REVIEW_STATES})
+        return self._act(ReviewAction("cancel", own, account.name, comment, self._clock.seconds(),
+                                      audit_action="message_cancel"))
+
+    def _act(self, action: ReviewAction) -> defer.Deferred[ReviewResult]:
+        d: defer.Deferred[ReviewResult] = self._store.write("review", action)
+
+        def done(result: ReviewResult) -> ReviewResult:
+            log.info(f"review_{action.action}" if action.action != "cancel" else "messages_cancelled",
+                     actor=action.actor, messages=len(result.messages), recipients=result.recipients,
+                     comment=action.comment or None, filter=action.query.described() or None)
+            self._wake(result)
+            return result
+        return d.addCallbacks(done, self._store_failed)
+
+    def _wake(self, result: ReviewResult) -> None:
+        for link, account in result.wake:
+            dispatcher = self._dispatchers.get(link)
+            if dispatcher is not None:
+                dispatcher.wake(account)
+
+    def _expire_reviews(self, now: float) -> None:
+        d = self._store.write("review_expire", ExpiryArgs(now, self.due))
+
+        def done(result: ExpiryResult) -> None:
+            for outcome in (result.approved, result.rejected):
+                if outcome is not None and outcome.messages:
+                    log.warning("review_expired", outcome=outcome.action, messages=len(outcome.messages),
+                                recipients=outcome.recipients,
+                                message_ids=[str(i) for i in outcome.messages[:20]])
+                    self._wake(outcome)
+            for message_id, account, rule in result.alarmed:
+                log.error("alarm", alarm="review_overdue", message_id=str(message_id), account=account, rule=rule,
+                          action="still waiting for a reviewer: approve or reject it (smsgw review list)")
+        d.addCallbacks(done, lambda f: log.error("alarm", alarm="review_expiry_failed", error=f.getErrorMessage()))
 
     @staticmethod
     def _store_failed(failure: Failure) -> Failure:
@@ -351,6 +459,7 @@ class Gateway:
         args = SweepArgs(now, self._store.owner, now + t.lease_seconds, now - t.report_timeout,
                          now - t.orphan_keep, outbox_done_before=now - t.outbox_keep)
         self._sweeping = True
+        self._expire_reviews(now)
         d = self._store.write("sweep", args)
         d.addCallbacks(self._swept, self._sweep_failed)
 

@@ -61,6 +61,7 @@ MAINLAND_PREFIXES: tuple[str, ...] = (
 
 _SECONDS_AHEAD = 366 * 86400  # send_at may be at most this far in the future
 _MAX_REF = 64
+_MAX_BATCH = 48  # stored with the account's name in front (messages.batch is 64 characters)
 _EXAMPLE = "e.g. 13800138000 or +86 138 0013 8000"
 _YAML_ALLOW_OTHER = "validation.allow_other_numbers"
 
@@ -285,6 +286,9 @@ class PreparedMessage:
     dlr_url: str | None = None
     dlr_mask: int = 0
     template: str | None = None  # the named template `text` was rendered from
+    pre_approved: bool = False  # rendered from a template marked pre-approved (review rules may pass it)
+    batch: str | None = None  # the caller's batch name (stored as "<account>:<batch>")
+    batch_size: int | None = None  # the caller's declared recipients in the whole batch
 
 
 class Validator:
@@ -391,6 +395,16 @@ class Validator:
             ))
         ext = self._ext(where, request.ext, account, problems)
         send_at = self._send_at(where, request.send_at, now, problems)
+        batch, batch_size = request.batch, request.batch_size
+        if batch is not None and (not isinstance(batch, str) or not batch or len(batch) > _MAX_BATCH
+                                  or not batch.isprintable()):
+            problems.append(Problem(f"{where}.batch", "bad_batch",
+                                    f"batch is {_describe(batch)}: use a name of 1 to {_MAX_BATCH} printable "
+                                    "characters (e.g. notice-2026-11), or leave it out"))
+        if batch_size is not None and (type(batch_size) is not int or not 1 <= batch_size <= 100_000_000):
+            problems.append(Problem(f"{where}.batch_size", "bad_batch_size",
+                                    f"batch_size is {_describe(batch_size)}: the number of recipients in the whole "
+                                    "batch, a whole number from 1, or leave it out"))
         ref = request.ref
         if ref is not None and (not isinstance(ref, str) or len(ref) > _MAX_REF):
             what = f"{len(ref)} characters long" if isinstance(ref, str) else _describe(ref)
@@ -410,8 +424,10 @@ class Validator:
         if len(problems) > before:
             return None
         assert text is not None
+        template = self.templates.get(request.template) if request.template is not None else None
         return PreparedMessage(to, duplicates, text, segments, msg_fmt, priority, send_at, ext, ref,
-                               bool(request.report), dlr_url, dlr_mask if dlr_url else 0, request.template)
+                               bool(request.report), dlr_url, dlr_mask if dlr_url else 0, request.template,
+                               template is not None and template.pre_approved, batch, batch_size)
 
     def _render(self, where: str, request: SendRequest, problems: list[Problem]) -> str | None:
         """The text of a request naming a template, or None after adding its problems."""

@@ -229,7 +229,7 @@ class SendTests(ApiCase):
         assert reply.status == 202
         [message] = reply.json["messages"]
         assert message == {"id": message["id"], "ref": "otp-1", "recipients": 1, "segments": 1,
-                           "dropped_duplicates": [], "repeated": False}
+                           "dropped_duplicates": [], "repeated": False, "held": False, "batch": None}
         assert reply.headers["server"] == "smsgw" and reply.headers["date"].endswith(" GMT")
         assert gateway.accepted_requests == [("demo", "rest", (SendRequest((MOBILE,), "Your code is 493021",
                                                                            ref="otp-1"),))]

@@ -116,6 +116,7 @@ def _assert_defaults(section: str, written: dict[str, object], model: type[BaseM
         default = info.get_default(call_default_factory=True)
         default = list(default) if isinstance(default, tuple) else default
         default = default.text if isinstance(default, Version) else default
+        default = default.model_dump() if isinstance(default, BaseModel) else default
         assert written[name] == default, f"{section}.{name}"
 
 

@@ -830,7 +830,7 @@ def empty_engine(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iter
 
 def test_upgrade_from_v1_adds_notify_and_source_rows(empty_engine: Engine) -> None:
     """A v1 store upgrades to the latest: recipients.notify (NULL for old rows), source_rows (v2),
-    messages.dlr_url / dlr_mask (v3), templates and messages.template (v4)."""
+    messages.dlr_url / dlr_mask (v3), templates and messages.template (v4), review and batch columns (v5)."""
     engine = empty_engine
     v1_store(engine)
     assert "notify" not in {c["name"] for c in inspect(engine).get_columns("recipients")}
@@ -838,7 +838,7 @@ def test_upgrade_from_v1_adds_notify_and_source_rows(empty_engine: Engine) -> No
     with pytest.raises(migrations.SchemaOutdated, match=f"schema version 1, this smsgw needs {migrations.LATEST}"):
         migrations.require_current(engine)
 
-    assert migrations.upgrade(engine) == [2, 3, 4]
+    assert migrations.upgrade(engine) == [2, 3, 4, 5]
 
     inspector = inspect(engine)
     assert "notify" in {c["name"] for c in inspector.get_columns("recipients")}
@@ -846,7 +846,10 @@ def test_upgrade_from_v1_adds_notify_and_source_rows(empty_engine: Engine) -> No
     assert "ix_source_rows_message" in {i["name"] for i in inspector.get_indexes("source_rows")}
     assert {"dlr_url", "dlr_mask", "template"} <= {c["name"] for c in inspector.get_columns("messages")}
     assert inspector.has_table("templates")
-    assert migrations.current_version(engine) == 4
+    assert {"batch", "review", "review_rule", "review_deadline", "reviewed_by"} <= {
+        c["name"] for c in inspector.get_columns("messages")}
+    assert {"ix_messages_review_created", "ix_messages_batch"} <= {i["name"] for i in inspector.get_indexes("messages")}
+    assert migrations.current_version(engine) == 5
     migrations.require_current(engine)
     with engine.begin() as conn:
         assert conn.execute(select(schema.recipients.c.notify)).scalar_one() is None

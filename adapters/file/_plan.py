@@ -112,17 +112,20 @@ class Outgoing:
     text: str  # as rendered for the preview
     params: tuple[tuple[str, str], ...] = ()  # a named template's parameters
 
-    def request(self, options: ImportOptions) -> SendRequest:
+    def request(self, options: ImportOptions, batch: str | None = None, batch_size: int | None = None) -> SendRequest:
         """The message for the gateway (made when sent: 100,000 of them up front cost a third of a second).
 
         With a named template the gateway is given its name and the parameters, and renders the
-        text itself, so the message records the template it came from.
+        text itself, so the message records the template it came from. `batch` and `batch_size`
+        (`Plan.batch`, `Plan.valid`) make the whole file one batch for the review queue.
         """
         o = options
         if o.template is not None:
             return SendRequest(self.to, "", o.priority, o.send_at, ref=self.ref, report=o.report,
-                               template=o.template.name, params=dict(self.params))
-        return SendRequest(self.to, self.text, o.priority, o.send_at, ref=self.ref, report=o.report)
+                               template=o.template.name, params=dict(self.params), batch=batch,
+                               batch_size=batch_size)
+        return SendRequest(self.to, self.text, o.priority, o.send_at, ref=self.ref, report=o.report, batch=batch,
+                           batch_size=batch_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,11 @@ class Plan:
     @property
     def ref_prefix(self) -> str:
         return _ref_prefix(self.digest)
+
+    @property
+    def batch(self) -> str:
+        """The batch the file's messages form (reviewed and cancelled as a unit): imp-<12 hex of its SHA-256>."""
+        return _ref_prefix(self.digest).rstrip("-")
 
 
 def _ref_prefix(digest: str) -> str:

@@ -292,7 +292,7 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
         while chunk:
             rows = _rows(chunk)
             try:
-                answers = client.send_many([_message(m, o) for m in chunk], origin="file")
+                answers = client.send_many([_message(m, o, plan) for m in chunk], origin="file")
             except ApiError as exc:
                 if exc.status == 429:  # the account's rate limit (waited out) or daily quota (stops)
                     if exc.code == "quota_exceeded":
@@ -326,12 +326,13 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
     return None
 
 
-def _message(m: Outgoing, o: ImportOptions) -> Any:
+def _message(m: Outgoing, o: ImportOptions, plan: Plan) -> Any:
     """The REST message of `m`: the gateway's request (`Outgoing.request`) as the client sends it."""
     from smsgw.client import Message
 
-    r = m.request(o)
-    return Message(r.to, r.text, r.priority, r.send_at, r.ext, r.ref, r.report, r.template, r.params)
+    r = m.request(o, plan.batch, plan.valid)
+    return Message(r.to, r.text, r.priority, r.send_at, r.ext, r.ref, r.report, r.template, r.params, r.batch,
+                   r.batch_size)
 
 
 def _rows(chunk: list[Outgoing]) -> int:

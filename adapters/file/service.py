@@ -271,7 +271,8 @@ class FileInbox(Poller):
                     return "the daemon is stopping"
                 try:
                     accepted = await self._gateway.accept(self._account, INTERFACE,
-                                                          [m.request(plan.options) for m in chunk])
+                                                          [m.request(plan.options, plan.batch, plan.valid)
+                                                           for m in chunk])
                 except RequestRejected as exc:
                     chunk = outcomes.refuse(chunk, exc.problems)
                     continue

@@ -41,11 +41,23 @@ from smsgw.store._ops import (
     SweepResult,
     chunks,
 )
+from smsgw.store._review import (
+    ExpiryArgs,
+    ExpiryResult,
+    ReviewAction,
+    ReviewItem,
+    ReviewPage,
+    ReviewQuery,
+    ReviewResult,
+    review_page,
+    review_rows,
+)
 from smsgw.store._writer import Writer
 from smsgw.store.ids import IdGenerator
 
 __all__ = [
-    "Claimed", "ClaimArgs", "FailedArgs", "IdGenerator", "MoArgs", "MoPartArgs", "NewMessage", "OutboxClaimArgs",
+    "Claimed", "ClaimArgs", "ExpiryArgs", "ExpiryResult", "ReviewAction", "ReviewItem", "ReviewPage", "ReviewQuery",
+    "ReviewResult", "FailedArgs", "IdGenerator", "MoArgs", "MoPartArgs", "NewMessage", "OutboxClaimArgs",
     "OutboxDone", "OutboxEvent", "ReportArgs", "ReportOutcome",
     "SegmentIds", "Store", "StoreUnavailable", "SubmittedArgs", "SweepArgs", "SweepResult", "chunks",
     "dialect_of", "make_engine", "migrations", "schema",
@@ -119,6 +131,9 @@ class Store:
         return threads.deferToThreadPool(self._reactor, self._pool, run)
 
     # --- queries (run on reader threads via read()) ---------------------------------------
+
+    review_page = staticmethod(review_page)
+    review_rows = staticmethod(review_rows)
 
     @staticmethod
     def message_view(conn: Connection, account: str | None, message_id: int) -> MessageView | None:

@@ -15,12 +15,15 @@ from typing import Any, Sequence
 from sqlalchemy import Connection, bindparam, case, select, update
 
 from smsgw import lifecycle
-from smsgw.lifecycle import M, R, S
+from smsgw.lifecycle import M, R, Review, S
 from smsgw.protocol.cmpp import stat_is_final
+from smsgw.store import _review
+from smsgw.store._review import ExpiryArgs, ExpiryResult, ReviewAction, ReviewResult
 from smsgw.store.ids import IdGenerator
 from smsgw.store.schema import audit_log, messages, mo_messages, mo_parts, outbox, recipients, reports, segments
 from smsgw.store.schema import templates as templates_table
 from smsgw.store.schema import source_rows as source_rows_table
+from smsgw.review import Decision
 from smsgw.validation import PreparedMessage
 
 DELIVERED_STAT = "DELIVRD"
@@ -41,6 +44,9 @@ class NewMessage:
     needs_review: bool = False
     notify: str | None = None  # outbox kind owed on submit and final states (e.g. "db:erp")
     source: tuple[str, str] | None = None  # (source, row key) of a legacy-database row: taken once
+    review: Decision | None = None  # what the review rules decided (None: passed, no rule matched)
+    batch: str | None = None  # one import or mass send, reviewed as a unit
+    due_at: float | None = None  # when it may go out (send_at, moved out of quiet hours); None: send_at or now
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,15 +236,19 @@ class Ops:
         # written for them, rather than one written, claimed and dropped per recipient.
         self.quiet_submits = quiet_submits
         self._lock_rows = dialect != "sqlite"  # SQLite's writer already holds the database lock
+        self.locks_rows = self._lock_rows
+        self.recipients_of = self._recipients  # for the review queue's actions (smsgw.store._review)
+        self.apply = self._apply
 
     def handlers(self) -> dict[str, Any]:
         return {"accept": self.accept, "release": self.release, "claim": self.claim,
                 "submitted": self.submitted, "failed": self.failed, "report": self.report,
                 "mo": self.mo, "mo_part": self.mo_part, "sweep": self.sweep, "outbox_done": self.outbox_done,
-                "outbox_claim": self.outbox_claim, "template": self.template}
+                "outbox_claim": self.outbox_claim, "template": self.template, "review": self.review,
+                "review_expire": self.review_expire}
 
-    ORDER = ("template", "accept", "release", "submitted", "failed", "report", "mo_part", "mo", "sweep", "claim",
-             "outbox_done", "outbox_claim")
+    ORDER = ("template", "accept", "review", "review_expire", "release", "submitted", "failed", "report", "mo_part",
+             "mo", "sweep", "claim", "outbox_done", "outbox_claim")
     DURABLE = frozenset({"submitted", "failed", "report", "mo_part", "mo", "outbox_done"})
 
     # accept -----------------------------------------------------------------
@@ -265,7 +275,9 @@ class Ops:
             if item.message.ref is not None:
                 known[(item.account, item.message.ref)] = item.id  # a repeat within this batch
             m = item.message
-            state = M.ACCEPTED
+            review = item.review
+            held = review is not None and review.held
+            state = M.PENDING_REVIEW if held else M.ACCEPTED
             message_rows.append({
                 "id": item.id, "account": item.account, "interface": item.interface, "ref": m.ref,
                 "content": m.text, "priority": m.priority, "send_at": m.send_at, "ext": m.ext,
@@ -273,12 +285,19 @@ class Ops:
                 "open_recipients": len(m.to), "state": state, "needs_review": item.needs_review,
                 "notify": item.notify, "created_at": item.now, "updated_at": item.now,
                 "dlr_url": m.dlr_url, "dlr_mask": m.dlr_mask if m.dlr_url else None, "template": m.template,
+                "batch": item.batch, "review": review.review if review is not None else Review.PASSED,
+                "review_rule": review.rule if review is not None else None,
+                "review_deadline": review.deadline if review is not None else None,
+                "review_expiry": review.on_expiry if held and review is not None else None,
+                "reviewed_by": None, "reviewed_at": None, "review_comment": None,
             })
-            due = m.send_at if m.send_at is not None and m.send_at > item.now else item.now
+            due = item.due_at if item.due_at is not None else (
+                m.send_at if m.send_at is not None and m.send_at > item.now else item.now)
+            recipient_state = R.HELD if held else R.QUEUED
             for rid, phone, link in zip(item.recipient_ids, m.to, item.links):
                 recipient_rows.append({
                     "id": rid, "message_id": item.id, "phone": phone, "link": link, "account": item.account,
-                    "priority": m.priority, "state": R.QUEUED, "due_at": due, "lease_owner": None,
+                    "priority": m.priority, "state": recipient_state, "due_at": due, "lease_owner": None,
                     "lease_until": None, "attempts": 0, "segments": m.segments, "reported": 0, "failed": 0,
                     "stat": None, "error": None, "submitted_at": None, "final_at": None, "updated_at": item.now,
                     "notify": item.notify,
@@ -629,6 +648,13 @@ class Ops:
             conn.execute(update(outbox).where(ob.id == bindparam("b_id"))
                          .values(lease_owner=None, last_error=bindparam("b_error"), **values), rows)
         return [None] * len(items)
+
+    def review(self, conn: Connection, items: list[ReviewAction]) -> list[ReviewResult]:
+        """Review actions (approve, reject, cancel), in order, each with its audit-log row."""
+        return [_review.act(self, conn, item) for item in items]
+
+    def review_expire(self, conn: Connection, items: list[ExpiryArgs]) -> list[ExpiryResult]:
+        return [_review.expire(self, conn, item) for item in items]
 
     def template(self, conn: Connection, items: list[TemplateChange]) -> list[str]:
         """Each change applied in order; result: "added", "changed", "deleted" or "absent" (nothing to delete)."""

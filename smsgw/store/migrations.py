@@ -24,10 +24,14 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
+_V5_COLUMNS = ("batch", "review", "review_rule", "review_deadline", "review_expiry", "reviewed_by", "reviewed_at",
+               "review_comment")
+_V5_INDEXES = ("ix_messages_review_created", "ix_messages_batch")
+
 # v1 as released: the tables of schema.py less what later versions added.
 _V1_TABLES = ("messages", "recipients", "segments", "reports", "mo_messages", "mo_parts", "outbox", "audit_log")
 _ADDED_COLUMNS = {("recipients", "notify"), ("messages", "dlr_url"), ("messages", "dlr_mask"),
-                  ("messages", "template")}  # by later ones
+                  ("messages", "template"), *(("messages", c) for c in _V5_COLUMNS)}  # by later ones
 
 
 def _v1(conn: Connection) -> None:
@@ -37,6 +41,8 @@ def _v1(conn: Connection) -> None:
                 for c in table.columns if (name, c.name) not in _ADDED_COLUMNS]
         v1 = Table(name, MetaData(), *kept)
         for index in table.indexes:
+            if index.name in _V5_INDEXES:
+                continue
             Index(index.name, *[_rebind(expr, v1) for expr in index.expressions])
         v1.create(conn)
 
@@ -73,11 +79,20 @@ def _v4(conn: Connection) -> None:
     schema.templates.create(conn)
 
 
+def _v5(conn: Connection) -> None:
+    for name in _V5_COLUMNS:
+        _add_column(conn, schema.messages, schema.messages.c[name])
+    for index in schema.messages.indexes:
+        if index.name in _V5_INDEXES:
+            index.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "messages, recipients, segments, reports, MO, outbox, audit log", _v1),
     Migration(2, "legacy database sources: source_rows; recipients.notify", _v2),
     Migration(3, "per-message report URLs: messages.dlr_url, messages.dlr_mask", _v3),
     Migration(4, "message templates: templates; messages.template", _v4),
+    Migration(5, "review queue and batches: messages.batch, messages.review*", _v5),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -55,8 +55,19 @@ messages = Table(
     Column("dlr_url", String(1000)),  # v3: this message's own report URL (Kannel dlr-url, %-escapes)
     Column("dlr_mask", SmallInteger),  # v3: which reports it wants (Kannel dlr-mask bits)
     Column("template", String(64)),  # v4: the named template its content was rendered from
+    # v5: review (smsgw.review) and batches. A batch is one import or one mass request, reviewed as a unit.
+    Column("batch", String(64)),
+    Column("review", String(16)),  # passed, pending, approved, rejected, cancelled (lifecycle.Review)
+    Column("review_rule", String(64)),  # the rule that decided (None: no rule matched, so it passed)
+    Column("review_deadline", Double),  # while pending: when the rule's time limit runs out
+    Column("review_expiry", String(8)),  # what happens then: approve, reject, alarm
+    Column("reviewed_by", String(64)),  # the reviewer (or "expiry") who decided
+    Column("reviewed_at", Double),
+    Column("review_comment", String(500)),
 )
 Index("ix_messages_account_created", messages.c.account, messages.c.created_at)
+Index("ix_messages_review_created", messages.c.review, messages.c.created_at)
+Index("ix_messages_batch", messages.c.batch)
 Index("ix_messages_state_created", messages.c.state, messages.c.created_at)
 Index("ix_messages_account_ref", messages.c.account, messages.c.ref)
 
