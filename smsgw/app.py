@@ -65,6 +65,7 @@ class Daemon(Service):
             self.links[link_config.name] = CarrierLink(link_config, reactor, on_report=self._on_report,
                                                        on_mo=self._on_mo, on_mo_part=self._on_mo_part)
         d = config.dispatch
+        self.window = config.schedule.window()  # quiet hours and holidays (smsgw.schedule)
         self.dispatchers = {
             name: Dispatcher(link, self.store, reactor, claim_batch=d.claim_batch, max_attempts=d.max_attempts,
                              retry_initial=d.retry_initial, retry_max=d.retry_max,
@@ -87,7 +88,8 @@ class Daemon(Service):
             notify={a.name: kind for a in config.accounts if (kind := a.callback_kind()) and a.callbacks
                     and a.callbacks.dlr_url},
             limits=Limits(tuple(a.name for a in config.accounts if a.daily_quota is not None)),
-            review=config.review.policy(), reviewers=[r.name for r in config.review.reviewers])
+            review=config.review.policy(), reviewers=[r.name for r in config.review.reviewers],
+            due=None if self.window.empty else self.window.due)
         # Notifications a receiver refused back off like refused submits (dispatch.retry_*).
         self.outbox = OutboxWorker(self.store, reactor, owner=config.node.name,
                                    lease_seconds=config.store.lease_seconds, retry_initial=d.retry_initial,
