@@ -281,3 +281,15 @@ def test_schedule_problems_name_their_line_and_key(tmp_path: pathlib.Path, secti
     assert where(found) == [(line, path)], found
     assert what in found[0]["what"] and found[0]["fix"]
 
+
+def test_reviewer_notice_text_may_use_only_its_placeholders(tmp_path: pathlib.Path) -> None:
+    """review.notify.text with an unknown or formatted placeholder is a problem; the known ones load."""
+    base = BASE + "review:\n  notify:\n    text: "
+    found = problems_of(tmp_path, base + "'{count} waiting'\n")
+    assert where(found) == [(13, "review.notify.text")] and "{count}" in found[0]["what"]
+    found = problems_of(tmp_path, base + "'{messages!r} {oldest:>5}'\n")
+    assert where(found) == [(13, "review.notify.text")]
+    found = problems_of(tmp_path, base + "'{messages'\n")
+    assert where(found) == [(13, "review.notify.text")] and "not a usable template" in found[0]["what"]
+    assert problems_of(tmp_path, base + "'{messages} ({recipients}) since {oldest}, {{literal}}'\n") == []
+
