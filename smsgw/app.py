@@ -70,7 +70,7 @@ class Daemon(Service):
         self.dispatchers = {
             name: Dispatcher(link, self.store, reactor, claim_batch=d.claim_batch, max_attempts=d.max_attempts,
                              retry_initial=d.retry_initial, retry_max=d.retry_max,
-                             lease_seconds=config.store.lease_seconds)
+                             lease_seconds=config.store.lease_seconds, window=self.window)
             for name, link in self.links.items()}
         default_name = config.default_link() or ""
         validator = config.validator()
