@@ -156,15 +156,22 @@ class ReviewNotifier:
         d.addBoth(self._done)
 
     def _compose(self, page: ReviewPage, started: float) -> Any:
+        if not self._running:  # stopping: the gateway takes nothing more
+            return None
         if not page.total:
             log.info("review_notice_skipped", reason="nothing is waiting for review any more")
             return None
-        oldest = dt.datetime.fromtimestamp(page.items[0].created_at, self.settings.window.tz).strftime("%m-%d %H:%M") \
-            if page.items else ""
-        text = self.settings.text.format(messages=page.total, recipients=page.recipients, oldest=oldest)
-        requests = [SendRequest(to=phones, text=text, priority=PRIORITY_URGENT) for _, phones in self.settings.reviewers]
+        text = self.settings.text.format(messages=page.total, recipients=page.recipients, oldest=self._oldest(page))
+        requests = [SendRequest(to=phones, text=text, priority=PRIORITY_URGENT)
+                    for _, phones in self.settings.reviewers]
         d = self._gateway.accept(self.settings.account, INTERFACE, requests)
         return d.addCallback(self._sent, page, started)
+
+    def _oldest(self, page: ReviewPage) -> str:
+        """When the oldest waiting message arrived, local to the notice hours' zone."""
+        if not page.items:
+            return ""
+        return dt.datetime.fromtimestamp(page.items[0].created_at, self.settings.window.tz).strftime("%m-%d %H:%M")
 
     def _sent(self, accepted: list[AcceptedMessage], page: ReviewPage, started: float) -> None:
         self._last = started

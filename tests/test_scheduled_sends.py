@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from daemon_helpers import ApiClient, DaemonCase, make_config, rows, spin, start_daemon, stop_daemon, wait_for
 from dbs import reset, server_url
 from smsgw.model import PRIORITY_BULK, PRIORITY_NORMAL, PRIORITY_URGENT
-from smsgw.store import ClaimArgs, IdGenerator, NewMessage, dialect_of, make_engine
+from smsgw.store import ClaimArgs, IdGenerator, NewMessage, ReviewQuery, dialect_of, make_engine
 from smsgw.store._ops import Ops
 from smsgw.validation import PreparedMessage
 
@@ -124,3 +124,20 @@ class ScheduledSendTests(DaemonCase):
             ("delivered",)], what="the scheduled message delivered")
         [(submitted,)] = rows(config, "SELECT submitted_at FROM recipients WHERE message_id = ?", int(mid))
         assert submitted >= send_at
+
+    async def test_an_approved_message_in_quiet_hours_waits_for_their_end(self) -> None:
+        """Approval places a held message like acceptance does: a normal one after the quiet hours, urgent now."""
+        config = make_config(self.tmp, {**schedule(), "review": {
+            "rules": [{"name": "everything", "action": "review"}], "reviewers": [{"name": "zhang"}]}})
+        daemon = await self.daemon(config)
+        api = ApiClient.for_daemon(daemon)
+        [normal] = await api.send({"to": ["13800138000"], "text": "notice"})
+        [urgent] = await api.send({"to": ["13800138001"], "text": "code 1234", "priority": "urgent"})
+        result = await daemon.gateway.review_act("zhang", "approve",
+                                                 ReviewQuery(message_ids=(int(normal), int(urgent))))
+        assert sorted(result.messages) == sorted((int(normal), int(urgent)))
+        [(approved_at,)] = rows(config, "SELECT reviewed_at FROM messages WHERE id = ?", int(normal))
+        [(state, due)] = rows(config, "SELECT state, due_at FROM recipients WHERE message_id = ?", int(normal))
+        assert state == "queued" and due == daemon.window.next_allowed(approved_at) > approved_at + 60
+        await wait_for(lambda: rows(config, "SELECT state FROM recipients WHERE message_id = ?",
+                                    int(urgent)) == [("delivered",)], what="the urgent message delivered")
