@@ -26,6 +26,7 @@ from pydantic import model_validator
 from smsgw._config_db import ActiveWindow, DbSourceConfig, InboxMapping, TableMapping, UrlRules, url_with_password
 from smsgw._config_file import FileImportSection, FileInboxConfig
 from smsgw._config_review import ReviewNoticeSection, ReviewRuleConfig, ReviewSection, ReviewerConfig
+from smsgw._config_schedule import ScheduleSection
 from smsgw._yaml_source import Path, Source, path_text, read_source, validation_problems
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import bad as _bad
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AccountConfig", "ActiveWindow", "ApiSection", "AuthSection", "AutoReply", "CarrierConfig", "Config", "ConfigError",
     "DbSourceConfig", "DispatchSection", "FileImportSection", "ReviewNoticeSection", "ReviewRuleConfig",
-    "ReviewSection", "ReviewerConfig", "FileInboxConfig", "InboxMapping", "TableMapping",
+    "ReviewSection", "ReviewerConfig", "ScheduleSection", "FileInboxConfig", "InboxMapping", "TableMapping",
     "LogSection", "MoRoute", "MoSection", "NodeSection", "RoutingRule", "RoutingSection", "ShutdownSection",
     "SimulatorSection", "SoapInterfaceSection", "StoreSection", "TlsSection", "ValidationSection", "check_config",
     "default_config", "load_config",
@@ -490,6 +491,7 @@ class Config(_Section):
     db_sources: tuple[DbSourceConfig, ...] = ()
     file_import: FileImportSection = Field(default_factory=FileImportSection)
     review: ReviewSection = Field(default_factory=ReviewSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
 
     @model_validator(mode="before")
     @classmethod
@@ -649,7 +651,8 @@ def _meaning(cfg: Config, source: Source) -> list[_Problem]:
             *_order_problems(cfg), *_mo_problems(cfg), *_store_problems(cfg), *_ext_problems(cfg),
             *_db_source_problems(cfg), *_callback_problems(cfg), *_tls_problems(cfg), *_review_problems(cfg),
             *((("file_import", *sub), what, fix)
-              for sub, what, fix in cfg.file_import.problems({a.name: a.interfaces for a in cfg.accounts}))]
+              for sub, what, fix in cfg.file_import.problems({a.name: a.interfaces for a in cfg.accounts})),
+            *((("schedule", *sub), what, fix) for sub, what, fix in cfg.schedule.problems())]
 
 
 def _api_problems(cfg: Config, source: Source) -> Iterator[_Problem]:
