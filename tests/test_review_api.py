@@ -140,6 +140,8 @@ def ids_of(answer: Any) -> list[str]:
 
 class QueryTests(ReviewCase):
     async def test_held_messages_are_listed_by_each_filter_and_together(self) -> None:
+        """Held messages are listed oldest first by each filter, by several together, a page at a time, and one by id
+        with every number."""
         await self.start()
         mass = await self.send({"to": N[:7], "text": "通知：本周五下午三点例会"})
         water = await self.send({"to": N[0], "text": WATER})
@@ -187,6 +189,7 @@ class QueryTests(ReviewCase):
             assert status == 404 and answer["error"]["code"] == "not_found", missing
 
     async def test_bad_query_parameters_are_refused_naming_them(self) -> None:
+        """A bad, unknown or repeated query parameter is a 400 whose message and details name it."""
         await self.start()
         cases = [
             ({"limit": "0"}, "limit", "limit must be a whole number from 1 to 1000"),
@@ -218,6 +221,8 @@ class QueryTests(ReviewCase):
 
 class ActionTests(ReviewCase):
     async def test_approved_messages_go_out_by_ids_batch_and_filter(self) -> None:
+        """Held messages wait until approved by ids, batch or filter; then the simulator delivers them, and each
+        action is audited once."""
         await self.start(simulator=True)
         single = await self.send({"to": N[0], "text": WATER})
         part1 = await self.send({"to": N[1:3], "text": "第一批：明日停电通知", "batch": "notice-1", "batch_size": 4})
@@ -264,6 +269,7 @@ class ActionTests(ReviewCase):
                          ("review_approve", "zhang.wei", "messages:1"), ("review_approve", "zhang.wei", "messages:1")]
 
     async def test_reject_needs_a_comment_and_ends_recipients_rejected(self) -> None:
+        """A reject needs a comment; its recipients end rejected, the sender sees why, and the audit log has the row."""
         await self.start()
         held = await self.send({"to": N[:2], "text": WATER})
         status, refused = await self.auditor.post("/api/v1/review/reject", {"ids": [held]}, X_Smsgw_Reviewer="li.na")
@@ -288,6 +294,8 @@ class ActionTests(ReviewCase):
         assert (shown["review"], shown["reviewed_by"], shown["comment"]) == ("rejected", "li.na", "日期写错了")
 
     async def test_only_review_accounts_may_use_the_queue_and_the_reviewer_must_be_clear(self) -> None:
+        """Accounts without the review permission get 403; approve refuses a missing, unknown or not-allowed reviewer
+        and changes nothing."""
         await self.start()
         held = await self.send({"to": N[0], "text": WATER})
         for method, path, body in (("GET", "/api/v1/review", None), ("GET", f"/api/v1/review/{held}", None),
@@ -320,6 +328,7 @@ class ActionTests(ReviewCase):
         assert status == 200 and done["reviewer"] == "li.na" and done["messages"] == [held]
 
     async def test_bad_bodies_list_every_problem(self) -> None:
+        """An approve body with several problems is a 422 naming each; an empty body is a 400."""
         await self.start()
         status, answer = await self.checker.post("/api/v1/review/approve", {"ids": [], "batch": "x", "colour": 1})
         assert status == 422
@@ -338,6 +347,8 @@ class ActionTests(ReviewCase):
 
 class ExportTests(ReviewCase):
     async def test_exports_hold_every_matching_message_with_chinese_text_intact(self) -> None:
+        """CSV and XLSX exports hold every matching message, Chinese text intact, formulas as text, and too large a
+        query is refused."""
         await self.start()
         mass = await self.send({"to": N[:7], "text": "公告：本周五下午三点例会"})
         water = await self.send({"to": N[7], "text": WATER, "batch": "水务"})
@@ -359,7 +370,8 @@ class ExportTests(ReviewCase):
         assert by_id[water]["text"] == WATER and by_id[water]["batch"] == "demo:水务"
         assert by_id[formula]["text"] == "'=SUM(A1:A9) 看起来像公式"  # never run as a formula
         created = datetime.datetime.fromisoformat(items[water]["created_at"]).timestamp()
-        assert by_id[water]["created at (local time)"] == f"{datetime.datetime.fromtimestamp(created):%Y-%m-%d %H:%M:%S}"
+        local = datetime.datetime.fromtimestamp(created)
+        assert by_id[water]["created at (local time)"] == f"{local:%Y-%m-%d %H:%M:%S}"
         assert (by_id[water]["review state"], by_id[water]["rule"], by_id[water]["reviewed by"]) == (
             "pending", "words", "")
 
@@ -392,6 +404,8 @@ class ExportTests(ReviewCase):
 
 class CancelTests(ReviewCase):
     async def test_scheduled_messages_and_batches_are_cancelled_before_they_go_out(self) -> None:
+        """A scheduled message and what is left of a batch are cancelled; what went out goes on; nothing left is 409,
+        not yours 404."""
         await self.start(simulator=True)
         later = time.time() + 3600
         scheduled = await self.send({"to": N[:2], "text": "今晚八点停电检修", "send_at": later})
@@ -429,6 +443,8 @@ class CancelTests(ReviewCase):
 
 class ClientAndCliTests(ReviewCase):
     async def test_twisted_client_lists_approves_and_exports(self) -> None:
+        """TwistedClient lists, shows, exports and approves like Client, and refuses an unbounded reject before
+        sending."""
         await self.start()
         held = await self.send({"to": N[:3], "text": "东城区停水"})
         client = TwistedClient(self.base, CHECKER, R, timeout=10)
@@ -444,6 +460,8 @@ class ClientAndCliTests(ReviewCase):
             client.review_reject(where=ReviewFilter(state="pending"), comment="x")
 
     async def test_cli_lists_shows_exports_approves_rejects_and_cancels(self) -> None:
+        """smsgw review and smsgw cancel work the queue through the daemon, with exit statuses that tell what
+        happened."""
         await self.start()
         path = str(self.path)
         water = await self.send({"to": N[:2], "text": WATER})
@@ -474,7 +492,7 @@ class ClientAndCliTests(ReviewCase):
         assert unnamed.returncode == 1 and "refused (400 reviewer_required)" in unnamed.stderr
         assert "--as NAME" in unnamed.stderr
         approved = await cli("review", "approve", water, "--as", "li.na", key=AUDITOR)
-        assert approved.returncode == 0 and approved.stdout == "approved 1 message(s), 2 recipient(s) queued, as li.na\n"
+        assert approved.stdout == "approved 1 message(s), 2 recipient(s) queued, as li.na\n", approved.stderr
         again = await cli("review", "approve", water)
         assert again.returncode == 1 and f"not waiting for review, left as they are: {water}" in again.stderr
 
@@ -573,6 +591,7 @@ def test_cli_columns_count_chinese_characters_as_two() -> None:
 
 
 def test_export_format_follows_the_file_name() -> None:
+    """The export format follows the file's ending; an unknown ending is refused with the ones that work."""
     assert review_export.format_for("a.XLSX") == "xlsx" and review_export.format_for("/x/y.txt") == "csv"
     with pytest.raises(ValueError, match="does not end in .xlsx, .csv or .txt"):
         review_export.format_for("a.xls")
