@@ -308,6 +308,9 @@ class ActionTests(ReviewCase):
                 assert "may not use the review queue" in answer["error"]["message"]
                 assert "add \"review\" to its permissions" in answer["error"]["message"]
 
+        refused = await blocking(_raises, self.client(PLAIN).review_export, str(self.tmp / "x.xlsx"))
+        assert refused.status == 403 and list(self.tmp.glob("*.xlsx")) + list(self.tmp.glob(".smsgw-export-*")) == []
+
         # auditor acts for no reviewer by itself: it must name one.
         status, answer = await self.auditor.post("/api/v1/review/approve", {"ids": [held]})
         assert status == 400 and answer["error"]["code"] == "reviewer_required"
