@@ -11,12 +11,13 @@ import math
 import secrets
 import time
 from io import BytesIO
-from typing import Any, Callable, Generic, Mapping, Protocol, Sequence, TypeVar, cast
+from typing import IO, Any, Callable, Generic, Mapping, Protocol, Sequence, TypeVar, cast
 
 import structlog
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, ITransport
+from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import Resource
@@ -396,6 +397,8 @@ class GatewayResource(Resource, Generic[E]):
             self._fail(ex, self._unavailable(exc))
         elif isinstance(exc, LimitExceeded):
             self._fail(ex, self._limited(exc))
+        elif isinstance(exc, ApiError):  # raised by a step the handler chained after the gateway's answer
+            self._fail(ex, exc)
         else:
             self._crash(ex, failure)
 
@@ -412,12 +415,7 @@ class GatewayResource(Resource, Generic[E]):
             self._fail(ex, self._internal_error(incident))
 
     def _respond(self, ex: E, status: int, body: bytes, headers: Mapping[bytes, bytes] | None = None) -> None:
-        ex.done = True
-        self._waiting.pop(ex, None)
-        if not self._waiting and self._idle:
-            idle, self._idle = self._idle, []
-            for d in idle:
-                d.callback(None)
+        self._done(ex)
         request = ex.request
         if not request.lost:
             request.setResponseCode(status, REASONS.get(status))
@@ -428,8 +426,46 @@ class GatewayResource(Resource, Generic[E]):
                 out.setRawHeaders(name, [value])
             request.write(body)
             request.finish()
-        fields = self._where(ex)
+        self._log_request(ex, status)
+
+    def _respond_file(self, ex: E, content_type: bytes, file: IO[bytes], size: int,
+                      headers: Mapping[bytes, bytes]) -> None:
+        """Answer 200 with the `size` bytes of `file`, streamed from its start; `file` is closed once they are
+        sent or the client is gone."""
+        self._done(ex)
+        request = ex.request
         if request.lost:
+            file.close()
+            self._log_request(ex, 200)
+            return
+        request.setResponseCode(200)
+        out = request.responseHeaders
+        out.setRawHeaders(b"content-type", [content_type])
+        out.setRawHeaders(b"content-length", [b"%d" % size])
+        for name, value in headers.items():
+            out.setRawHeaders(name, [value])
+        file.seek(0)
+
+        def sent(result: object) -> None:
+            file.close()
+            if not request.lost:
+                request.finish()
+            self._log_request(ex, 200)
+
+        FileSender().beginFileTransfer(file, request).addBoth(sent)
+
+    def _done(self, ex: E) -> None:
+        """`ex` is answered: it no longer waits, and whoever waits for no request waiting is told."""
+        ex.done = True
+        self._waiting.pop(ex, None)
+        if not self._waiting and self._idle:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+
+    def _log_request(self, ex: E, status: int) -> None:
+        fields = self._where(ex)
+        if ex.request.lost:
             fields["client_gone"] = True
         _log.info("http_request", **fields, status=status,
                   duration_ms=round((self._clock.seconds() - ex.started) * 1000, 2), **self._log_fields(ex))

@@ -9,11 +9,14 @@ shared with `Client`.
 from __future__ import annotations
 
 import datetime
+import os
+import tempfile
 from typing import Any, AsyncIterator, Mapping, Sequence, TypeVar
 
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
@@ -38,6 +41,21 @@ from smsgw._client_codec import (
     template_call,
     templates_call,
 )
+from smsgw._client_review import (
+    Cancelled,
+    Export,
+    ReviewFilter,
+    ReviewMessage,
+    ReviewOutcome,
+    ReviewPage,
+    cancel_batch_call,
+    cancel_call,
+    review_action_call,
+    review_export_call,
+    review_get_call,
+    review_list_call,
+)
+from smsgw.review_export import format_for
 from smsgw.templates import Template
 from smsgw._twisted_http import BytesBody, read_body
 from smsgw.model import GatewayStatus, MessageView, MoPage, MoView
@@ -144,10 +162,62 @@ class TwistedClient:
         """Like `Client.delete_template`."""
         return self._run(delete_template_call(name))
 
+    def cancel(self, message_id: str, *, comment: str | None = None) -> Deferred[Cancelled]:
+        """Like `Client.cancel`."""
+        return self._run(cancel_call(message_id, comment))
+
+    def cancel_batch(self, batch: str, *, comment: str | None = None) -> Deferred[Cancelled]:
+        """Like `Client.cancel_batch`."""
+        return self._run(cancel_batch_call(batch, comment))
+
+    def review_list(self, where: ReviewFilter | None = None, *, offset: int = 0,
+                    limit: int = 50) -> Deferred[ReviewPage]:
+        """Like `Client.review_list`."""
+        return self._run(review_list_call(where, offset, limit))
+
+    def review_get(self, message_id: str) -> Deferred[ReviewMessage]:
+        """Like `Client.review_get`."""
+        return self._run(review_get_call(message_id))
+
+    def review_approve(self, ids: Sequence[str] | None = None, *, batch: str | None = None,
+                       where: ReviewFilter | None = None, all_matching: bool = False, comment: str = "",
+                       reviewer: str | None = None) -> Deferred[ReviewOutcome]:
+        """Like `Client.review_approve` (a bad selection raises ValueError at once)."""
+        return self._run(review_action_call("approve", ids, batch, where, all_matching, comment, reviewer))
+
+    def review_reject(self, ids: Sequence[str] | None = None, *, batch: str | None = None,
+                      where: ReviewFilter | None = None, all_matching: bool = False, comment: str,
+                      reviewer: str | None = None) -> Deferred[ReviewOutcome]:
+        """Like `Client.review_reject`."""
+        return self._run(review_action_call("reject", ids, batch, where, all_matching, comment, reviewer))
+
+    def review_export(self, path: str, where: ReviewFilter | None = None, *,
+                      format: str | None = None) -> Deferred[Export]:
+        """Like `Client.review_export`; the answer is held in memory, then written on a pool thread."""
+        fmt = format or format_for(path)
+        call = review_export_call(where, fmt)
+        url = self._target.url(call.path)
+        d = self._request(call, url)
+
+        def got(answer: tuple[int, str | None, bytes, str | None]) -> Deferred[Export]:
+            status, retry_after, raw, rows = answer
+            if status != 200:
+                outcome(call, url, status, retry_after, raw)  # raises the error the answer means
+            reactor: Any = self._reactor
+            written: Deferred[Export] = deferToThreadPool(reactor, reactor.getThreadPool(), _write_file, path,
+                                                          raw, fmt, rows)
+            return written
+        return d.addCallback(got)
+
     # -- HTTP ----------------------------------------------------------------------------------
 
     def _run(self, call: Call[_T]) -> Deferred[_T]:
         url = self._target.url(call.path)
+        d = self._request(call, url)
+        return d.addCallback(lambda got: outcome(call, url, *got[:3]))
+
+    def _request(self, call: Call[Any], url: str) -> Deferred[tuple[int, str | None, bytes, str | None]]:
+        """(status, Retry-After, body, X-Smsgw-Rows) of one request; no answer fails with ConnectionFailed."""
         headers = Headers(self._headers)
         for name, value in call.headers:
             headers.setRawHeaders(name.encode("ascii"), [value.encode("ascii")])
@@ -158,7 +228,7 @@ class TwistedClient:
         d = self._agent.request(call.method.encode("ascii"), url.encode("ascii"), headers, body)
         answer = d.addCallback(_read)
         answer.addTimeout(self._timeout, self._reactor)
-        return answer.addCallbacks(lambda got: outcome(call, url, *got), self._failed, errbackArgs=(url,))
+        return answer.addErrback(self._failed, url)
 
     def _failed(self, failure: Failure, url: str) -> Failure:
         exc = failure.value
@@ -173,14 +243,30 @@ class TwistedClient:
         return failure
 
 
-def _read(response: IResponse) -> Deferred[tuple[int, str | None, bytes]]:
+def _read(response: IResponse) -> Deferred[tuple[int, str | None, bytes, str | None]]:
     retry_after = response.headers.getRawHeaders(b"retry-after")
     value = retry_after[0].decode("latin-1") if retry_after else None
+    counted = response.headers.getRawHeaders(b"x-smsgw-rows")
+    rows = counted[0].decode("latin-1") if counted else None
 
-    def done(raw: bytes) -> tuple[int, str | None, bytes]:
-        return response.code, value, raw
+    def done(raw: bytes) -> tuple[int, str | None, bytes, str | None]:
+        return response.code, value, raw, rows
 
     return read_body(response).addCallback(done)
+
+
+def _write_file(path: str, data: bytes, fmt: str, rows: str | None) -> Export:
+    """Write a download next to `path` and move it there (a reader never sees half a file)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".smsgw-export-", delete=False) as part:
+        try:
+            part.write(data)
+        except BaseException:
+            part.close()
+            os.unlink(part.name)
+            raise
+    os.replace(part.name, path)
+    return Export(path, fmt, len(data), int(rows) if rows is not None and rows.isdigit() else None)
 
 
 def _reason(exc: BaseException) -> str:

@@ -10,10 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from smsgw._api_codec import MAX_EPOCH, MO_LIMIT_DEFAULT, MO_LIMIT_MAX, SEND_FIELDS
+from smsgw._review_codec import (
+    ACTION_FIELDS,
+    COMMENT_MAX,
+    FILTERS,
+    IDS_MAX,
+    REVIEW_LIMIT_DEFAULT,
+    REVIEW_LIMIT_MAX,
+    STATES,
+)
+from smsgw.review_export import CONTENT_TYPES, EXPORT_MAX_ROWS
 
 ERROR_CODES = ("bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed",
                "payload_too_large", "unsupported_media_type", "validation_failed", "unavailable",
-               "internal_error", "too_many_requests", "rate_limited", "quota_exceeded")
+               "internal_error", "too_many_requests", "rate_limited", "quota_exceeded",
+               "reviewer_required", "unknown_reviewer", "nothing_to_cancel", "export_too_large")
 
 _TIME = {"type": "string", "format": "date-time",
          "description": 'ISO-8601 in UTC with milliseconds, e.g. "2024-03-05T00:00:00.000Z"'}
@@ -122,11 +133,84 @@ def _schemas(max_batch: int) -> dict[str, Any]:
         "TemplateList": _obj({"templates": {"type": "array", "items": _ref("Template")}}),
         "TemplateBody": _obj({"text": {"type": "string"}, "pre_approved": {"type": "boolean", "default": False}},
                              required=("text",)),
+        **_review_schemas(),
         "Problem": problem,
         "Error": _obj({"error": _obj({"code": {"type": "string", "enum": list(ERROR_CODES)},
                                       "message": {"type": "string"},
                                       "details": {"type": "array", "items": _ref("Problem")}})}),
     }
+
+
+def _review_schemas() -> dict[str, Any]:
+    filters = {
+        "content": {"type": "string", "description": "Messages whose text holds this (case as written)."},
+        "to": {"type": "string", "description": "Messages with this recipient (written any way a recipient may "
+                                                "be: +86 138 0013 8000 finds 13800138000)."},
+        "account": {"type": "string", "description": "The sending account."},
+        "interface": {"type": "string", "description": "rest, url, soap, file, auto_reply, db (every "
+                                                       "legacy-database source) or db:<source>."},
+        "state": {"description": f"Review states ({', '.join(STATES)}) or any; several comma-separated or as a "
+                                 "list. Default: every message that was held for review.",
+                  "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string", "enum": [*STATES,
+                                                                                                     "any"]}}]},
+        "batch": {"type": "string", "description": "A batch as stored: \"<account>:<name>\", or the first "
+                                                   "message id of a request that named none."},
+        "since": {"description": "Created at or after: ISO-8601 with a UTC offset, or epoch seconds.",
+                  "anyOf": [{"type": "string"}, {"type": "number", "minimum": 0, "maximum": MAX_EPOCH}]},
+        "until": {"description": "Created before (same forms as since).",
+                  "anyOf": [{"type": "string"}, {"type": "number", "minimum": 0, "maximum": MAX_EPOCH}]},
+    }
+    assert tuple(filters) == FILTERS
+    item = _obj({
+        "id": {"type": "string"}, "account": {"type": "string"},
+        "interface": {"type": "string", "description": "rest, url, soap, file, db:<source>, auto_reply."},
+        "batch": _STRING_OR_NULL, "ref": _STRING_OR_NULL, "text": {"type": "string"},
+        "template": {**_STRING_OR_NULL, "description": "The template it was rendered from."},
+        "recipients": {"type": "integer", "description": "How many numbers it goes to."},
+        "numbers": {"type": "array", "items": {"type": "string"},
+                    "description": "The list shows the first 5; GET /api/v1/review/{id} shows all."},
+        "priority": {"type": "integer"}, "send_at": _TIME_OR_NULL, "created_at": _TIME,
+        "state": {"type": "string", "description": "The message's state: pending_review, accepted, completed."},
+        "review": {"type": "string", "enum": list(STATES)},
+        "rule": {**_STRING_OR_NULL, "description": "The review rule that decided (account.needs_review when "
+                                                   "only the account's flag held it)."},
+        "deadline": {**_TIME_OR_NULL, "description": "When the rule's time limit runs out (pending only)."},
+        "reviewed_by": _STRING_OR_NULL, "reviewed_at": _TIME_OR_NULL, "comment": _STRING_OR_NULL})
+    schemas = {
+        "ReviewMessage": item,
+        "ReviewPage": _obj({"items": {"type": "array", "items": _ref("ReviewMessage")},
+                            "total": {"type": "integer", "description": "Messages matching the filters."},
+                            "total_recipients": {"type": "integer",
+                                                 "description": "Recipients of all matching messages."},
+                            "offset": {"type": "integer"}, "limit": {"type": "integer"}}),
+        "ReviewFilter": _obj(filters, required=()),
+        "ReviewAction": _obj({
+            "ids": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+                    "minItems": 1, "maxItems": IDS_MAX, "description": "Message ids."},
+            "batch": {"type": "string", "description": "A batch as stored."},
+            "filter": _ref("ReviewFilter"),
+            "all": {"type": "boolean", "default": False,
+                    "description": "Required with a filter that narrows nothing (only state, or {}): it "
+                                   "confirms acting on every message waiting for review."},
+            "comment": {"type": "string", "description": f"Why (at most {COMMENT_MAX} characters); required "
+                                                         "to reject: the sender is told."},
+            "reviewer": {"type": "string", "description": "The configured reviewer acting (or the "
+                                                          "X-Smsgw-Reviewer header)."},
+        }, required=(), description="Exactly one of ids, batch and filter."),
+        "ReviewResult": _obj({"action": {"type": "string", "enum": ["approve", "reject"]},
+                              "reviewer": {"type": "string"},
+                              "messages": {"type": "array", "items": {"type": "string"},
+                                           "description": "The messages it changed."},
+                              "recipients": {"type": "integer", "description": "Recipients moved: queued "
+                                                                               "(approve) or rejected."},
+                              "unchanged": {"type": "array", "items": {"type": "string"},
+                                            "description": "Ids named that were not waiting for review."}}),
+        "CancelBody": _obj({"comment": {"type": "string"}}, required=()),
+        "CancelResult": _obj({"messages": {"type": "array", "items": {"type": "string"}},
+                              "recipients": {"type": "integer", "description": "Recipients cancelled."}}),
+    }
+    assert tuple(schemas["ReviewAction"]["properties"]) == ACTION_FIELDS
+    return schemas
 
 
 def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
@@ -238,6 +322,7 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
                               **_AUTH_ERRORS},
             },
         },
+        **_review_paths(),
         "/api/v1/status": {"get": {
             "operationId": "getStatus",
             "summary": "Links, queue depths and rates (any account may read it)",
@@ -257,12 +342,94 @@ def _paths(max_body_bytes: int) -> dict[str, Any]:
     }
 
 
+_REVIEW_ERRORS = {
+    "403": _error("The account lacks the review permission (or may not use REST, or act as that reviewer)."),
+    "503": _error("The store is unreachable or no answer in time: retry later.", "Retry-After"),
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "429": {"$ref": "#/components/responses/TooManyRequests"},
+    "default": {"$ref": "#/components/responses/Error"},
+}
+
+
+def _filter_params() -> list[dict[str, Any]]:
+    return [{"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+             "description": schema["description"]}
+            for name, schema in _review_schemas()["ReviewFilter"]["properties"].items()]
+
+
+def _review_paths() -> dict[str, Any]:
+    action = {"requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ReviewAction")}}},
+              "parameters": [{"name": "X-Smsgw-Reviewer", "in": "header", "required": False,
+                              "schema": {"type": "string"}, "description": "The reviewer acting, if the body "
+                                                                           "does not name one."}]}
+    action_responses = {
+        "200": _json(_ref("ReviewResult"), "Done: what changed (nothing, if nothing matched still waiting)."),
+        "400": _error("Malformed JSON, or reviewer_required / unknown_reviewer: who acts is not clear."),
+        "415": _error("Content-Type is not application/json."),
+        "422": _error("Not a valid request: details lists every problem."),
+        **_REVIEW_ERRORS,
+    }
+    cancel = {"requestBody": {"required": False, "content": {"application/json": {"schema": _ref("CancelBody")}}},
+              "responses": {"200": _json(_ref("CancelResult"), "What was cancelled (recipients that went out "
+                                                               "before go on)."),
+                            "404": _error("Nothing of this account's by that id or name."),
+                            "409": _error("nothing_to_cancel: everything has gone out or is final already."),
+                            "422": _error("A bad body."), **_REVIEW_ERRORS}}
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {
+        "/api/v1/messages/{id}/cancel": {"post": {
+            "operationId": "cancelMessage", "summary": "Cancel one of your messages before it goes out",
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            **cancel}},
+        "/api/v1/batches/{batch}/cancel": {"post": {
+            "operationId": "cancelBatch", "summary": "Cancel what is left of one of your batches",
+            "parameters": [{"name": "batch", "in": "path", "required": True, "schema": {"type": "string"},
+                            "description": "As stored (the send answer's batch), percent-encoded."}],
+            **cancel}},
+        "/api/v1/review": {"get": {
+            "operationId": "listReview", "summary": "The review queue: messages by any combination of filters "
+                                                    "(needs the review permission)",
+            "parameters": [*_filter_params(),
+                           {"name": "offset", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                           {"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": REVIEW_LIMIT_MAX,
+                                       "default": REVIEW_LIMIT_DEFAULT}}],
+            "responses": {"200": _json(_ref("ReviewPage"), "A page, oldest first."),
+                          "400": _error("A bad query parameter: the message names it."), **_REVIEW_ERRORS}}},
+        "/api/v1/review/export": {"get": {
+            "operationId": "exportReview",
+            "summary": f"Every message the filters select as a file (at most {EXPORT_MAX_ROWS})",
+            "parameters": [*_filter_params(),
+                           {"name": "format", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["xlsx", "csv"], "default": "xlsx"}}],
+            "responses": {"200": {"description": "The file (Content-Disposition names it).",
+                                  "headers": {name: {"$ref": f"#/components/headers/{name}"}
+                                              for name in ("Content-Disposition", "X-Smsgw-Rows")},
+                                  "content": {ctype.split(";")[0]: binary for ctype in CONTENT_TYPES.values()}},
+                          "400": _error("A bad query parameter, or export_too_large."), **_REVIEW_ERRORS}}},
+        "/api/v1/review/approve": {"post": {
+            "operationId": "approveReview", "summary": "Approve held messages: they go out (at their send time)",
+            **action, "responses": action_responses}},
+        "/api/v1/review/reject": {"post": {
+            "operationId": "rejectReview", "summary": "Reject held messages with a comment: final state rejected",
+            **action, "responses": action_responses}},
+        "/api/v1/review/{id}": {"get": {
+            "operationId": "getReviewMessage", "summary": "One message as the review queue shows it, every "
+                                                          "number included",
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json(_ref("ReviewMessage"), "The message."),
+                          "404": _error("No such message."), **_REVIEW_ERRORS}}},
+    }
+
+
 def build_openapi(*, max_batch: int, max_body_bytes: int) -> dict[str, Any]:
     """The OpenAPI 3.1 document for an API built with these limits."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "smsgw REST API", "version": "1.0.0",
-                 "description": "Send SMS through the gateway, follow their delivery, read uplink messages. "
+                 "description": "Send SMS through the gateway, follow their delivery, read uplink messages, "
+                                "cancel what has not gone out, and work the review queue. "
                                 "Every error is {\"error\": {\"code\", \"message\", \"details\"}}."},
         "security": [{"bearer": []}, {"apiKey": []}, {"basic": []}],
         "paths": _paths(max_body_bytes),
@@ -280,6 +447,9 @@ def build_openapi(*, max_batch: int, max_body_bytes: int) -> dict[str, Any]:
                                 "schema": {"type": "integer"}},
                 "WWW-Authenticate": {"description": 'Bearer realm="smsgw"', "schema": {"type": "string"}},
                 "Allow": {"description": "The methods the path supports.", "schema": {"type": "string"}},
+                "Content-Disposition": {"description": 'attachment; filename="review-20240305-080000.xlsx"',
+                                        "schema": {"type": "string"}},
+                "X-Smsgw-Rows": {"description": "Messages in the export.", "schema": {"type": "integer"}},
             },
             "responses": {
                 "Unauthorized": _error("No API key, or not a known one.", "WWW-Authenticate"),

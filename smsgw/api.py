@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence, cast
+import functools
+from dataclasses import dataclass, replace
+from typing import IO, Any, Callable, Mapping, Sequence, cast
 from urllib.parse import unquote_to_bytes
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.web import server
 
+from smsgw import review_export
 from smsgw._api_codec import (
     ApiError,
     accepted_json,
@@ -44,8 +47,24 @@ from smsgw._api_http import (
     text,
 )
 from smsgw._openapi import build_openapi
+from smsgw._review_codec import (
+    STATES as REVIEW_STATES,
+    cancel_json,
+    named_reviewer,
+    nothing_cancelled,
+    parse_action_body,
+    parse_cancel_body,
+    parse_export_query,
+    parse_list_query,
+    parse_message_id,
+    result_json,
+    review_item_json,
+    review_page_json,
+    reviewer_for,
+)
 from smsgw.auth import AuthError, AuthFailed, Authenticator, InterfaceDenied, TooManyFailures
 from smsgw.model import Account, GatewayApi, RequestRejected
+from smsgw.store import ReviewItem, ReviewPage, ReviewQuery, ReviewResult
 from smsgw.templates import Template
 
 __all__ = ["ROUTES", "Route", "make_api"]
@@ -73,6 +92,13 @@ ROUTES = (
     Route("/api/v1/templates/{name}", "GET", "getTemplate", "get_template", "rest"),
     Route("/api/v1/templates/{name}", "PUT", "putTemplate", "put_template", "rest"),
     Route("/api/v1/templates/{name}", "DELETE", "deleteTemplate", "delete_template", "rest"),
+    Route("/api/v1/messages/{id}/cancel", "POST", "cancelMessage", "cancel_message", "rest"),
+    Route("/api/v1/batches/{batch}/cancel", "POST", "cancelBatch", "cancel_batch", "rest"),
+    Route("/api/v1/review", "GET", "listReview", "list_review", "rest"),
+    Route("/api/v1/review/export", "GET", "exportReview", "export_review", "rest"),
+    Route("/api/v1/review/approve", "POST", "approveReview", "approve_review", "rest"),
+    Route("/api/v1/review/reject", "POST", "rejectReview", "reject_review", "rest"),
+    Route("/api/v1/review/{id}", "GET", "getReviewMessage", "get_review_message", "rest"),
     Route("/api/v1/status", "GET", "getStatus", "get_status", "account"),
     Route("/api/v1/openapi.json", "GET", "getOpenapi", "get_openapi", "none"),
 )
@@ -80,7 +106,8 @@ ROUTES = (
 
 def make_api(gateway: GatewayApi, accounts: Sequence[Account], *, max_body_bytes: int = 4 * 1024 * 1024,
              max_batch: int = 1000, request_timeout: float = 30.0,
-             clock: IReactorTime | None = None, authenticator: Authenticator | None = None) -> server.Site:
+             clock: IReactorTime | None = None, authenticator: Authenticator | None = None,
+             reviewers: Mapping[str, Sequence[str]] | None = None) -> server.Site:
     """The REST API as a twisted.web Site, ready for `listenTCP` or an endpoint.
 
     Args:
@@ -91,6 +118,8 @@ def make_api(gateway: GatewayApi, accounts: Sequence[Account], *, max_body_bytes
         request_timeout: seconds to wait for the gateway before answering 503.
         clock: the reactor (tests pass a `Clock`); default the global reactor.
         authenticator: the daemon's shared one; default one of its own for `accounts`.
+        reviewers: the configured reviewers (review.reviewers): name -> the accounts that act as
+            them (empty: any account with the review permission, naming them).
 
     Raises:
         ValueError: a limit is not positive, or a key hash is malformed or shared.
@@ -105,7 +134,8 @@ def make_api(gateway: GatewayApi, accounts: Sequence[Account], *, max_body_bytes
             raise ValueError(f"make_api: {name} must be positive, got {value!r}")
     openapi = encode(build_openapi(max_batch=max_batch, max_body_bytes=max_body_bytes))
     resource = _ApiResource(gateway, accounts, authenticator, max_batch=max_batch,
-                            request_timeout=request_timeout, clock=clock, openapi=openapi)
+                            request_timeout=request_timeout, clock=clock, openapi=openapi,
+                            reviewers={name: tuple(names) for name, names in (reviewers or {}).items()})
     return ApiSite(resource, max_body_bytes, clock)
 
 
@@ -131,18 +161,24 @@ class _ApiResource(GatewayResource[_Exchange]):
     _NOT_TAKING = "the gateway is not taking requests now"
 
     def __init__(self, gateway: GatewayApi, accounts: Sequence[Account], authenticator: Authenticator | None, *,
-                 max_batch: int, request_timeout: float, clock: IReactorTime, openapi: bytes) -> None:
+                 max_batch: int, request_timeout: float, clock: IReactorTime, openapi: bytes,
+                 reviewers: Mapping[str, tuple[str, ...]]) -> None:
         super().__init__(clock, request_timeout, accounts, authenticator)
         self._gateway = gateway
         self._max_batch = max_batch
         self._openapi = openapi
-        # path -> method -> (route, handler); templates ending in /{x} match on their prefix
+        self._reviewers = reviewers
+        # path -> method -> (route, handler); templates with a {x} segment match on the (prefix, suffix) around it
         self._static: dict[bytes, dict[bytes, tuple[Route, _Handler]]] = {}
-        self._prefixed: dict[bytes, dict[bytes, tuple[Route, _Handler]]] = {}
+        self._prefixed: dict[tuple[bytes, bytes], dict[bytes, tuple[Route, _Handler]]] = {}
         for route in ROUTES:
-            head, brace, _ = route.template.partition("{")
-            table = self._prefixed if brace else self._static
-            table.setdefault(head.encode(), {})[route.method.encode()] = (route, getattr(self, route.handler))
+            head, brace, rest = route.template.partition("{")
+            entry = (route, getattr(self, route.handler))
+            if brace:
+                key = (head.encode(), rest.partition("}")[2].encode())
+                self._prefixed.setdefault(key, {})[route.method.encode()] = entry
+            else:
+                self._static.setdefault(head.encode(), {})[route.method.encode()] = entry
 
     def render(self, request: ApiRequest) -> int:
         ex = _Exchange(request, self._clock.seconds())
@@ -163,9 +199,11 @@ class _ApiResource(GatewayResource[_Exchange]):
         arg = b""
         methods = self._static.get(path)
         if methods is None:
-            for prefix, table in self._prefixed.items():
-                if path.startswith(prefix) and len(path) > len(prefix) and b"/" not in path[len(prefix):]:
-                    methods, arg = table, path[len(prefix):]
+            for (prefix, suffix), table in self._prefixed.items():
+                end = len(path) - len(suffix)
+                if end > len(prefix) and path.startswith(prefix) and path.endswith(suffix) \
+                        and b"/" not in path[len(prefix):end]:
+                    methods, arg = table, path[len(prefix):end]
                     break
             else:
                 raise ApiError(404, "not_found", f"no such path {text(path)!r}: the API's paths are listed in "
@@ -250,6 +288,106 @@ class _ApiResource(GatewayResource[_Exchange]):
             raise ApiError(403, "forbidden", f"account {ex.account.name!r} may not change templates: the operator "
                            "can add \"templates\" to its permissions")
 
+    # -- cancelling (the sender's own messages) ------------------------------------------------------
+
+    def cancel_message(self, ex: _Exchange, raw_id: bytes) -> None:
+        ex.arg = _path_text(raw_id, "message")
+        message_id = parse_message_id(ex.arg)
+        if message_id is None:
+            raise ApiError(404, "not_found", f"no message {ex.arg[:40]!r} for this account")
+        comment = parse_cancel_body(_optional_json(ex.request))
+        self._call(ex, self._cancel, (ex.account, ReviewQuery(message_ids=(message_id,)), comment), _cancelled)
+
+    def cancel_batch(self, ex: _Exchange, raw_batch: bytes) -> None:
+        ex.arg = _path_text(raw_batch, "batch")
+        comment = parse_cancel_body(_optional_json(ex.request))
+        self._call(ex, self._cancel, (ex.account, ReviewQuery(batch=ex.arg), comment), _cancelled)
+
+    def _cancel(self, account: Account, query: ReviewQuery, comment: str) -> Deferred[Any]:
+        """Cancel; when nothing was left to cancel, look whether the account has such messages at all
+        (404) or they have all gone out (409)."""
+        d = self._gateway.cancel(account, query, comment)
+
+        def cancelled(result: ReviewResult) -> Any:
+            if result.messages:
+                return result
+            seen = self._gateway.review_list(replace(query, account=account.name, review=REVIEW_STATES), 0, 1)
+            return seen.addCallback(lambda page: _raise(nothing_cancelled(page.total, account, query)))
+        return d.addCallback(cancelled)
+
+    # -- the review queue (docs/review.md) -----------------------------------------------------------
+
+    def list_review(self, ex: _Exchange, _: bytes) -> None:
+        self._may_review(ex)
+        query, offset, limit = parse_list_query(ex.request.args)
+        self._call(ex, self._gateway.review_list, (query, offset, limit), _review_page)
+
+    def get_review_message(self, ex: _Exchange, raw_id: bytes) -> None:
+        self._may_review(ex)
+        ex.arg = _path_text(raw_id, "message")
+        message_id = parse_message_id(ex.arg)
+        if message_id is None:
+            raise ApiError(404, "not_found", f"no message {ex.arg[:40]!r}")
+        query = ReviewQuery(message_ids=(message_id,), review=REVIEW_STATES)
+        self._call(ex, self._gateway.review_rows, (query, 1), _review_message)
+
+    def approve_review(self, ex: _Exchange, _: bytes) -> None:
+        self._review_action(ex, "approve")
+
+    def reject_review(self, ex: _Exchange, _: bytes) -> None:
+        self._review_action(ex, "reject")
+
+    def _review_action(self, ex: _Exchange, action: str) -> None:
+        assert ex.account is not None
+        self._may_review(ex)
+        raw = ex.request.body.getvalue()
+        if not raw.strip():
+            raise ApiError(400, "bad_request", f"the body is empty: send which messages to {action}, e.g. "
+                           '{"ids": ["7165432109876543210"], "comment": "ok"}')
+        self._check_json_type(ex.request)
+        asked = parse_action_body(decode_json(raw), action)
+        named = named_reviewer(ex.request.requestHeaders.getRawHeaders(b"x-smsgw-reviewer"), asked.reviewer)
+        reviewer = reviewer_for(ex.account, named, self._reviewers)
+        self._call(ex, self._gateway.review_act, (reviewer, action, asked.query, asked.comment),
+                   functools.partial(_acted, reviewer=reviewer, ids=asked.ids))
+
+    def export_review(self, ex: _Exchange, _: bytes) -> None:
+        """The whole result as a file. Not bound by request_timeout: a large export takes its time."""
+        self._may_review(ex)
+        query, fmt = parse_export_query(ex.request.args)
+        d = maybeDeferred(self._gateway.review_list, query, 0, 1)
+        d.addCallback(self._export_rows, query)
+        d.addCallback(lambda items: self._in_thread(review_export.write_temporary, items, fmt))
+        d.addCallbacks(self._send_export, self._gateway_failed, callbackArgs=(ex, fmt), errbackArgs=(ex,))
+
+    def _export_rows(self, page: ReviewPage, query: ReviewQuery) -> Deferred[list[ReviewItem]]:
+        if page.total > review_export.EXPORT_MAX_ROWS:
+            raise ApiError(400, "export_too_large", f"the query selects {page.total} messages, more than the "
+                           f"{review_export.EXPORT_MAX_ROWS} one export holds: narrow it (since and until, "
+                           "state, batch) and export it in parts")
+        return self._gateway.review_rows(query, review_export.EXPORT_MAX_ROWS)
+
+    def _send_export(self, written: tuple[IO[bytes], int, int], ex: _Exchange, fmt: str) -> None:
+        file, size, ex.messages = written
+        name = review_export.filename(fmt, self._clock.seconds())
+        headers = {b"content-disposition": f'attachment; filename="{name}"'.encode(),
+                   b"x-smsgw-rows": b"%d" % ex.messages}
+        self._guarded(ex, self._respond_file, ex, review_export.CONTENT_TYPES[fmt].encode(), file, size, headers)
+
+    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """`fn(*args)` on the reactor's thread pool (CPU-heavy work); at once under a test clock."""
+        if IReactorThreads.providedBy(self._clock) and IReactorFromThreads.providedBy(self._clock):
+            reactor = cast(Any, self._clock)
+            return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
+        return maybeDeferred(fn, *args)
+
+    @staticmethod
+    def _may_review(ex: _Exchange) -> None:
+        assert ex.account is not None
+        if "review" not in ex.account.permissions:
+            raise ApiError(403, "forbidden", f"account {ex.account.name!r} may not use the review queue: the "
+                           "operator can add \"review\" to its permissions")
+
     def get_status(self, ex: _Exchange, _: bytes) -> None:
         self._call(ex, self._gateway.status, (), _status)
 
@@ -300,6 +438,19 @@ def _origin(request: ApiRequest) -> str:
         raise ApiError(400, "bad_request", "X-Smsgw-Origin may only be \"file\" (messages from a file import); "
                        "leave it out for REST")
     return "file"
+
+
+def _raise(error: Exception) -> None:
+    raise error
+
+
+def _optional_json(request: ApiRequest) -> Any:
+    """The JSON body of a request whose body may be left out (None then)."""
+    raw = request.body.getvalue()
+    if not raw.strip():
+        return None
+    _ApiResource._check_json_type(request)
+    return decode_json(raw)
 
 
 def _path_text(raw: bytes, what: str) -> str:
@@ -368,6 +519,27 @@ def _message_found(ex: _Exchange, view: Any) -> tuple[int, bytes]:
 
 def _mo_page(ex: _Exchange, page: Any) -> tuple[int, bytes]:
     return 200, encode(mo_page_json(page))
+
+
+def _review_page(ex: _Exchange, page: ReviewPage) -> tuple[int, bytes]:
+    ex.messages = len(page.items)
+    return 200, encode(review_page_json(page))
+
+
+def _review_message(ex: _Exchange, items: list[ReviewItem]) -> tuple[int, bytes]:
+    if not items:
+        raise ApiError(404, "not_found", f"no message {ex.arg[:40]!r}")
+    return 200, encode(review_item_json(items[0]))
+
+
+def _acted(ex: _Exchange, result: ReviewResult, *, reviewer: str, ids: Sequence[int]) -> tuple[int, bytes]:
+    ex.messages = len(result.messages)
+    return 200, encode(result_json(result, reviewer, ids))
+
+
+def _cancelled(ex: _Exchange, result: ReviewResult) -> tuple[int, bytes]:
+    ex.messages = len(result.messages)
+    return 200, encode(cancel_json(result))
 
 
 def _status(ex: _Exchange, status: Any) -> tuple[int, bytes]:

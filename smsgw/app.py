@@ -199,7 +199,8 @@ class Daemon(Service):
         if api.enabled:
             site = make_api(self.gateway, self._accounts, max_body_bytes=api.max_body_bytes,
                             max_batch=api.max_batch, request_timeout=api.request_timeout, clock=self._reactor,
-                            authenticator=self.authenticator)
+                            authenticator=self.authenticator,
+                            reviewers={r.name: r.accounts for r in self.config.review.reviewers})
             self.api_port = listen_http(self._reactor, api.port, site, interface=api.listen,
                                         tls=api.tls.files() if api.tls is not None else None)
         interval = sdnotify.watchdog_interval()

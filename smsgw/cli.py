@@ -132,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", required=True, metavar="FILE")
     status.add_argument("--key", default=None, help="API key (default: $SMSGW_API_KEY)")
 
-    from smsgw import cli_templates
+    from smsgw import cli_review, cli_templates
 
     cli_templates.add_parser(sub)
+    cli_review.add_parser(sub)  # smsgw review ..., smsgw cancel
 
     from smsgw.adapters.file.command import add_parser as add_import_parser  # smsgw import FILE
 
@@ -155,13 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from smsgw import logs
 
         logs.configure(args.log_level)
-    from smsgw import cli_daemon, cli_templates
+    from smsgw import cli_daemon, cli_review, cli_templates
 
     handler: Any = {"simulate": _simulate, "demo": _demo, "run": cli_daemon.run,
                     "check-config": cli_daemon.check_config, "db": cli_daemon.db, "send": cli_daemon.send,
                     "status": cli_daemon.status, "hash-key": cli_daemon.hash_key,
                     "hash-secret": cli_daemon.hash_secret,
-                    "template": cli_templates.run, "import": _import}[args.command]
+                    "template": cli_templates.run, "review": cli_review.run, "cancel": cli_review.cancel,
+                    "import": _import}[args.command]
     result: int = handler(args)
     return result
 

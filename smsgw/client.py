@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import datetime
 import http.client
+import os
 import select
 import socket
 import ssl
+import tempfile
 import threading
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping, Sequence, TypeVar
 
 from smsgw._client_codec import (
     Accepted,
@@ -48,6 +50,21 @@ from smsgw._client_codec import (
     template_call,
     templates_call,
 )
+from smsgw._client_review import (
+    Cancelled,
+    Export,
+    ReviewFilter,
+    ReviewMessage,
+    ReviewOutcome,
+    ReviewPage,
+    cancel_batch_call,
+    cancel_call,
+    review_action_call,
+    review_export_call,
+    review_get_call,
+    review_list_call,
+)
+from smsgw.review_export import format_for
 from smsgw.templates import Template
 from smsgw.lifecycle import FINAL
 from smsgw.model import GatewayStatus, MessageView, MoPage, MoView, Problem, RecipientView, SegmentView
@@ -56,9 +73,10 @@ if TYPE_CHECKING:
     from smsgw._client_twisted import TwistedClient
 
 __all__ = [
-    "FINAL_STATES", "Accepted", "ApiError", "AuthFailed", "BadResponse", "Client", "ClientError",
-    "ConnectionFailed", "GatewayStatus", "Message", "MessageView", "MoPage", "MoView", "Problem",
-    "RecipientView", "SegmentView", "Template", "TwistedClient", "Unavailable",
+    "FINAL_STATES", "Accepted", "ApiError", "AuthFailed", "BadResponse", "Cancelled", "Client", "ClientError",
+    "ConnectionFailed", "Export", "GatewayStatus", "Message", "MessageView", "MoPage", "MoView", "Problem",
+    "RecipientView", "ReviewFilter", "ReviewMessage", "ReviewOutcome", "ReviewPage", "SegmentView", "Template",
+    "TwistedClient", "Unavailable",
 ]
 
 FINAL_STATES = FINAL
@@ -200,15 +218,103 @@ class Client:
         """Delete a template; ApiError 404 not_found when there was none."""
         self._run(delete_template_call(name))
 
+    # -- cancelling and the review queue (docs/review.md) -------------------------------------------
+
+    def cancel(self, message_id: str, *, comment: str | None = None) -> Cancelled:
+        """Cancel one of this account's messages as far as it has not gone out (held or queued recipients,
+        e.g. one scheduled for later); recipients already handed to the carrier go on.
+
+        Raises:
+            ApiError: 404 not_found (no such message of this account); 409 nothing_to_cancel (all of it
+                has gone out or is final).
+        """
+        return self._run(cancel_call(message_id, comment))
+
+    def cancel_batch(self, batch: str, *, comment: str | None = None) -> Cancelled:
+        """Cancel what is left of one of this account's batches (`batch` as `Accepted.batch` gives it).
+
+        Raises:
+            ApiError: 404 not_found; 409 nothing_to_cancel.
+        """
+        return self._run(cancel_batch_call(batch, comment))
+
+    def review_list(self, where: ReviewFilter | None = None, *, offset: int = 0, limit: int = 50) -> ReviewPage:
+        """A page (`limit` 1–1000) of the review queue, oldest first; the account needs the review permission.
+
+        Raises:
+            ApiError: 400 naming a bad filter; AuthFailed 403 without the permission.
+        """
+        return self._run(review_list_call(where, offset, limit))
+
+    def review_get(self, message_id: str) -> ReviewMessage:
+        """One message as the review queue shows it, with every number; ApiError 404 when there is none."""
+        return self._run(review_get_call(message_id))
+
+    def review_approve(self, ids: Sequence[str] | None = None, *, batch: str | None = None,
+                       where: ReviewFilter | None = None, all_matching: bool = False, comment: str = "",
+                       reviewer: str | None = None) -> ReviewOutcome:
+        """Approve held messages, chosen by exactly one of `ids`, `batch` or `where`; they go out at once
+        (or at their send time).
+
+        `where` must narrow the queue (content, to, account, interface, batch, since, until), or
+        `all_matching=True` confirms approving everything waiting. `reviewer` is the configured
+        reviewer acting; leave it out when the account acts for exactly one.
+
+        Raises:
+            ValueError: the selection is not exactly one, or unbounded without all_matching (nothing sent).
+            ApiError: 400 reviewer_required / unknown_reviewer, 422 for a bad body; AuthFailed 403.
+        """
+        return self._run(review_action_call("approve", ids, batch, where, all_matching, comment, reviewer))
+
+    def review_reject(self, ids: Sequence[str] | None = None, *, batch: str | None = None,
+                      where: ReviewFilter | None = None, all_matching: bool = False, comment: str,
+                      reviewer: str | None = None) -> ReviewOutcome:
+        """Reject held messages (chosen as for `review_approve`) saying why in `comment` (required): their
+        recipients reach the final state rejected and the sender is told.
+
+        Raises:
+            The same as `review_approve`; ValueError for an empty comment.
+        """
+        return self._run(review_action_call("reject", ids, batch, where, all_matching, comment, reviewer))
+
+    def review_export(self, path: str, where: ReviewFilter | None = None, *, format: str | None = None) -> Export:
+        """Write every message `where` selects to the file `path`: XLSX or CSV, by `format` or else by the
+        ending of `path` (.xlsx, .csv, .txt). The file appears whole or not at all.
+
+        Raises:
+            ValueError: no format and `path` has no known ending.
+            ApiError: 400 naming a bad filter, or export_too_large; AuthFailed 403.
+            OSError: the file cannot be written.
+        """
+        fmt = format or format_for(path)
+        call = review_export_call(where, fmt)
+        url = self._target.url(call.path)
+        folder = os.path.dirname(os.path.abspath(path))
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".smsgw-export-", delete=False) as part:
+            try:
+                with self._lock:
+                    status, retry_after, raw, rows = self._exchange(call, url, part)
+                if status != 200:
+                    outcome(call, url, status, retry_after, raw)  # raises the error the answer means
+                size = part.tell()
+            except BaseException:
+                part.close()
+                os.unlink(part.name)
+                raise
+        os.replace(part.name, path)
+        return Export(path, fmt, size, int(rows) if rows is not None and rows.isdigit() else None)
+
     # -- HTTP ----------------------------------------------------------------------------------
 
     def _run(self, call: Call[_T]) -> _T:
         url = self._target.url(call.path)
         with self._lock:
-            status, retry_after, raw = self._exchange(call, url)
+            status, retry_after, raw, _ = self._exchange(call, url)
         return outcome(call, url, status, retry_after, raw)
 
-    def _exchange(self, call: Call[Any], url: str) -> tuple[int, str | None, bytes]:
+    def _exchange(self, call: Call[Any], url: str,
+                  sink: IO[bytes] | None = None) -> tuple[int, str | None, bytes, str | None]:
+        """(status, Retry-After, body, X-Smsgw-Rows); with `sink` a 200's body is copied there instead."""
         headers = self._headers if call.body is None else {**self._headers, "Content-Type": "application/json"}
         if call.headers:
             headers = {**headers, **dict(call.headers)}
@@ -217,17 +323,27 @@ class Client:
             try:
                 conn.request(call.method, self._target.path(call.path), body=call.body, headers=headers)
                 response = conn.getresponse()
-                raw = response.read()
+                if sink is not None and response.status == 200:
+                    _copy(response, sink)
+                    raw = b""
+                else:
+                    raw = response.read()
+            except _WriteFailed as exc:
+                self._drop()
+                raise exc.error from None
             except (http.client.HTTPException, OSError) as exc:
                 self._drop()
                 # A kept-alive connection the server closed just now: a GET may go again on a
                 # new one. A POST may not (had the server taken it, the retry would send twice).
                 if reused and call.method == "GET" and isinstance(exc, _CLOSED):
+                    if sink is not None:
+                        sink.seek(0)
+                        sink.truncate()
                     continue
                 raise ConnectionFailed(url, _reason(exc, self._timeout)) from exc
             if response.will_close:
                 self._drop()
-            return response.status, response.getheader("Retry-After"), raw
+            return response.status, response.getheader("Retry-After"), raw, response.getheader("X-Smsgw-Rows")
 
     def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
         """The kept-alive connection if the server has not closed it, else a new one (not yet open)."""
@@ -250,6 +366,22 @@ class Client:
 
 
 _CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+class _WriteFailed(Exception):
+    """Writing a download to its file failed (the disk's fault, not the connection's)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _copy(response: http.client.HTTPResponse, sink: IO[bytes]) -> None:
+    while chunk := response.read(1 << 16):
+        try:
+            sink.write(chunk)
+        except OSError as exc:
+            raise _WriteFailed(exc) from exc
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from smsgw.store import ReviewItem, ReviewPage, ReviewQuery, ReviewResult
     from smsgw.templates import Template
 
 # Priorities: higher goes first. Verification codes use URGENT, mass notices BULK. Every interface
@@ -227,3 +228,19 @@ class GatewayApi(Protocol):
 
     def delete_template(self, account: Account, name: str) -> Deferred[bool]:
         """Delete a template: True once committed, False when there was none."""
+
+    def review_list(self, query: ReviewQuery, offset: int = 0, limit: int = 50) -> Deferred[ReviewPage]:
+        """A page of the messages the review query selects, oldest first (docs/review.md)."""
+
+    def review_rows(self, query: ReviewQuery, limit: int = 1_000_000) -> Deferred[list[ReviewItem]]:
+        """Every message the query selects (at most `limit`), with all its numbers: for exports."""
+
+    def review_act(self, reviewer: str, action: str, query: ReviewQuery,
+                   comment: str = "") -> Deferred[ReviewResult]:
+        """Approve or reject the held messages the query selects, as a configured reviewer.
+
+        Fails with RequestRejected (an unknown reviewer or action) or ServiceUnavailable.
+        """
+
+    def cancel(self, account: Account, query: ReviewQuery, comment: str = "") -> Deferred[ReviewResult]:
+        """Cancel the account's own messages the query selects, as far as they have not gone out."""

@@ -14,10 +14,11 @@ import itertools
 import math
 import re
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 
+from smsgw.store import ReviewItem, ReviewPage, ReviewQuery, ReviewResult
 from smsgw.templates import Template, TemplateError, render
 from smsgw.model import (
     Account,
@@ -60,6 +61,8 @@ class FakeGateway:
         self._mo: list[MoView] = []
         self._ids = itertools.count(1)
         self.templates: dict[str, Template] = {}
+        self.review_items: list[ReviewItem] = []  # the review queue (tests add to it)
+        self.reviewers: frozenset[str] = frozenset({"zhang.wei"})
 
     # -- GatewayApi -------------------------------------------------------------------------
 
@@ -129,6 +132,43 @@ class FakeGateway:
     def delete_template(self, account: Account, name: str) -> Deferred[bool]:
         """Delete a template: True once committed, False when there was none."""
         return succeed(self.templates.pop(name, None) is not None)
+
+    def review_list(self, query: ReviewQuery, offset: int = 0, limit: int = 50) -> Deferred[ReviewPage]:
+        """A page of the messages the review query selects, oldest first (docs/review.md)."""
+        found = [i for i in self.review_items if _review_matches(i, query)]
+        page = tuple(replace(i, phones=i.phones[:5]) for i in found[offset:offset + limit])
+        return succeed(ReviewPage(page, len(found), offset, limit, sum(i.recipients for i in found)))
+
+    def review_rows(self, query: ReviewQuery, limit: int = 1_000_000) -> Deferred[list[ReviewItem]]:
+        """Every message the query selects (at most `limit`), with all its numbers: for exports."""
+        return succeed([i for i in self.review_items if _review_matches(i, query)][:limit])
+
+    def review_act(self, reviewer: str, action: str, query: ReviewQuery,
+                   comment: str = "") -> Deferred[ReviewResult]:
+        """Approve or reject the held messages the query selects, as a configured reviewer."""
+        if reviewer not in self.reviewers:
+            return fail(RequestRejected([Problem("reviewer", "unknown_reviewer", f"{reviewer!r} is not a reviewer")]))
+        review = {"approve": "approved", "reject": "rejected"}[action]
+        return succeed(self._change(query, lambda i: i.review == "pending", action, review, reviewer, comment))
+
+    def cancel(self, account: Account, query: ReviewQuery, comment: str = "") -> Deferred[ReviewResult]:
+        """Cancel the account's own messages the query selects, as far as they have not gone out."""
+        own = replace(query, account=account.name, review=query.review or _REVIEW_STATES)
+        return succeed(self._change(own, lambda i: i.state in ("pending_review", "accepted"), "cancel",
+                                    "cancelled", account.name, comment))
+
+    def _change(self, query: ReviewQuery, eligible: Callable[[ReviewItem], bool], action: str, review: str,
+                actor: str, comment: str) -> ReviewResult:
+        changed, moved = [], 0
+        for k, item in enumerate(self.review_items):
+            if _review_matches(item, query) and eligible(item):
+                final = review != "approved"
+                self.review_items[k] = replace(
+                    item, review=review if item.review == "pending" else item.review,
+                    state="completed" if final else "accepted", reviewed_by=actor, comment=comment or None)
+                changed.append(item.id)
+                moved += item.recipients
+        return ReviewResult(action, tuple(changed), moved)
 
     # -- test controls ----------------------------------------------------------------------
 
@@ -204,6 +244,20 @@ class FakeGateway:
         if request.ref is not None:
             self._by_ref[account.name, request.ref] = accepted
         return accepted
+
+
+_REVIEW_STATES = ("pending", "approved", "rejected", "cancelled", "passed")
+
+
+def _review_matches(item: ReviewItem, q: ReviewQuery) -> bool:
+    """What smsgw.store._review.where selects, in memory."""
+    interface = q.interface
+    return (item.review in (q.review or _REVIEW_STATES[:4]) and (not q.message_ids or item.id in q.message_ids)
+            and q.account in (None, item.account) and q.batch in (None, item.batch)
+            and (interface is None or item.interface == interface
+                 or (":" not in interface and item.interface.startswith(interface + ":")))
+            and (q.since is None or item.created_at >= q.since) and (q.until is None or item.created_at < q.until)
+            and (not q.content or q.content in item.content) and (q.to is None or q.to in item.phones))
 
 
 def _assert_well_typed(request: SendRequest) -> None:

@@ -715,7 +715,7 @@ def test_fake_gateway_has_the_signatures_of_gateway_api() -> None:
     """The fake's methods take and return exactly what GatewayApi declares."""
     names = [n for n in vars(GatewayApi) if not n.startswith("_") and callable(getattr(GatewayApi, n))]
     assert names == ["accept", "get_message", "list_mo", "status", "list_templates", "put_template",
-                     "delete_template"]
+                     "delete_template", "review_list", "review_rows", "review_act", "cancel"]
     for name in names:
         assert inspect.signature(getattr(FakeGateway, name)) == inspect.signature(getattr(GatewayApi, name)), name
     gateway: GatewayApi = FakeGateway()  # and mypy checks it structurally

@@ -27,7 +27,7 @@ from daemon_helpers import (
     write_config,
 )
 from ports import free_port
-from smsgw.callbacks import kannel_url, signature
+from smsgw.callbacks import kannel_url, signature, wanted
 from smsgw.config import Config, check_config
 from smsgw.model import RequestRejected, SendRequest
 from smsgw.store import OutboxEvent
@@ -172,6 +172,17 @@ def test_kannel_url_escapes_and_signature_are_exact() -> None:
         "13800138000", "106900010001", "查询 余额", "查询", "%Z", "1700000000")
     sig = signature("k", b"{}", 1700000000.9)
     assert sig == "t=1700000000,v1=" + hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
+
+
+def test_rejected_and_cancelled_recipients_are_kannel_type_16() -> None:
+    """A recipient rejected in review or cancelled never reached the carrier: DLR type 16, which a mask asks for."""
+    for state in ("rejected", "cancelled", "failed"):
+        event = OutboxEvent(1, "dlr-url", "recipient_final", 5, 6, "{}", 0, 0.0)
+        data = {"to": "13800138000", "ext": "", "message_id": 5, "stat": None, "state": state, "ref": None,
+                "dlr_mask": 16}
+        assert wanted(event, data) and not wanted(event, {**data, "dlr_mask": 1 + 2 + 8}), state
+        url = kannel_url("http://h/dlr?type=%d&state=%F", event, data, 1700000000.0)
+        assert parse_qs(urlsplit(url).query) == {"type": ["16"], "state": [state]}
 
 
 def test_callback_settings_are_checked(tmp_path: pathlib.Path) -> None:
