@@ -114,9 +114,17 @@ class Outcomes:
         self.repeated = 0  # rows an earlier import of this file had sent
         self.refused = 0  # rows the gateway refused although the plan found them valid
         self.messages = 0  # messages accepted (new or repeated)
-    def record(self, message: Outgoing, message_id: str, repeated: bool) -> None:
-        """The gateway accepted `message` as `message_id` (`repeated`: it held the ref already)."""
+        self.held = 0  # rows accepted but held by a review rule until a reviewer approves them
+        self.batches: set[str] = set()  # the batches the held rows belong to
+    def record(self, message: Outgoing, message_id: str, repeated: bool, held: bool = False,
+               batch: str | None = None) -> None:
+        """The gateway accepted `message` as `message_id` (`repeated`: it held the ref already; `held`: a review
+        rule holds it, in `batch`)."""
         reason = SENT_BEFORE if repeated else ""
+        if held:
+            self.held += len(message.rows)
+            if batch:
+                self.batches.add(batch)
         for row in message.rows:
             self._done[row] = (ACCEPTED, reason, message_id)
         self.messages += 1

@@ -315,7 +315,7 @@ def send(client: Any, plan: Plan, outcomes: Outcomes, batch: int, progress: Prog
                 error = exc
             else:
                 for message, answer in zip(chunk, answers):
-                    outcomes.record(message, answer.id, answer.repeated)
+                    outcomes.record(message, answer.id, answer.repeated, answer.held, answer.batch)
                 progress.advance(rows)
                 chunk = []
                 continue
@@ -354,6 +354,9 @@ def _summary(args: argparse.Namespace, plan: Plan, outcomes: Outcomes, stopped: 
     print(f"accepted:  {outcomes.accepted + outcomes.repeated:,} row(s) in {outcomes.messages:,} message(s)"
           + (f"; {outcomes.repeated:,} of them had been sent by an earlier import of this file and were not sent "
              "again" if outcomes.repeated else ""))
+    if outcomes.held:
+        print(f"review:    {outcomes.held:,} row(s) wait for a reviewer (batch {', '.join(sorted(outcomes.batches))}): "
+              "they go out once approved (docs/review.md)")
     print(f"not sent:  {plan.invalid + outcomes.refused:,} invalid, {plan.duplicates:,} duplicate(s)"
           + (f", {outcomes.not_sent:,} not reached" if outcomes.not_sent else ""))
     if written:

@@ -286,7 +286,7 @@ class FileInbox(Poller):
                     await task.deferLater(self._reactor, min(exc.retry_after, 1.0), lambda: None)
                     continue
                 for message, answer in zip(chunk, accepted):
-                    outcomes.record(message, answer.id, answer.repeated)
+                    outcomes.record(message, answer.id, answer.repeated, answer.held, answer.batch)
                 chunk = []
         return None
 
@@ -314,6 +314,7 @@ class FileInbox(Poller):
                           rows=plan.read, accepted=outcomes.accepted, repeated=outcomes.repeated,
                           invalid=plan.invalid + outcomes.refused, duplicates=plan.duplicates,
                           not_sent=outcomes.not_sent, messages=outcomes.messages, segments=plan.segments,
+                          held_for_review=outcomes.held, batch=",".join(sorted(outcomes.batches)) or None,
                           plan_seconds=round(planned or 0.0, 3))
         if reason is None:
             log.info("file_import_done", **fields)
