@@ -9,11 +9,12 @@ broken file before the daemon does; the daemon reads them again when it builds i
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Annotated, Collection, Iterator, Literal, Sequence
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from smsgw._config_review import Expiry, Interface, RuleName
+from smsgw._config_review import Expiry, Interface
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import SubProblem
 from smsgw._yaml_source import bad as _bad
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BlacklistConfig", "DuplicatesConfig", "FiltersSection", "SegmentRuleConfig", "SensitiveWordsConfig"]
 
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,55}")
 _ENTRY_FIX = "write a number (13800138000, +44 7700 900123) or a prefix ending in * (1380013*, +44*)"
 
 
@@ -44,6 +46,14 @@ def _entry(value: str) -> str:
     return value
 
 
+def _rule_name(value: str) -> str:
+    # 56 characters: recorded as "filter:<name>" in messages.review_rule (64 characters) when a word rule holds
+    if not _NAME.fullmatch(value):
+        raise _bad(f"rule name {value[:70]!r} is not usable",
+                   "use 1 to 56 letters, digits, '_', '.' and '-' (e.g. opt-out)")
+    return value
+
+
 def _file(value: str) -> str:
     if not os.path.isfile(value):
         raise _bad(f"{value!r} does not exist or is not a file",
@@ -57,6 +67,7 @@ def _segment_prefix(value: str) -> str:
     return value
 
 
+RuleName = Annotated[str, AfterValidator(_rule_name)]
 Entry = Annotated[str, BeforeValidator(_as_text), AfterValidator(_entry)]
 ListFile = Annotated[str, Field(min_length=1), AfterValidator(_file)]
 AccountName = Annotated[str, Field(min_length=1, max_length=64)]
