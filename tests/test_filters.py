@@ -4,19 +4,30 @@ watched folder and `smsgw import`, legacy database, MO auto-replies)."""
 
 from __future__ import annotations
 
-import os
 import pathlib
 import textwrap
-import time
 from typing import Any, Iterable
+
+import urllib.parse
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from sqlalchemy import create_engine, insert, text
 from structlog.testing import capture_logs
+from twisted.internet.threads import deferToThread
 
+from daemon_helpers import (
+    DEMO_KEY, ApiClient, DaemonCase, account, count, make_config, recipient_states, rows, spin, wait_for,
+    write_config,
+)
+from ports import free_port
+from smsgw.adapters.db import interface as db_interface
+from smsgw.adapters.soap.service import SoapInterface
+from smsgw.adapters.url.service import UrlInterface
+from smsgw.carrier import MoMessage
 from smsgw.config import BlacklistConfig, SegmentRuleConfig, SensitiveWordsConfig, check_config, load_config
 from smsgw.filters import (
     OPERATORS, Blacklist, Duplicates, FilterProblem, Filters, Hold, ListFileError, WordRule, parse_entry,
@@ -26,6 +37,10 @@ from smsgw.model import Account, Problem, RequestRejected, SendRequest
 from smsgw.review import WordList
 from smsgw.templates import Template
 from smsgw.validation import MAINLAND_PREFIXES, PreparedMessage, Router, Validator
+from test_cli import smsgw
+from test_soap import Zeep
+from test_soap import problems_of as soap_problems
+from test_url_interface import _http
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ME = Account("erp")
@@ -482,3 +497,206 @@ def _assert_defaults(where: str, written: dict[str, Any], model: type[BaseModel]
         if not info.is_required():
             default = info.get_default(call_default_factory=True)
             assert written[name] == (list(default) if isinstance(default, tuple) else default), f"{where}.{name}"
+
+
+# --- on every path of a real daemon -----------------------------------------------------------------------
+
+OPTED_OUT = "13800138000"
+
+
+class FilterDaemonCase(DaemonCase):
+    tmp_prefix = "smsgw-filters-"
+
+    def optout(self, text: str = f"{OPTED_OUT}\n") -> pathlib.Path:
+        path = self.tmp / "optout.txt"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        """A filters: section with the opt-out file (read every 0.1 s) and `extra` keys."""
+        return {"reload_interval": 0.1, "blacklist": [{"name": "opt-out", "file": str(self.optout())}], **extra}
+
+    async def started(self, overrides: dict[str, Any] | None = None, **filters: Any) -> tuple[Any, Any]:
+        config = make_config(self.tmp, {"filters": self.settings(**filters), **(overrides or {})})
+        return await self.daemon(config), config
+
+
+def details(body: Any) -> list[tuple[str, str]]:
+    return [(d["where"], d["code"]) for d in body["error"]["details"]]
+
+
+class RestTests(FilterDaemonCase):
+    async def test_a_listed_number_is_refused_until_the_file_changes(self) -> None:
+        """The file is read again once it changes, without a restart: refused, then allowed; a broken file keeps
+        the list loaded before with one alarm naming the file and line; SIGHUP's reload reads it at once."""
+        with capture_logs() as logs:
+            daemon, config = await self.started()
+            api = ApiClient.for_daemon(daemon)
+            status, body = await api.post("/api/v1/messages", {"to": ["13900139000", OPTED_OUT], "text": "hi"})
+            assert status == 422 and details(body) == [("to[1]", "blacklisted")]
+            assert body["error"]["details"][0]["message"] == (
+                f"{OPTED_OUT} is on blacklist 'opt-out' ({self.tmp / 'optout.txt'}): messages to it are refused; "
+                "remove it from the recipients")
+            assert count(config, "messages") == 0  # the whole request is refused, as for a bad number
+
+            self.optout("13900139000\n")
+            await wait_for(lambda: any(e["event"] == "filter_reloaded" for e in logs), what="the reload")
+            await api.send({"to": OPTED_OUT, "text": "hi"})
+            status, body = await api.post("/api/v1/messages", {"to": "13900139000", "text": "hi"})
+            assert status == 422 and details(body) == [("to[0]", "blacklisted")]
+
+            self.optout("# nobody\n13900139000\n1370013x\n")
+            await wait_for(lambda: any(e.get("alarm") == "filter_file_unusable" for e in logs), what="the alarm")
+            await spin(0.3)  # more looks at the unchanged broken file: no more alarms
+            status, _ = await api.post("/api/v1/messages", {"to": "13900139000", "text": "again"})
+            assert status == 422  # the list loaded before stays
+
+            (self.tmp / "optout.txt").write_text("13700137000\n", encoding="utf-8")
+            daemon.reload_filters()
+            await wait_for(lambda: len([e for e in logs if e["event"] == "filter_reloaded"]) == 2, what="reload")
+            await api.send({"to": "13900139000", "text": "again"})
+        reloaded = [e for e in logs if e["event"] == "filter_reloaded"]
+        assert {k: reloaded[0][k] for k in ("filter", "name", "file", "numbers", "prefixes")} == {
+            "filter": "blacklist", "name": "opt-out", "file": str(self.tmp / "optout.txt"), "numbers": 1,
+            "prefixes": 0}
+        [alarm] = [e for e in logs if e.get("alarm") == "filter_file_unusable"]
+        assert (alarm["file"], alarm["line"], alarm["name"]) == (str(self.tmp / "optout.txt"), 3, "opt-out")
+        assert "'1370013x' contains 'x'" in alarm["error"] and "stays in use" in alarm["action"]
+        filtered = [e for e in logs if e["event"] == "message_filtered"]
+        assert filtered[0]["rule"] == "blacklist:opt-out" and filtered[0]["where"] == "[0].to[1]"
+
+    async def test_duplicates_are_refused_but_a_repeated_ref_is_answered(self) -> None:
+        """The same text to the same number again is refused naming the rule; the same ref again gets the
+        stored message; what was refused (here by the rate limit) was never committed, so it is no duplicate."""
+        daemon, config = await self.started(
+            {"accounts": [account("demo", "demo-key", rate_limit={"per_second": 1.0, "burst": 1})]},
+            duplicates={"window": 300})
+        api = ApiClient.for_daemon(daemon)
+        [first] = await api.send({"to": "13900139000", "text": "验证码 1234", "ref": "o-1"})
+        status, body = await api.post("/api/v1/messages", {"to": "13900139000", "text": "验证码 1234", "ref": "o-2"})
+        assert status == 422 and details(body) == [("to[0]", "duplicate")]
+        assert "within 300 s" in body["error"]["details"][0]["message"]
+        await spin(1.1)
+        status, body = await api.post("/api/v1/messages", {"to": "13900139000", "text": "验证码 1234", "ref": "o-1"})
+        assert status == 202 and body["messages"][0]["id"] == first and body["messages"][0]["repeated"]
+        await spin(1.1)
+        await api.send({"to": "13700137000", "text": "x"})
+        status, _ = await api.post("/api/v1/messages", {"to": "13600136000", "text": "y"})
+        assert status == 429  # the rate limit: nothing stored
+        await spin(1.1)
+        await api.send({"to": "13600136000", "text": "y"})
+
+    async def test_a_review_word_holds_the_message_whatever_the_review_rules(self) -> None:
+        """A message with a review word is accepted held: pending_review, recipients held, rule filter:<name>."""
+        daemon, config = await self.started(
+            {"review": {"rules": [{"name": "all-pass", "action": "pass"}], "reviewers": [{"name": "zhang"}]}},
+            sensitive_words=[{"name": "loans", "action": "review", "words": ["贷款"]}])
+        api = ApiClient.for_daemon(daemon)
+        status, body = await api.post("/api/v1/messages", {"to": ["13900139000", "13700137000"], "text": "低息贷款"})
+        assert status == 202 and body["messages"][0]["held"] is True
+        assert rows(config, "SELECT state, review, review_rule FROM messages") == [
+            ("pending_review", "pending", "filter:loans")]
+        assert recipient_states(config) == {"held": 2}
+        await api.send({"to": "13900139000", "text": "普通通知"})
+        assert rows(config, "SELECT review_rule FROM messages WHERE content = '普通通知'") == [("all-pass",)]
+
+
+class InterfaceTests(FilterDaemonCase):
+    async def test_url_interface_refuses_a_listed_number(self) -> None:
+        daemon, config = await self.started({"url_interface": {"enabled": True, "port": free_port()}})
+        [url] = [a for a in daemon.adapters if isinstance(a, UrlInterface)]
+        query = urllib.parse.urlencode({"username": "demo", "password": "demo-key", "to": OPTED_OUT, "text": "hi"})
+        status, _, body = await deferToThread(_http, f"http://{url.address()}/cgi-bin/sendsms?{query}", None, {},
+                                              None)
+        assert status == 400 and b"rejected: to[0]: 13800138000 is on blacklist 'opt-out'" in body, body
+        assert count(config, "messages") == 0
+
+    async def test_soap_refuses_a_sensitive_word_naming_the_rule(self) -> None:
+        daemon, config = await self.started({"soap_interface": {"enabled": True, "port": free_port()}},
+                                            sensitive_words=[{"name": "gambling", "action": "reject",
+                                                              "words": ["赌博"]}])
+        [soap] = [a for a in daemon.adapters if isinstance(a, SoapInterface)]
+        address = soap.address()
+        assert address is not None
+        zeep = await Zeep.connect(address)
+        fault = await zeep.fault("sendSms", mobile=["13900139000"], content="线上赌博")
+        assert fault.code == "soap:Client" and [code for _, code in soap_problems(fault)] == ["sensitive_word"]
+        assert "sensitive-word rule 'gambling'" in fault.message
+        assert count(config, "messages") == 0
+
+    async def test_an_auto_reply_to_a_listed_number_is_not_sent(self) -> None:
+        """MO auto-replies are checked too: a number that opted out gets no reply (one auto_reply_refused line)."""
+        with capture_logs() as logs:
+            daemon, config = await self.started({"mo": {"auto_replies": [{"keyword": "TD", "text": "您已退订。"}]}})
+            link = config.carriers[0]
+            for src in (OPTED_OUT, "13900139000"):
+                await daemon.gateway.on_mo(MoMessage(link.name, src, link.service_code, "TD", "", "l1"))
+            await wait_for(lambda: count(config, "messages") == 1, what="one auto-reply")
+            await spin(0.2)
+        assert rows(config, "SELECT r.phone FROM recipients r") == [("13900139000",)]
+        [refusal] = [e for e in logs if e["event"] == "auto_reply_refused"]
+        assert refusal["to"] == OPTED_OUT and "blacklist 'opt-out'" in refusal["reason"]
+        assert not [e for e in logs if e["event"] == "auto_reply_failed"]
+
+
+class FileAndDbTests(FilterDaemonCase):
+    async def test_a_watched_folder_marks_a_listed_row_invalid_and_sends_the_rest(self) -> None:
+        folder = self.tmp / "inbox"
+        folder.mkdir()
+        _, config = await self.started({"file_import": {"inboxes": [
+            {"dir": str(folder), "account": "demo", "poll_interval": 0.1}]}})
+        (folder / "batch.tmp").write_text(f"mobile,content\n13900139000,a\n{OPTED_OUT},b\n", encoding="utf-8")
+        (folder / "batch.tmp").rename(folder / "batch.csv")
+        await wait_for(lambda: (folder / "done" / "batch.csv.result.csv").exists(), what="the result file")
+        lines = [line.split(",", 3) for line in (folder / "done" / "batch.csv.result.csv").read_text(
+            encoding="utf-8-sig").splitlines()[1:]]
+        assert [line[2] for line in lines] == ["accepted", "invalid"]
+        assert lines[1][3].startswith("blacklisted: 13800138000 is on blacklist 'opt-out'")
+        assert rows(config, "SELECT content FROM messages") == [("a",)]
+
+    async def test_smsgw_import_previews_a_listed_row_as_invalid(self) -> None:
+        """The command plans with the daemon's filters: the preview and result file name the list."""
+        path = write_config(self.tmp, {"filters": self.settings()})
+        config = load_config(str(path), {})
+        await self.daemon(config)
+        data = self.tmp / "n.csv"
+        data.write_text(f"mobile,content\n13900139000,a\n{OPTED_OUT},b\n", encoding="utf-8")
+        done = await deferToThread(smsgw, "import", str(data), "-c", str(path), "--key", DEMO_KEY, "--yes")
+        assert done.returncode == 0, done.stderr
+        assert "1 valid, 1 invalid" in done.stdout and "not sent, by reason: blacklisted 1" in done.stdout
+        assert f"{OPTED_OUT:<14} blacklisted: {OPTED_OUT} is on blacklist 'opt-out'" in done.stdout
+        assert rows(config, "SELECT content, interface FROM messages") == [("a", "file")]
+
+    async def test_legacy_rows_fail_one_by_one_with_the_reason_and_polling_goes_on(self) -> None:
+        """A listed number, a duplicate within one poll and a duplicate of a committed row are each written back
+        rejected with the reason; the other rows are accepted, a later row too, with no alarm."""
+        url = f"sqlite:///{self.tmp}/legacy.db"
+        engine = create_engine(url)
+        self.addCleanup(engine.dispose)
+        db_interface.create(engine)
+        with engine.begin() as conn:
+            conn.execute(insert(db_interface.outbox), [
+                {"mobiles": OPTED_OUT, "content": "a"}, {"mobiles": "13900139000", "content": "b"},
+                {"mobiles": "13900139000", "content": "b"}, {"mobiles": "13700137000", "content": "c"}])
+
+        def outcome() -> list[tuple[int, str, str | None]]:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(text("SELECT id, state, error FROM sms_outbox ORDER BY id"))]
+        with capture_logs() as logs:
+            _, config = await self.started({"db_sources": [{"name": "erp", "url": url, "poll_interval": 0.1}]},
+                                           duplicates={"window": 300})
+            await wait_for(lambda: all(state != "new" for _, state, _ in outcome()), what="every row taken")
+            with engine.begin() as conn:
+                conn.execute(insert(db_interface.outbox), [{"mobiles": "13900139000", "content": "b"},
+                                                           {"mobiles": "13600136000", "content": "d"}])
+            await wait_for(lambda: all(state != "new" for _, state, _ in outcome()), what="the later rows taken")
+        states = outcome()
+        assert [(i, state) for i, state, _ in states] == [
+            (1, "rejected"), (2, "accepted"), (3, "rejected"), (4, "accepted"), (5, "rejected"), (6, "accepted")]
+        assert f"{OPTED_OUT} is on blacklist 'opt-out'" in str(states[0][2])
+        assert "an earlier message of this same request" in str(states[2][2])
+        assert "the same text was accepted for it" in str(states[4][2])
+        assert sorted(rows(config, "SELECT content, interface FROM messages")) == [
+            ("b", "db:erp"), ("c", "db:erp"), ("d", "db:erp")]
+        assert not [e for e in logs if e["event"] == "alarm"]
+        assert len([e for e in logs if e["event"] == "db_row_rejected"]) == 3
