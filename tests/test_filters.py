@@ -229,6 +229,24 @@ def test_word_rules_apply_to_their_accounts_and_interfaces() -> None:
     assert validator.prepare(Account("crm"), [request], NOW, interface="file")
 
 
+class _IndexedWords(WordList):
+    _REGEX_WORDS = 0  # always the index by two characters (used above 1,000 words)
+
+
+@given(st.lists(st.text(alphabet="ab赌博Xx ", min_size=1, max_size=4), max_size=12),
+       st.text(alphabet="ab赌博Xxß ", max_size=30))
+def test_a_long_word_list_finds_what_a_short_one_finds(listed: list[str], text: str) -> None:
+    """The index large lists use finds the same word as the regular expression: leftmost, then longest."""
+    assert _IndexedWords("w", listed).find(text) == WordList("w", listed).find(text)
+
+
+def test_a_large_word_list_matches_case_insensitively() -> None:
+    listed = [f"词{i:05d}" for i in range(5000)] + ["Casino", "赌"]
+    rule = WordList("w", listed)
+    assert rule.find("Best CASINO") == "casino" and rule.find("x 词04999") == "词04999"
+    assert rule.find("赌博") == "赌" and rule.find("nothing here") is None
+
+
 def test_every_problem_comes_at_once() -> None:
     """A bad number, a blacklisted one and a refused word are all listed in one answer."""
     validator = Validator(filters=Filters([opt_out({"13800138000"})], [words("w", "reject", "bad")]))
