@@ -277,11 +277,15 @@ class Gateway:
 
     @staticmethod
     def _log_filtered(account: Account, interface: str, problems: Sequence[Problem]) -> None:
-        """One line per refusal by a filter (validation's own refusals are the caller's answer only)."""
+        """One line per filter rule that refused part of a request (validation's own refusals are only the
+        caller's answer): how many recipients or texts, where the first ten are, the first reason."""
+        by_rule: dict[str, list[FilterProblem]] = {}
         for p in problems:
             if isinstance(p, FilterProblem):
-                log.info("message_filtered", account=account.name, interface=interface, rule=p.rule, code=p.code,
-                         where=p.where, reason=p.message)
+                by_rule.setdefault(p.rule, []).append(p)
+        for rule, found in by_rule.items():
+            log.info("message_filtered", account=account.name, interface=interface, rule=rule, code=found[0].code,
+                     count=len(found), where=[p.where for p in found[:10]], reason=found[0].message)
 
     def _accept_failed(self, failure: Failure, account: Account, recipients: int) -> Failure:
         self.limits.release(account, recipients, self._clock.seconds())

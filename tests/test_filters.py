@@ -581,7 +581,8 @@ class RestTests(FilterDaemonCase):
         assert (alarm["file"], alarm["line"], alarm["name"]) == (str(self.tmp / "optout.txt"), 3, "opt-out")
         assert "'1370013x' contains 'x'" in alarm["error"] and "stays in use" in alarm["action"]
         filtered = [e for e in logs if e["event"] == "message_filtered"]
-        assert filtered[0]["rule"] == "blacklist:opt-out" and filtered[0]["where"] == "[0].to[1]"
+        assert {k: filtered[0][k] for k in ("rule", "code", "count", "where", "interface")} == {
+            "rule": "blacklist:opt-out", "code": "blacklisted", "count": 1, "where": ["[0].to[1]"], "interface": "rest"}
 
     async def test_duplicates_are_refused_but_a_repeated_ref_is_answered(self) -> None:
         """The same text to the same number again is refused naming the rule; the same ref again gets the
