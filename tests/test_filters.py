@@ -4,6 +4,7 @@ watched folder and `smsgw import`, legacy database, MO auto-replies)."""
 
 from __future__ import annotations
 
+import csv
 import pathlib
 import textwrap
 from typing import Any, Iterable
@@ -659,19 +660,24 @@ class InterfaceTests(FilterDaemonCase):
 
 
 class FileAndDbTests(FilterDaemonCase):
-    async def test_a_watched_folder_marks_a_listed_row_invalid_and_sends_the_rest(self) -> None:
+    async def test_a_watched_folder_marks_refused_rows_invalid_and_sends_the_rest(self) -> None:
+        """A listed number is refused in the plan, a duplicate of a message sent before by the gateway: both
+        rows are invalid in the result file with the reason, the other row is sent."""
         folder = self.tmp / "inbox"
         folder.mkdir()
-        _, config = await self.started({"file_import": {"inboxes": [
-            {"dir": str(folder), "account": "demo", "poll_interval": 0.1}]}})
-        (folder / "batch.tmp").write_text(f"mobile,content\n13900139000,a\n{OPTED_OUT},b\n", encoding="utf-8")
+        daemon, config = await self.started({"file_import": {"inboxes": [
+            {"dir": str(folder), "account": "demo", "poll_interval": 0.1}]}}, duplicates={"window": 300})
+        await ApiClient.for_daemon(daemon).send({"to": "13700137000", "text": "c"})
+        (folder / "batch.tmp").write_text(f"mobile,content\n13900139000,a\n{OPTED_OUT},b\n13700137000,c\n",
+                                          encoding="utf-8")
         (folder / "batch.tmp").rename(folder / "batch.csv")
         await wait_for(lambda: (folder / "done" / "batch.csv.result.csv").exists(), what="the result file")
-        lines = [line.split(",", 3) for line in (folder / "done" / "batch.csv.result.csv").read_text(
-            encoding="utf-8-sig").splitlines()[1:]]
-        assert [line[2] for line in lines] == ["accepted", "invalid"]
+        lines = list(csv.reader((folder / "done" / "batch.csv.result.csv").read_text(
+            encoding="utf-8-sig").splitlines()[1:]))
+        assert [line[2] for line in lines] == ["accepted", "invalid", "invalid"]
         assert lines[1][3].startswith("blacklisted: 13800138000 is on blacklist 'opt-out'")
-        assert rows(config, "SELECT content FROM messages") == [("a",)]
+        assert lines[2][3].startswith("duplicate: 13700137000: duplicate, the same text was accepted for it")
+        assert sorted(rows(config, "SELECT content, interface FROM messages")) == [("a", "file"), ("c", "rest")]
 
     async def test_smsgw_import_previews_a_listed_row_as_invalid(self) -> None:
         """The command plans with the daemon's filters: the preview and result file name the list."""
