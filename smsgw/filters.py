@@ -40,13 +40,10 @@ if TYPE_CHECKING:
     from smsgw.validation import PreparedMessage
 
 __all__ = [
-    "FILTER_CODES", "OPERATORS", "Blacklist", "Duplicates", "FilterProblem", "Filters", "Hold", "ListFileError",
+    "OPERATORS", "Blacklist", "Duplicates", "FilterProblem", "Filters", "Hold", "ListFileError",
     "SegmentRule", "Signature", "WordRule", "parse_entry", "parse_numbers", "parse_words", "read_numbers",
     "read_words", "signature",
 ]
-
-#: The codes of the problems filters give (besides those of validation).
-FILTER_CODES = frozenset({"blacklisted", "sensitive_word", "duplicate", "segment_not_allowed"})
 
 # Mainland mobile segments by operator, as of 2022 (after the 2019 MIIT assignments of 190-199 and
 # 192 to China Broadnet), from github.com/VincentSit/ChinaMobilePhoneNumberRegex (README, "Mobile
@@ -203,7 +200,7 @@ class Duplicates:
         # key -> committed at, or (committed at, tag of the ref / legacy row); oldest first
         self._seen: dict[int, float | tuple[float, int]] = {}
         self._expired_at = 0.0
-        self.full = False  # max_entries was reached at least once (logged once by the gateway)
+        self.full = False  # max_entries was reached at least once
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -261,10 +258,15 @@ class Duplicates:
                              f"number within {self.window:g} s", "duplicates")
 
     def record(self, account: str, interface: str, message: PreparedMessage, tag: object | None,
-               now: float) -> None:
-        """Remember a committed message (call after the store commit, never before)."""
+               now: float) -> bool:
+        """Remember a committed message (call after the store commit, never before).
+
+        Returns:
+            True the first time `max_entries` is reached (from then on the oldest are forgotten
+            before their window ends): the caller raises an alarm.
+        """
         if not self.window or not self.applies(account, interface):
-            return
+            return False
         content = self._content(account, message.text)
         value: float | tuple[float, int] = (now, hash(tag)) if tag is not None else now
         seen = self._seen
@@ -274,10 +276,12 @@ class Duplicates:
                 del seen[key]  # moved to the end: the order stays oldest first
             seen[key] = value
         over = len(seen) - self.max_entries
-        if over > 0:
-            self.full = True
-            for key in list(itertools.islice(seen, over)):
-                del seen[key]
+        if over <= 0:
+            return False
+        for key in list(itertools.islice(seen, over)):
+            del seen[key]
+        first, self.full = not self.full, True
+        return first
 
     def _expire(self, now: float) -> None:
         # Once a second at most: each pass walks the holes deletions leave at the front of the dict.

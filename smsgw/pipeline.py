@@ -246,8 +246,12 @@ class Gateway:
                              reason="this ref was accepted before: answered with the stored message, not sent again")
                 out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates, repeated=True))
                 continue
-            if duplicates is not None:  # committed: from now on the same text to the same numbers is a duplicate
-                duplicates.record(account.name, interface, m, _tag(m, item.source), item.now)
+            # Committed: from now on the same text to the same numbers is a duplicate.
+            if duplicates is not None and duplicates.record(account.name, interface, m, _tag(m, item.source),
+                                                            item.now):
+                log.error("alarm", alarm="duplicates_memory_full", max_entries=duplicates.max_entries,
+                          action="the oldest are forgotten before their window ends: raise "
+                                 "filters.duplicates.max_entries (about 150 bytes each) or shorten the window")
             decision = item.review
             log.info("message_accepted", message_id=str(item.id), account=account.name, interface=interface,
                      recipients=len(m.to), segments=m.segments, priority=m.priority, ref=m.ref,

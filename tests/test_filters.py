@@ -349,8 +349,8 @@ def test_duplicates_apply_to_their_accounts_and_interfaces_only() -> None:
 
 def test_memory_is_bounded_oldest_first() -> None:
     dup = Duplicates(3600.0, max_entries=1000)
-    for i in range(1500):
-        dup.record("erp", "rest", prepared(f"138{i:08d}"), None, NOW + i / 100)
+    full = [dup.record("erp", "rest", prepared(f"138{i:08d}"), None, NOW + i / 100) for i in range(1500)]
+    assert full.index(True) == 1000 and full.count(True) == 1  # the caller's alarm: once
     assert len(dup) == 1000 and dup.full
     assert dup.check("erp", "rest", [prepared("13800000000")], [None], NOW + 20) == []  # the oldest: forgotten
     assert dup.check("erp", "rest", [prepared("13800001499")], [None], NOW + 20)
