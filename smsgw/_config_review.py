@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
@@ -79,6 +80,24 @@ def _hours(value: str) -> str:
     return value
 
 
+#: What a reviewer notice's text may say; smsgw.review_notice fills them in.
+NOTICE_FIELDS = ("messages", "recipients", "oldest")
+
+
+def _notice_text(value: str) -> str:
+    fix = ("use {messages}, {recipients} and {oldest} (when the oldest waiting message arrived) as they are; "
+           "write {{ and }} for a literal brace")
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(value) if name is not None]
+    except ValueError as exc:
+        raise _bad(f"the text is not a usable template: {exc}", fix) from None
+    for name, spec, conv in fields:
+        if name not in NOTICE_FIELDS or spec or conv:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise _bad(f"the text has an unknown placeholder {shown[:40]}", fix)
+    return value
+
+
 RuleName = Annotated[str, AfterValidator(_rule_name)]
 ReviewerName = Annotated[str, AfterValidator(_reviewer_name)]
 Interface = Annotated[str, AfterValidator(_interface)]
@@ -142,7 +161,8 @@ class ReviewNoticeSection(_Section):
     hours: Hours = "08:00-20:00"  # outside them a notice waits for the next window
     interval: Annotated[float, Field(gt=0)] = 1800.0  # at most one notice per reviewer per this many seconds
     account: Annotated[str, Field(min_length=1, max_length=64)] = "review_notice"  # the sender recorded
-    text: Annotated[str, Field(min_length=1, max_length=500)] = (
+    # {messages}, {recipients}: waiting when the notice goes; {oldest}: when the oldest of them arrived
+    text: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_notice_text)] = (
         "smsgw: {messages} messages ({recipients} recipients) are waiting for review")
 
 

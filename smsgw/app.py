@@ -37,6 +37,7 @@ from smsgw.filter_reload import FilterReloader
 from smsgw.limits import Limits
 from smsgw.outbox import OutboxWorker
 from smsgw.pipeline import DLR_URL_KIND, AutoReplyRule, Gateway, MoRule, Timing
+from smsgw.review_notice import ReviewNotifier, notice_settings
 from smsgw.simulator import IsmgSimulator
 from smsgw.store import Store
 
@@ -65,10 +66,11 @@ class Daemon(Service):
             self.links[link_config.name] = CarrierLink(link_config, reactor, on_report=self._on_report,
                                                        on_mo=self._on_mo, on_mo_part=self._on_mo_part)
         d = config.dispatch
+        self.window = config.schedule.window()  # quiet hours and holidays (smsgw.schedule)
         self.dispatchers = {
             name: Dispatcher(link, self.store, reactor, claim_batch=d.claim_batch, max_attempts=d.max_attempts,
                              retry_initial=d.retry_initial, retry_max=d.retry_max,
-                             lease_seconds=config.store.lease_seconds)
+                             lease_seconds=config.store.lease_seconds, window=self.window)
             for name, link in self.links.items()}
         validator = config.validator()  # with the filters: reads their list files
         router = config.router()
@@ -87,7 +89,9 @@ class Daemon(Service):
                     and a.callbacks.dlr_url},
             limits=Limits(tuple(a.name for a in config.accounts if a.daily_quota is not None)),
             review=config.review.policy(), reviewers=[r.name for r in config.review.reviewers],
-            filters=validator.filters)
+            due=None if self.window.empty else self.window.due, filters=validator.filters)
+        notices = notice_settings(config)
+        self.review_notices = ReviewNotifier(self.gateway, reactor, notices) if notices is not None else None
         # The filters' list files are read again when they change (and on SIGHUP).
         self.filter_reloader: FilterReloader | None = None
         if validator.filters is not None and validator.filters.files():
@@ -191,6 +195,8 @@ class Daemon(Service):
         yield self.gateway.start()
         if self.filter_reloader is not None:
             self.filter_reloader.startService()
+        if self.review_notices is not None:
+            self.review_notices.start()  # announces what is already waiting; failures are logged, not fatal
         self.outbox.start()
         for adapter in self.adapters:
             adapter.startService()
@@ -221,6 +227,8 @@ class Daemon(Service):
         self._notifier.notify(stopping=True, status="draining")
         log.info("daemon_stopping", drain_timeout=self.config.shutdown.drain_timeout)
         self.gateway.stop_accepting()
+        if self.review_notices is not None:
+            self.review_notices.stop()
         if self.api_port is not None:
             yield self.api_port.stopListening()
         yield defer.DeferredList([a.stop_polling() for a in self.adapters], consumeErrors=True)

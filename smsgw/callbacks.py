@@ -50,7 +50,8 @@ from smsgw.store import OutboxEvent, Store, schema
 log = structlog.get_logger("smsgw.callbacks")
 
 #: Kannel's DLR types, by the recipient's state.
-KANNEL_DLR = {"delivered": 1, "undeliverable": 2, "expired": 2, "failed": 16, "sent": 8, "submitted": 8}
+KANNEL_DLR = {"delivered": 1, "undeliverable": 2, "expired": 2, "failed": 16, "sent": 8, "submitted": 8,
+              "rejected": 16, "cancelled": 16}  # rejected in review, cancelled by the sender: never reached the SMSC
 #: a Kannel escape: % and one character (%% is a literal %; an unknown one and a trailing % stay as written)
 _KANNEL_ESCAPE = re.compile(r"%(.)", re.DOTALL)
 

@@ -29,6 +29,7 @@ from smsgw._config_filters import (
     BlacklistConfig, DuplicatesConfig, FiltersSection, SegmentRuleConfig, SensitiveWordsConfig,
 )
 from smsgw._config_review import ReviewNoticeSection, ReviewRuleConfig, ReviewSection, ReviewerConfig
+from smsgw._config_schedule import ScheduleSection
 from smsgw._yaml_source import Path, Source, path_text, read_source, validation_problems
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import bad as _bad
@@ -45,7 +46,7 @@ __all__ = [
     "AccountConfig", "ActiveWindow", "ApiSection", "AuthSection", "AutoReply", "BlacklistConfig", "CarrierConfig",
     "Config", "ConfigError", "DbSourceConfig", "DuplicatesConfig", "FiltersSection", "SegmentRuleConfig",
     "SensitiveWordsConfig", "DispatchSection", "FileImportSection", "ReviewNoticeSection", "ReviewRuleConfig",
-    "ReviewSection", "ReviewerConfig", "FileInboxConfig", "InboxMapping", "TableMapping",
+    "ReviewSection", "ReviewerConfig", "ScheduleSection", "FileInboxConfig", "InboxMapping", "TableMapping",
     "LogSection", "MoRoute", "MoSection", "NodeSection", "RoutingRule", "RoutingSection", "ShutdownSection",
     "SimulatorSection", "SoapInterfaceSection", "StoreSection", "TlsSection", "ValidationSection", "check_config",
     "default_config", "load_config",
@@ -494,6 +495,7 @@ class Config(_Section):
     db_sources: tuple[DbSourceConfig, ...] = ()
     file_import: FileImportSection = Field(default_factory=FileImportSection)
     review: ReviewSection = Field(default_factory=ReviewSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     filters: FiltersSection = Field(default_factory=FiltersSection)
 
     @model_validator(mode="before")
@@ -666,7 +668,8 @@ def _meaning(cfg: Config, source: Source) -> list[_Problem]:
             *_db_source_problems(cfg), *_callback_problems(cfg), *_tls_problems(cfg), *_review_problems(cfg),
             *_filter_problems(cfg),
             *((("file_import", *sub), what, fix)
-              for sub, what, fix in cfg.file_import.problems({a.name: a.interfaces for a in cfg.accounts}))]
+              for sub, what, fix in cfg.file_import.problems({a.name: a.interfaces for a in cfg.accounts})),
+            *((("schedule", *sub), what, fix) for sub, what, fix in cfg.schedule.problems())]
 
 
 def _api_problems(cfg: Config, source: Source) -> Iterator[_Problem]:

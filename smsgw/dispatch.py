@@ -30,6 +30,7 @@ from smsgw.carrier import (
     SubmitTimedOut,
 )
 from smsgw.protocol.cmpp import RESULT_FLOW_CONTROL, msg_id_to_text, submit_result_text
+from smsgw.schedule import SendWindow
 from smsgw.store import Claimed, ClaimArgs, FailedArgs, SegmentIds, Store, SubmittedArgs
 
 log = structlog.get_logger("smsgw.dispatch")
@@ -41,7 +42,8 @@ class Dispatcher:
     """Feeds one link from the store."""
 
     def __init__(self, link: CarrierLink, store: Store, clock: IReactorTime, *, claim_batch: int,
-                 max_attempts: int, retry_initial: float, retry_max: float, lease_seconds: float) -> None:
+                 max_attempts: int, retry_initial: float, retry_max: float, lease_seconds: float,
+                 window: SendWindow | None = None) -> None:
         self.link = link
         self.name = link.config.name
         self._store = store
@@ -51,6 +53,10 @@ class Dispatcher:
         self._retry_initial = retry_initial
         self._retry_max = retry_max
         self._lease = lease_seconds
+        # Quiet hours and holidays: in a quiet period only urgent recipients are claimed, so a backlog
+        # queued before it (or waiting for a link) waits for its end too.
+        self._window = window if window is not None and not window.empty else None
+        self._quiet = False
         cfg = link.config
         # Enough claimed ahead to keep every window full while the next claim commits.
         self.target = max(claim_batch, cfg.window * cfg.connections * 4)
@@ -104,11 +110,27 @@ class Dispatcher:
             return
         share = max(1, min(self._claim_batch, room) // len(active))
         now = self._clock.seconds()
+        min_priority = self._min_priority(now)
         self._claiming = True
         claims = [self._store.write("claim", ClaimArgs(self.name, origin, share, now, self._store.owner,
-                                                       now + self._lease)) for origin in active]
+                                                       now + self._lease, min_priority)) for origin in active]
         d = defer.gatherResults(claims, consumeErrors=True)
         d.addCallbacks(lambda results: self._claimed(active, share, results), self._claim_failed)
+
+    def _min_priority(self, now: float) -> int:
+        """0, or in a quiet period the urgent priority; logs when a quiet period starts and ends."""
+        if self._window is None:
+            return 0
+        quiet = self._window.is_quiet(now)
+        if quiet != self._quiet:
+            self._quiet = quiet
+            if quiet:
+                log.info("quiet_period_started", link=self.name, until=self._window.next_allowed(now),
+                         reason=self._window.describe(now),
+                         action=f"only priorities {self._window.urgent_priority} and up go until then")
+            else:
+                log.info("quiet_period_ended", link=self.name)
+        return self._window.urgent_priority if quiet else 0
 
     def _claimed(self, origins: list[str], share: int, results: list[list[Claimed]]) -> None:
         self._claiming = False

@@ -253,10 +253,14 @@ class Gateway:
                           action="the oldest are forgotten before their window ends: raise "
                                  "filters.duplicates.max_entries (about 150 bytes each) or shorten the window")
             decision = item.review
+            # Moved out of quiet hours or a holiday (smsgw.schedule); a held message is placed when approved.
+            deferred = item.due_at if item.due_at is not None and item.due_at > max(m.send_at or 0.0, item.now) \
+                and not (decision and decision.held) else None
             log.info("message_accepted", message_id=str(item.id), account=account.name, interface=interface,
                      recipients=len(m.to), segments=m.segments, priority=m.priority, ref=m.ref,
-                     send_at=m.send_at, batch=item.batch, review=decision.review if decision else "passed",
-                     rule=decision.rule if decision else None, text=m.text)
+                     send_at=m.send_at, deferred_to=deferred, batch=item.batch,
+                     review=decision.review if decision else "passed", rule=decision.rule if decision else None,
+                     text=m.text)
             out.append(AcceptedMessage(str(item.id), m.ref, len(m.to), m.segments, m.duplicates,
                                        held=bool(decision and decision.held), batch=item.batch))
             if decision is not None and decision.held:

@@ -40,7 +40,7 @@ DIALECTS = ("oracle", "mysql", "postgresql", "mssql", "sqlite")
 
 #: Row states in sms_outbox.state, in the order a row moves through them.
 STATES = ("new", "accepted", "submitted", "sent", "delivered", "undeliverable", "failed", "expired",
-          "partial", "rejected")
+          "partial", "rejected", "cancelled")
 
 OUTBOX = "sms_outbox"
 INBOX = "sms_inbox"

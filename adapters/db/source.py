@@ -58,7 +58,7 @@ from smsgw.validation import PreparedMessage, Validator
 log = structlog.get_logger("smsgw.adapters.db")
 
 _OK_STATES = (R.DELIVERED, R.SENT)
-_OPEN_STATES = (R.QUEUED, R.DISPATCHING)
+_OPEN_STATES = (R.QUEUED, R.DISPATCHING, R.HELD)  # not submitted yet (held: waiting for review)
 
 
 @dataclass(slots=True)

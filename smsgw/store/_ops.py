@@ -68,6 +68,7 @@ class ClaimArgs:
     now: float
     owner: str
     lease_until: float
+    min_priority: int = 0  # in a quiet period only urgent priorities are claimed (smsgw.schedule)
 
 
 @dataclass(slots=True)
@@ -364,6 +365,8 @@ class Ops:
         stmt = (select(r.id)
                 .where(r.link == a.link, r.state == R.QUEUED, r.account == a.account, r.due_at <= a.now)
                 .order_by(r.priority.desc(), r.due_at, r.id))
+        if a.min_priority > 0:
+            stmt = stmt.where(r.priority >= a.min_priority)
         ids = self._lock_ids(conn, stmt, a.limit)
         if not ids:
             return []

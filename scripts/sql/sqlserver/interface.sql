@@ -27,7 +27,8 @@
 --     failed         the carrier refused it or it could not be sent (submit_result, error)
 --     expired        no status report came in time
 --     partial        some numbers delivered or sent, the others not
---     rejected       smsgw refused the row itself, e.g. a bad number (error)
+--     rejected       smsgw refused the row itself, e.g. a bad number, or a reviewer rejected it (error)
+--     cancelled      its sender cancelled it before it went out (error)
 
 CREATE TABLE sms_outbox (
     id BIGINT IDENTITY(1,1) NOT NULL,                             -- row id, assigned by the database
