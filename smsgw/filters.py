@@ -16,7 +16,10 @@ message, whatever interface it came through (so a legacy-database row or a file 
 fails on its own, with the reason); duplicates are checked by the gateway just before
 it commits, and remembered once committed. Every refusal is a `FilterProblem` naming
 its rule. Pre-approved templates are not exempt: these rules are the administrator's,
-and no reviewer's decision lifts them.
+and no reviewer's decision lifts them. The one exemption is the gateway's own notices to
+reviewers (`NOTICE_INTERFACES`): their text is the administrator's too, they may not wait
+for a reviewer, and the same notice twice is meant, so words and duplicates pass them
+(blacklists and segments still apply).
 
 No I/O here and no clock; the list files are read by `smsgw._filter_lists` (re-exported here).
 """
@@ -33,14 +36,14 @@ from smsgw._filter_lists import (
     ListFileError, Signature, parse_entry, parse_numbers, parse_words, read_numbers, read_words, signature,
 )
 from smsgw.model import Problem
-from smsgw.review import Decision, WordList, interface_matches
+from smsgw.review import UNREVIEWED_INTERFACES, Decision, WordList, interface_matches
 from smsgw.validation import Router
 
 if TYPE_CHECKING:
     from smsgw.validation import PreparedMessage
 
 __all__ = [
-    "OPERATORS", "Blacklist", "Duplicates", "FilterProblem", "Filters", "Hold", "ListFileError",
+    "NOTICE_INTERFACES", "OPERATORS", "Blacklist", "Duplicates", "FilterProblem", "Filters", "Hold", "ListFileError",
     "SegmentRule", "Signature", "WordRule", "parse_entry", "parse_numbers", "parse_words", "read_numbers",
     "read_words", "signature",
 ]
@@ -60,6 +63,8 @@ OPERATORS: dict[str, tuple[str, ...]] = {
                       "189", "190", "191", "193", "199"),
     "china_broadnet": ("192",),
 }
+#: Interfaces of the gateway's notices to reviewers: no word rule and no duplicates rule applies.
+NOTICE_INTERFACES = UNREVIEWED_INTERFACES
 OPERATOR_NAMES = {"china_mobile": "China Mobile", "china_unicom": "China Unicom",
                   "china_telecom": "China Telecom", "china_broadnet": "China Broadnet"}
 
@@ -147,7 +152,7 @@ class WordRule:
                         self.interfaces, self.time_limit, self.on_expiry, self.file, self.inline)
 
     def applies(self, account: str, interface: str) -> bool:
-        return (not self.accounts or account in self.accounts) and (
+        return (not self.accounts or account in self.accounts) and interface not in NOTICE_INTERFACES and (
             not self.interfaces or interface_matches(self.interfaces, interface))
 
 
@@ -206,7 +211,7 @@ class Duplicates:
         return len(self._seen)
 
     def applies(self, account: str, interface: str) -> bool:
-        return (not self.accounts or account in self.accounts) and (
+        return (not self.accounts or account in self.accounts) and interface not in NOTICE_INTERFACES and (
             not self.interfaces or interface_matches(self.interfaces, interface))
 
     @staticmethod

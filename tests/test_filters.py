@@ -248,6 +248,20 @@ def test_a_large_word_list_matches_case_insensitively() -> None:
     assert rule.find("赌博") == "赌" and rule.find("nothing here") is None
 
 
+def test_reviewer_notices_pass_words_and_duplicates_but_not_blacklists() -> None:
+    """The gateway's notices to reviewers are never held or refused for their (configured) text or for
+    repeating themselves; a reviewer's number on a blacklist still gets nothing."""
+    validator = Validator(filters=Filters([opt_out({"13800138000"})], [words("w", "review", "review"),
+                                                                      words("r", "reject", "waiting")]))
+    request = SendRequest(("13900139000",), "3 messages are waiting for review")
+    [notice] = validator.prepare(Account("review_notice"), [request], NOW, interface="review_notice")
+    assert notice.hold is None
+    assert refused(validator, SendRequest(("13800138000",), "x"), interface="review_notice")
+    dup = Duplicates(300.0)
+    dup.record("review_notice", "review_notice", notice, None, NOW)
+    assert dup.check("review_notice", "review_notice", [notice], [None], NOW + 1) == []
+
+
 def test_every_problem_comes_at_once() -> None:
     """A bad number, a blacklisted one and a refused word are all listed in one answer."""
     validator = Validator(filters=Filters([opt_out({"13800138000"})], [words("w", "reject", "bad")]))
