@@ -33,13 +33,13 @@ from smsgw.callbacks import CallbackSettings, HttpCallbacks
 from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
 from smsgw.config import Config
 from smsgw.dispatch import Dispatcher
+from smsgw.filter_reload import FilterReloader
 from smsgw.limits import Limits
 from smsgw.outbox import OutboxWorker
 from smsgw.pipeline import DLR_URL_KIND, AutoReplyRule, Gateway, MoRule, Timing
 from smsgw.review_notice import ReviewNotifier, notice_settings
 from smsgw.simulator import IsmgSimulator
 from smsgw.store import Store
-from smsgw.validation import Router
 
 log = structlog.get_logger("smsgw.app")
 
@@ -72,9 +72,8 @@ class Daemon(Service):
                              retry_initial=d.retry_initial, retry_max=d.retry_max,
                              lease_seconds=config.store.lease_seconds, window=self.window)
             for name, link in self.links.items()}
-        default_name = config.default_link() or ""
-        validator = config.validator()
-        router = Router([(rule.link, rule.prefixes) for rule in config.routing.rules], default_name)
+        validator = config.validator()  # with the filters: reads their list files
+        router = config.router()
         # One authenticator for every interface: one cache of verified secrets, one brute-force guard.
         self.authenticator = Authenticator(self._accounts, reactor, max_failures=config.auth.max_failures,
                                            failure_window=config.auth.failure_window,
@@ -90,9 +89,13 @@ class Daemon(Service):
                     and a.callbacks.dlr_url},
             limits=Limits(tuple(a.name for a in config.accounts if a.daily_quota is not None)),
             review=config.review.policy(), reviewers=[r.name for r in config.review.reviewers],
-            due=None if self.window.empty else self.window.due)
+            due=None if self.window.empty else self.window.due, filters=validator.filters)
         notices = notice_settings(config)
         self.review_notices = ReviewNotifier(self.gateway, reactor, notices) if notices is not None else None
+        # The filters' list files are read again when they change (and on SIGHUP).
+        self.filter_reloader: FilterReloader | None = None
+        if validator.filters is not None and validator.filters.files():
+            self.filter_reloader = FilterReloader(validator.filters, reactor, config.filters.reload_interval)
         # Notifications a receiver refused back off like refused submits (dispatch.retry_*).
         self.outbox = OutboxWorker(self.store, reactor, owner=config.node.name,
                                    lease_seconds=config.store.lease_seconds, retry_initial=d.retry_initial,
@@ -190,6 +193,8 @@ class Daemon(Service):
         for link in self.links.values():
             link.startService()
         yield self.gateway.start()
+        if self.filter_reloader is not None:
+            self.filter_reloader.startService()
         if self.review_notices is not None:
             self.review_notices.start()  # announces what is already waiting; failures are logged, not fatal
         self.outbox.start()
@@ -228,6 +233,8 @@ class Daemon(Service):
         if self.api_port is not None:
             yield self.api_port.stopListening()
         yield defer.DeferredList([a.stop_polling() for a in self.adapters], consumeErrors=True)
+        if self.filter_reloader is not None:
+            yield self.filter_reloader.stopService()
         yield self.outbox.stop()
         budget = self.config.shutdown.drain_timeout
         started = self._reactor.seconds()
@@ -250,6 +257,11 @@ class Daemon(Service):
             self._watchdog.stopService()
         yield threads.deferToThread(self.store.stop)
         log.info("daemon_stopped")
+
+    def reload_filters(self) -> None:
+        """Read the filters' list files again now (SIGHUP; they are also read whenever they change)."""
+        if self.filter_reloader is not None:
+            self.filter_reloader.reload()
 
     def healthy(self) -> bool:
         """For the systemd watchdog: the store's writer thread is alive."""

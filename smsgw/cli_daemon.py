@@ -152,8 +152,9 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - e.g. a driver that is not installed
         print(f"smsgw run: cannot build the daemon: {exc}", file=sys.stderr)
         return 1
-    def reopen(signum: int, frame: Any) -> None:
+    def reopen(signum: int, frame: Any) -> None:  # SIGHUP: log files rotated, or list files edited
         reactor.callFromThread(logs.reopen_log_files)
+        reactor.callFromThread(daemon.reload_filters)
 
     signal.signal(signal.SIGHUP, reopen)
     return _run_service(reactor, daemon, daemon.start, "smsgw run")

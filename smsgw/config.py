@@ -25,6 +25,9 @@ from pydantic import model_validator
 
 from smsgw._config_db import ActiveWindow, DbSourceConfig, InboxMapping, TableMapping, UrlRules, url_with_password
 from smsgw._config_file import FileImportSection, FileInboxConfig
+from smsgw._config_filters import (
+    BlacklistConfig, DuplicatesConfig, FiltersSection, SegmentRuleConfig, SensitiveWordsConfig,
+)
 from smsgw._config_review import ReviewNoticeSection, ReviewRuleConfig, ReviewSection, ReviewerConfig
 from smsgw._config_schedule import ScheduleSection
 from smsgw._yaml_source import Path, Source, path_text, read_source, validation_problems
@@ -37,11 +40,12 @@ if TYPE_CHECKING:
     from smsgw._listen import TlsFiles
     from smsgw.carrier import LinkConfig
     from smsgw.simulator import SimulatorConfig
-    from smsgw.validation import Validator
+    from smsgw.validation import Router, Validator
 
 __all__ = [
-    "AccountConfig", "ActiveWindow", "ApiSection", "AuthSection", "AutoReply", "CarrierConfig", "Config", "ConfigError",
-    "DbSourceConfig", "DispatchSection", "FileImportSection", "ReviewNoticeSection", "ReviewRuleConfig",
+    "AccountConfig", "ActiveWindow", "ApiSection", "AuthSection", "AutoReply", "BlacklistConfig", "CarrierConfig",
+    "Config", "ConfigError", "DbSourceConfig", "DuplicatesConfig", "FiltersSection", "SegmentRuleConfig",
+    "SensitiveWordsConfig", "DispatchSection", "FileImportSection", "ReviewNoticeSection", "ReviewRuleConfig",
     "ReviewSection", "ReviewerConfig", "ScheduleSection", "FileInboxConfig", "InboxMapping", "TableMapping",
     "LogSection", "MoRoute", "MoSection", "NodeSection", "RoutingRule", "RoutingSection", "ShutdownSection",
     "SimulatorSection", "SoapInterfaceSection", "StoreSection", "TlsSection", "ValidationSection", "check_config",
@@ -492,6 +496,7 @@ class Config(_Section):
     file_import: FileImportSection = Field(default_factory=FileImportSection)
     review: ReviewSection = Field(default_factory=ReviewSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    filters: FiltersSection = Field(default_factory=FiltersSection)
 
     @model_validator(mode="before")
     @classmethod
@@ -506,14 +511,25 @@ class Config(_Section):
         return [c.link_config() for c in self.carriers]
 
     def validator(self) -> Validator:
-        """The daemon's `smsgw.validation.Validator`: validation.*, with the default carrier's text settings."""
+        """The daemon's `smsgw.validation.Validator`: validation.*, with the default carrier's text settings
+        and the filters (its `filters`: None when none are configured).
+
+        Raises:
+            smsgw.filters.ListFileError: a filter's list file cannot be read or has a bad line.
+        """
         from smsgw.validation import Validator  # the text codecs, which check-config does not need
 
         default = next((c for c in self.carriers if c.name == self.default_link()), None)
         v = self.validation
         return Validator(max_recipients=v.max_recipients, max_segments=v.max_segments, prefixes=v.number_prefixes,
                          allow_other=v.allow_other_numbers, prefer_gbk=default.prefer_gbk if default else False,
-                         ref16=default.ref16 if default else False)
+                         ref16=default.ref16 if default else False, filters=self.filters.build(self.router()))
+
+    def router(self) -> Router:
+        """The daemon's `smsgw.validation.Router`: routing.rules, then the default link."""
+        from smsgw.validation import Router
+
+        return Router([(rule.link, rule.prefixes) for rule in self.routing.rules], self.default_link() or "")
 
     def api_url(self) -> str:
         """The REST API's URL for a client on this machine: https with api.tls, loopback for a wildcard listen."""
@@ -650,6 +666,7 @@ def _meaning(cfg: Config, source: Source) -> list[_Problem]:
     return [*_api_problems(cfg, source), *_duplicates(cfg), *_routing_problems(cfg), *_simulator_problems(cfg),
             *_order_problems(cfg), *_mo_problems(cfg), *_store_problems(cfg), *_ext_problems(cfg),
             *_db_source_problems(cfg), *_callback_problems(cfg), *_tls_problems(cfg), *_review_problems(cfg),
+            *_filter_problems(cfg),
             *((("file_import", *sub), what, fix)
               for sub, what, fix in cfg.file_import.problems({a.name: a.interfaces for a in cfg.accounts})),
             *((("schedule", *sub), what, fix) for sub, what, fix in cfg.schedule.problems())]
@@ -840,6 +857,13 @@ def _review_problems(cfg: Config) -> Iterator[_Problem]:
             elif "review" not in account.permissions:
                 yield (("review", "reviewers", i, "accounts", j), f"account {name!r} lacks the review permission",
                        "add review to that account's permissions")
+
+
+def _filter_problems(cfg: Config) -> Iterator[_Problem]:
+    names = {a.name for a in cfg.accounts} | {"auto_reply", cfg.review.notify.account}
+    for sub, what, fix in cfg.filters.problems(names, [c.name for c in cfg.carriers],
+                                               [s.name for s in cfg.db_sources], bool(cfg.review.reviewers)):
+        yield (("filters", *sub), what, fix)
 
 
 def _tls_available() -> bool:

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
 from smsgw.dispatch import Dispatcher
+from smsgw.filters import Duplicates, FilterProblem, Filters
 from smsgw.limits import Limits, day_start
 from smsgw.protocol.cmpp import msg_id_to_text
 from smsgw.model import (
@@ -83,7 +84,7 @@ class Gateway:
                  mo_sinks: dict[str, str] | None = None, notify: dict[str, str] | None = None,
                  templates: TemplateRegistry | None = None, limits: Limits | None = None,
                  review: ReviewPolicy | None = None, reviewers: Sequence[str] = (),
-                 due: Callable[[float, int], float] | None = None) -> None:
+                 due: Callable[[float, int], float] | None = None, filters: Filters | None = None) -> None:
         self._store = store
         # The named templates; the validator renders from the registry's live dict.
         self.templates = templates if templates is not None else TemplateRegistry(store, clock)
@@ -102,6 +103,9 @@ class Gateway:
         self._notify = dict(notify or {})  # account -> outbox kind owed its messages' states (callbacks)
         self.limits = limits or Limits()  # rate limits and daily quotas, checked in accept_prepared
         self.review_policy = review or ReviewPolicy()  # decides, for every message accepted, whether it is held
+        # The administrator's filters (smsgw.filters): the validator checks lists, words and segments;
+        # duplicates are checked here, just before the commit, and remembered once committed.
+        self.filters = filters
         self.reviewers = frozenset(reviewers)  # who may approve and reject (smsgw review --as, REST reviewer)
         # (due, priority) -> when a message may go out: quiet hours and holidays move non-urgent ones (smsgw.schedule)
         self.due = due
@@ -166,8 +170,9 @@ class Gateway:
                                                        f"account {account.name!r} may not use {interface!r}")]))
         now = self._clock.seconds()
         try:
-            prepared = self._validator.prepare(account, requests, now)
+            prepared = self._validator.prepare(account, requests, now, interface=interface)
         except RequestRejected as exc:
+            self._log_filtered(account, interface, exc.problems)
             return defer.fail(exc)
         total = sum(len(m.to) for m in prepared)
         if (over := account.over_daily_quota(total)) is not None:
@@ -183,8 +188,15 @@ class Gateway:
         `notify`: the outbox kind owed submit and final states; `sources`: per message, the
         (source, row key) it was taken from, stored once: a repeat answers with the stored message.
         Fails with LimitExceeded, storing nothing, when the account's rate limit or daily quota
-        does not allow the recipients now.
+        does not allow the recipients now; with RequestRejected naming each duplicate ("[i].to[j]")
+        when the duplicates filter refuses some.
         """
+        duplicates = self.filters.duplicates if self.filters is not None else None
+        if duplicates is not None:
+            problems = duplicates.check(account.name, interface, prepared, _tags(prepared, sources), now)
+            if problems:
+                self._log_filtered(account, interface, problems)
+                return defer.fail(RequestRejected(list(problems)))
         recipients = sum(len(m.to) for m in prepared)
         try:
             self.limits.reserve(account, recipients, now)
@@ -200,8 +212,11 @@ class Gateway:
             if default_batch is None:
                 default_batch = str(message_id)  # a request's messages are one batch unless the caller names it
             counted = max(recipients, message.batch_size or 0)
-            decision = self.review_policy.decide(account, interface, message.text, counted, message.pre_approved,
-                                                 now)
+            if message.hold is not None:  # a sensitive-word rule holds it, whatever the review rules say
+                decision = message.hold.decision(now)
+            else:
+                decision = self.review_policy.decide(account, interface, message.text, counted,
+                                                     message.pre_approved, now)
             due = message.send_at if message.send_at is not None and message.send_at > now else now
             items.append(NewMessage(message_id, account.name, interface, message, links,
                                     self._store.ids.many(len(message.to)), now,
@@ -212,11 +227,11 @@ class Gateway:
                                     batch=f"{account.name}:{message.batch}" if message.batch else default_batch,
                                     due_at=self.due(due, message.priority) if self.due is not None else None))
         d = self._store.write("accept", items)  # one request: all its messages in one transaction
-        return d.addCallbacks(lambda ids: self._accepted(account, interface, items, ids),
+        return d.addCallbacks(lambda ids: self._accepted(account, interface, items, ids, duplicates),
                               lambda f: self._accept_failed(f, account, recipients))
 
-    def _accepted(self, account: Account, interface: str, items: list[NewMessage],
-                  ids: list[int]) -> list[AcceptedMessage]:
+    def _accepted(self, account: Account, interface: str, items: list[NewMessage], ids: list[int],
+                  duplicates: Duplicates | None = None) -> list[AcceptedMessage]:
         out = []
         held_messages = held_recipients = 0
         for item, stored_id in zip(items, ids):
@@ -231,6 +246,12 @@ class Gateway:
                              reason="this ref was accepted before: answered with the stored message, not sent again")
                 out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates, repeated=True))
                 continue
+            # Committed: from now on the same text to the same numbers is a duplicate.
+            if duplicates is not None and duplicates.record(account.name, interface, m, _tag(m, item.source),
+                                                            item.now):
+                log.error("alarm", alarm="duplicates_memory_full", max_entries=duplicates.max_entries,
+                          action="the oldest are forgotten before their window ends: raise "
+                                 "filters.duplicates.max_entries (about 150 bytes each) or shorten the window")
             decision = item.review
             # Moved out of quiet hours or a holiday (smsgw.schedule); a held message is placed when approved.
             deferred = item.due_at if item.due_at is not None and item.due_at > max(m.send_at or 0.0, item.now) \
@@ -261,6 +282,18 @@ class Gateway:
         # Repeats were counted by reserve but not stored again: they do not use up the limits.
         self.limits.release(account, sum(len(item.message.to) for item in items) - stored, self._clock.seconds())
         return out
+
+    @staticmethod
+    def _log_filtered(account: Account, interface: str, problems: Sequence[Problem]) -> None:
+        """One line per filter rule that refused part of a request (validation's own refusals are only the
+        caller's answer): how many recipients or texts, where the first ten are, the first reason."""
+        by_rule: dict[str, list[FilterProblem]] = {}
+        for p in problems:
+            if isinstance(p, FilterProblem):
+                by_rule.setdefault(p.rule, []).append(p)
+        for rule, found in by_rule.items():
+            log.info("message_filtered", account=account.name, interface=interface, rule=rule, code=found[0].code,
+                     count=len(found), where=[p.where for p in found[:10]], reason=found[0].message)
 
     def _accept_failed(self, failure: Failure, account: Account, recipients: int) -> Failure:
         self.limits.release(account, recipients, self._clock.seconds())
@@ -448,8 +481,13 @@ class Gateway:
         request = SendRequest(to=(mo.src,), text=rule.text, priority=PRIORITY_NORMAL,
                               ext=rule.ext if rule.ext is not None else ext)
         d = self.accept(AUTO_REPLY_ACCOUNT, "auto_reply", [request])
-        d.addErrback(lambda f: log.error("auto_reply_failed", to=mo.src, keyword=rule.keyword,
-                                         error=f.getErrorMessage()))
+
+        def failed(f: Failure) -> None:
+            if f.check(RequestRejected):  # a filter (e.g. the number opted out): no reply, as meant
+                log.info("auto_reply_refused", to=mo.src, keyword=rule.keyword, reason=f.getErrorMessage())
+            else:
+                log.error("auto_reply_failed", to=mo.src, keyword=rule.keyword, error=f.getErrorMessage())
+        d.addErrback(failed)
 
     # --- periodic sweep ----------------------------------------------------------------
 
@@ -499,6 +537,17 @@ def route_mo(rules: Sequence[MoRule], default: str | None, ext: str, keyword: st
             continue
         return rule.consumer
     return default
+
+
+def _tag(message: PreparedMessage, source: tuple[str, str] | None) -> object | None:
+    """What makes a message an idempotent repeat (the legacy row, or the caller's ref): not a duplicate."""
+    if source is not None:
+        return ("row", *source)
+    return ("ref", message.ref) if message.ref is not None else None
+
+
+def _tags(prepared: Sequence[PreparedMessage], sources: Sequence[tuple[str, str]] | None) -> list[object | None]:
+    return [_tag(m, sources[i] if sources is not None else None) for i, m in enumerate(prepared)]
 
 
 def _text(value: int | None) -> str | None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 from collections import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from smsgw.model import Account, Problem, RequestRejected, SendRequest
 from smsgw.templates import Template, render
@@ -32,8 +32,11 @@ from smsgw.protocol.cmpp._text import (
     split_text,
 )
 
+if TYPE_CHECKING:
+    from smsgw.filters import Filters, Hold
+
 __all__ = [
-    "MAINLAND_PREFIXES", "NumberError", "PreparedMessage", "Router", "Validator", "count_segments",
+    "MAINLAND_PREFIXES", "NumberError", "PreparedMessage", "Router", "Validator", "clean_number", "count_segments",
     "normalise_number",
 ]
 
@@ -165,6 +168,12 @@ def normalise_number(raw: str, prefixes: Sequence[str] = MAINLAND_PREFIXES, allo
     return _normalise_slow(raw, match, allow_other)
 
 
+def clean_number(raw: str) -> str:
+    """`raw` without the separators people type in numbers (spaces, dashes, dots, parentheses),
+    full-width digits and plus read as ASCII; nothing else is checked."""
+    return "".join(raw.split()).translate(_CLEAN)
+
+
 def _quote(raw: str) -> str:
     return repr(raw if len(raw) <= 40 else raw[:37] + "...")
 
@@ -172,7 +181,7 @@ def _quote(raw: str) -> str:
 def _normalise_slow(raw: object, match: Callable[[str], bool], allow_other: bool) -> str:
     if not isinstance(raw, str):
         raise NumberError("bad_characters", f"a number must be a string of digits ({_EXAMPLE}), got {raw!r}")
-    cleaned = "".join(raw.split()).translate(_CLEAN)
+    cleaned = clean_number(raw)
     if not cleaned:
         raise NumberError("empty", f"the number is empty: give a mainland mobile number, {_EXAMPLE}")
     plus = cleaned[0] == "+"
@@ -289,6 +298,8 @@ class PreparedMessage:
     pre_approved: bool = False  # rendered from a template marked pre-approved (review rules may pass it)
     batch: str | None = None  # the caller's batch name (stored as "<account>:<batch>")
     batch_size: int | None = None  # the caller's declared recipients in the whole batch
+    hold: Hold | None = None  # a sensitive-word rule holds it for review whatever the review rules say
+    positions: tuple[int, ...] | None = None  # each of `to`'s index in the caller's list; None: the same
 
 
 class Validator:
@@ -305,6 +316,7 @@ class Validator:
         ref16: bool = False,
         max_ext_len: int = 12,
         templates: Mapping[str, Template] | None = None,
+        filters: Filters | None = None,
     ) -> None:
         """Set the limits.
 
@@ -318,6 +330,8 @@ class Validator:
             max_ext_len: longest extension (digits appended to the service code).
             templates: the named templates requests may use, by name (the gateway's live registry:
                 changes to the mapping take effect at once).
+            filters: the administrator's blacklists, sensitive words and segment rules
+                (`smsgw.filters`), checked for every message; None: none.
 
         Raises:
             ValueError: naming the setting when a limit or the prefix list is unusable.
@@ -335,17 +349,20 @@ class Validator:
         self.ref16 = ref16
         self.max_ext_len = max_ext_len
         self.templates: Mapping[str, Template] = {} if templates is None else templates
+        self.filters = filters
         self._match = _MAINLAND_MATCH if prefixes is None else _matcher(tuple(prefixes))
         rows = (DEFAULT_LIMITS.ascii, DEFAULT_LIMITS.ucs2, DEFAULT_LIMITS.gbk, ASCII_GSM7_LIMITS)
         self._max_chars = max(max(r.single, max_segments * r.segment) for r in rows)
 
-    def prepare(self, account: Account, requests: Sequence[SendRequest], now: float) -> list[PreparedMessage]:
+    def prepare(self, account: Account, requests: Sequence[SendRequest], now: float, *,
+                interface: str = "") -> list[PreparedMessage]:
         """Validate requests and turn them into what the store persists.
 
         Args:
             account: the sending account (its max_priority and default_ext apply).
             requests: the batch; each is checked in full.
             now: the current time, epoch seconds (for send_at).
+            interface: what it came through (rest, url, db:<source>...), for the filters.
 
         Returns:
             One PreparedMessage per request, in order.
@@ -359,33 +376,40 @@ class Validator:
         problems: list[Problem] = []
         out: list[PreparedMessage] = []
         for i, request in enumerate(requests):
-            prepared = self._prepare_one(f"[{i}]", account, request, now, problems)
+            prepared = self._prepare_one(f"[{i}]", account, request, now, problems, interface)
             if prepared is not None:
                 out.append(prepared)
         if problems:
             raise RequestRejected(problems)
         return out
 
-    def prepare_one(self, account: Account, request: SendRequest, now: float) -> PreparedMessage | list[Problem]:
+    def prepare_one(self, account: Account, request: SendRequest, now: float, *,
+                    interface: str = "") -> PreparedMessage | list[Problem]:
         """Validate one message on its own (an adapter's row): the prepared message, or its problems.
 
         `where` in the problems is relative to the message: "to[2]", "text", "priority"...
         """
         problems: list[Problem] = []
-        prepared = self._prepare_one("", account, request, now, problems)
+        prepared = self._prepare_one("", account, request, now, problems, interface)
         if prepared is None:
-            return [Problem(p.where.lstrip("."), p.code, p.message) for p in problems]
+            return [replace(p, where=p.where.lstrip(".")) for p in problems]
         return prepared
 
     def _prepare_one(
-        self, where: str, account: Account, request: SendRequest, now: float, problems: list[Problem]
+        self, where: str, account: Account, request: SendRequest, now: float, problems: list[Problem],
+        interface: str = "",
     ) -> PreparedMessage | None:
         before = len(problems)
-        to, duplicates = self._recipients(where, request.to, problems)
+        seen, duplicates = self._recipients(where, request.to, problems)
+        to = tuple(seen)
         text: str | None = request.text
         if request.template is not None or request.params is not None:
             text = self._render(where, request, problems)
         segments, msg_fmt = self._text(where, text, problems) if text is not None else (0, 0)
+        hold = None
+        if self.filters is not None:  # blacklists, segment rules, sensitive words (smsgw.filters)
+            hold = self.filters.check(where, account.name, interface, seen,
+                                      text if isinstance(text, str) else None, problems)
         priority = request.priority
         if type(priority) is not int or not 0 <= priority <= account.max_priority:
             problems.append(Problem(
@@ -427,7 +451,8 @@ class Validator:
         template = self.templates.get(request.template) if request.template is not None else None
         return PreparedMessage(to, duplicates, text, segments, msg_fmt, priority, send_at, ext, ref,
                                bool(request.report), dlr_url, dlr_mask if dlr_url else 0, request.template,
-                               template is not None and template.pre_approved, batch, batch_size)
+                               template is not None and template.pre_approved, batch, batch_size, hold,
+                               tuple(seen.values()) if duplicates else None)
 
     def _render(self, where: str, request: SendRequest, problems: list[Problem]) -> str | None:
         """The text of a request naming a template, or None after adding its problems."""
@@ -464,7 +489,8 @@ class Validator:
 
     def _recipients(
         self, where: str, numbers: Sequence[str], problems: list[Problem]
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    ) -> tuple[dict[str, int], tuple[str, ...]]:
+        """(each distinct valid number with its index in `numbers`, the numbers given more than once)."""
         if type(numbers) not in (tuple, list) and (
             isinstance(numbers, (str, bytes)) or not isinstance(numbers, abc.Sequence)
         ):
@@ -472,12 +498,12 @@ class Validator:
                 f"{where}.to", "no_recipients",
                 f"to must be a list of numbers, got {_describe(numbers)}: e.g. [\"13800138000\"]",
             ))
-            return (), ()
+            return {}, ()
         if not numbers:
             problems.append(Problem(f"{where}.to", "no_recipients", "no recipients: give at least one number in to"))
-            return (), ()
+            return {}, ()
         match, allow_other = self._match, self.allow_other
-        seen: dict[str, None] = {}
+        seen: dict[str, int] = {}
         duplicates: dict[str, None] = {}
         for j, raw in enumerate(numbers):
             # The fast path of normalise_number, inlined: most numbers arrive clean.
@@ -492,14 +518,14 @@ class Validator:
             if number in seen:
                 duplicates[number] = None
             else:
-                seen[number] = None
+                seen[number] = j
         if len(seen) > self.max_recipients:
             problems.append(Problem(
                 f"{where}.to", "too_many_recipients",
                 f"{len(seen)} distinct recipients, at most {self.max_recipients} per message:"
                 " split them over several messages",
             ))
-        return tuple(seen), tuple(duplicates)
+        return seen, tuple(duplicates)
 
     def _text(self, where: str, text: str, problems: list[Problem]) -> tuple[int, int]:
         if not isinstance(text, str) or not text.strip():

@@ -116,7 +116,11 @@ def _assert_defaults(section: str, written: dict[str, object], model: type[BaseM
         default = info.get_default(call_default_factory=True)
         default = list(default) if isinstance(default, tuple) else default
         default = default.text if isinstance(default, Version) else default
-        default = default.model_dump() if isinstance(default, BaseModel) else default
+        if isinstance(default, BaseModel):  # a nested section: key by key, so that lists compare as lists
+            nested = written[name]
+            assert isinstance(nested, dict), f"{section}.{name}"
+            _assert_defaults(f"{section}.{name}", nested, type(default))
+            continue
         assert written[name] == default, f"{section}.{name}"
 
 

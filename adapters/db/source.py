@@ -49,7 +49,7 @@ from smsgw.adapters.db.engine import is_unreachable, make_source_engine, short_e
 from smsgw.adapters.db.rows import RowError, request
 from smsgw.adapters.db.statements import Statements, WriteBack, local_time
 from smsgw.lifecycle import FINAL, R
-from smsgw.model import Account, AcceptedMessage, LimitExceeded, Problem, ServiceUnavailable
+from smsgw.model import Account, AcceptedMessage, LimitExceeded, Problem, RequestRejected, ServiceUnavailable
 from smsgw.outbox import Outcome, Refused, Unreachable
 from smsgw.store import OutboxEvent, Store, chunks, schema
 from smsgw.store._engine import StoreUnavailable
@@ -220,7 +220,7 @@ class DbSource(Poller):
                     try:
                         req = request(row.values, default_priority=self.source.priority,
                                       default_report=self.source.report)
-                        prepared = self._validator.prepare_one(self._account, req, now)
+                        prepared = self._validator.prepare_one(self._account, req, now, interface=self.kind)
                     except RowError as exc:
                         bad.append((row.key, str(exc)))
                         continue
@@ -230,7 +230,7 @@ class DbSource(Poller):
                         bad.append((row.key, over))
                     else:
                         good.append((row.key, key, prepared))
-                accepted, good = self._accept_what_fits(good, now, out)
+                accepted, good = self._accept_what_fits(good, now, out, bad)
                 ids = [a.id for a in accepted]
                 stamp = local_time(now)
                 self.statements.accepted.run(conn, [
@@ -243,16 +243,24 @@ class DbSource(Poller):
             log.warning("db_row_rejected", source=self.source.name, key=str(key), error=reason)
         return out
 
-    def _accept_what_fits(self, good: list[tuple[Any, str, PreparedMessage]], now: float,
-                          out: PollResult) -> tuple[list[AcceptedMessage], list[tuple[Any, str, PreparedMessage]]]:
+    def _accept_what_fits(self, good: list[tuple[Any, str, PreparedMessage]], now: float, out: PollResult,
+                          bad: list[tuple[Any, str]]) -> tuple[list[AcceptedMessage],
+                                                               list[tuple[Any, str, PreparedMessage]]]:
         """Accept the rows (on the pool thread); over a limit, the first rows that fit. Returns what was
-        accepted and the rows it was accepted for; the rest stay pending (`out.held`, `out.limit`)."""
+        accepted and the rows it was accepted for; the rest stay pending (`out.held`, `out.limit`), but
+        rows the gateway refused (a duplicate of a message sent shortly before) are added to `bad`."""
         rows = good
         accepted: list[AcceptedMessage]
         while rows:
             try:
                 accepted = threads.blockingCallFromThread(self._reactor, self._accept, rows, now)
                 break
+            except RequestRejected as exc:
+                refused = _refused(exc.problems, len(rows))
+                bad.extend((rows[i][0], reason) for i, reason in refused.items())
+                gone = {id(rows[i]) for i in refused}
+                good = [row for row in good if id(row) not in gone]
+                rows = [row for i, row in enumerate(rows) if i not in refused]
             except LimitExceeded as exc:
                 out.limit = exc
                 fit, total = 0, 0
@@ -280,6 +288,21 @@ class DbSource(Poller):
 
 def _reasons(problems: list[Problem]) -> str:
     return "; ".join(p.message for p in problems)
+
+
+def _refused(problems: list[Problem], rows: int) -> dict[int, str]:
+    """Row index -> the reasons, from the gateway's problems naming "[i]..." of the rows it was given.
+
+    Raises:
+        RequestRejected: a problem names no row (the poll fails and is retried, as any error).
+    """
+    out: dict[int, list[str]] = {}
+    for p in problems:
+        index = p.where[1:p.where.find("]")] if p.where.startswith("[") else ""
+        if not index.isdigit() or int(index) >= rows:
+            raise RequestRejected(problems)
+        out.setdefault(int(index), []).append(p.message)
+    return {i: "; ".join(reasons) for i, reasons in out.items()}
 
 
 # --- write-back ------------------------------------------------------------------------------

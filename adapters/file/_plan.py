@@ -390,7 +390,7 @@ def plan_sheet(source: str, digest: str, sheet: Sheet, options: ImportOptions, v
         # The full check per row (about 9 µs, 1 s per 100,000 rows) keeps the preview exactly
         # what the gateway will say.
         checked = validator.prepare_one(account, SendRequest((draft.number,), draft.text, o.priority, o.send_at,
-                                                             report=o.report), now)
+                                                             report=o.report), now, interface="file")
         if isinstance(checked, list):
             planned.append(PlannedRow(line, draft.number, draft.text, 0, checked[0].code,
                                       "; ".join(p.message for p in checked)))
