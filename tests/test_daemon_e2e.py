@@ -360,11 +360,11 @@ class StopAndStatusTests(E2eCase):
         assert status == 200, body
         [link] = body["links"]
         assert (link["name"], link["state"], link["live_connections"]) == ("sim", "down", 0)
-        assert body["queues"] == {"queued": 7, "dispatching": 0, "submitted": 0}
+        assert body["queues"] == {"held": 0, "queued": 7, "dispatching": 0, "submitted": 0}
         assert body["accepting"] is True
         self.simulator(config)
         await wait_for(lambda: recipient_states(config) == {"delivered": 7}, what="7 delivered")
         status, body = await api.get("/api/v1/status")
         [link] = body["links"]
         assert (link["state"], link["live_connections"]) == ("up", 1)
-        assert body["queues"] == {"queued": 0, "dispatching": 0, "submitted": 0}
+        assert body["queues"] == {"held": 0, "queued": 0, "dispatching": 0, "submitted": 0}

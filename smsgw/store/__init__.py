@@ -216,7 +216,7 @@ class Store:
     @staticmethod
     def queue_counts(conn: Connection) -> dict[str, int]:
         r = schema.recipients.c
-        open_states = ("queued", "dispatching", "submitted")
+        open_states = ("held", "queued", "dispatching", "submitted")  # held: waiting for review
         rows = conn.execute(select(r.state, func.count()).where(r.state.in_(open_states)).group_by(r.state))
         out = {state: 0 for state in open_states}
         out.update({state: count for state, count in rows})
