@@ -15,11 +15,11 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import bad as _bad
 from smsgw.review import ReviewPolicy, ReviewRule, WordList
+from smsgw.schedule import parse_range  # the grammar of schedule.quiet_hours
 
-__all__ = ["ReviewNoticeSection", "ReviewRuleConfig", "ReviewSection", "ReviewerConfig", "parse_hours"]
+__all__ = ["ReviewNoticeSection", "ReviewRuleConfig", "ReviewSection", "ReviewerConfig"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
-_HOURS = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
 
 
 def _rule_name(value: str) -> str:
@@ -54,27 +54,9 @@ def _mobile(value: str) -> str:
     return value
 
 
-def parse_hours(value: str) -> tuple[int, int]:
-    """"08:00-20:00" -> (480, 1200) minutes after midnight; the end may be before the start (overnight).
-
-    Raises:
-        ValueError: saying what is wrong.
-    """
-    match = _HOURS.fullmatch(value.strip())
-    if match is None:
-        raise ValueError(f"{value!r} is not a time range: write HH:MM-HH:MM, e.g. \"08:00-20:00\"")
-    h1, m1, h2, m2 = (int(g) for g in match.groups())
-    if h1 > 24 or h2 > 24 or m1 > 59 or m2 > 59 or (h1 == 24 and m1) or (h2 == 24 and m2):
-        raise ValueError(f"{value!r} has a time that does not exist: hours 00 to 24, minutes 00 to 59")
-    start, end = h1 * 60 + m1, h2 * 60 + m2
-    if start == end:
-        raise ValueError(f"{value!r} is empty: the start and the end are the same time")
-    return start, end
-
-
 def _hours(value: str) -> str:
     try:
-        parse_hours(value)
+        parse_range(value)
     except ValueError as exc:
         raise _bad(str(exc), "e.g. \"08:00-20:00\", or \"21:00-07:00\" over midnight") from None
     return value

@@ -70,13 +70,13 @@ class NoticeSettings:
 def notice_settings(config: Config) -> NoticeSettings | None:
     """The notifier's settings from review.notify (hours in schedule.timezone), or None: no notices
     (disabled, or no reviewer has a phone)."""
-    from smsgw._config_review import parse_hours
+    from smsgw.schedule import parse_range
 
     notify = config.review.notify
     reviewers = tuple((r.name, tuple(r.phones)) for r in config.review.reviewers if r.phones)
     if not notify.enabled or not reviewers:
         return None
-    start, end = parse_hours(notify.hours)
+    start, end = parse_range(notify.hours)
     return NoticeSettings(reviewers, SendWindow.open_between(start, end, config.schedule.tz()), notify.interval,
                           Account(name=notify.account), notify.text)
 
