@@ -13,17 +13,13 @@ from pydantic import AfterValidator, Field, model_validator
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import SubProblem
 from smsgw._yaml_source import bad as _bad
-from smsgw.templates import TemplateError, check_name, parse
+from smsgw._yaml_source import parsed_by
+from smsgw.templates import check_name, parse
 
 __all__ = ["FileImportSection", "FileInboxConfig"]
 
 
-def _template_text(value: str) -> str:
-    try:
-        parse(value)
-    except TemplateError as exc:
-        raise _bad(str(exc), "write the common text, or a text with {column} placeholders named by the header row") from None
-    return value
+_template_text = parsed_by(parse, "write the common text, or a text with {column} placeholders named by the header row")
 
 
 def _template_name(value: str) -> str:

@@ -2,8 +2,9 @@
 
 Kept apart from config.py like `review:`; `smsgw.config` re-exports it. The list files are
 read (and every bad line reported) by the meaning checks, so `smsgw check-config` finds a
-broken file before the daemon does; the daemon reads them again when it builds its filters
-(`FiltersSection.build`) and whenever they change (smsgw.filter_reload).
+broken file before the daemon does; the daemon builds its filters (`FiltersSection.build`) from
+what the check parsed when the file has not changed since, and reads them again whenever they
+change (smsgw.filter_reload).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from smsgw._config_review import Expiry, Interface
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import SubProblem
 from smsgw._yaml_source import bad as _bad
+from smsgw._yaml_source import digits_as_text, matching, parsed_by
 
 if TYPE_CHECKING:
     from smsgw.filters import Filters
@@ -29,29 +31,10 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,55}")
 _ENTRY_FIX = "write a number (13800138000, +44 7700 900123) or a prefix ending in * (1380013*, +44*)"
 
 
-def _as_text(value: object) -> object:
-    # An unquoted 13800138000 is an int in YAML; str() gives back what was written (no leading zero).
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return str(value)
-    return value
-
-
-def _entry(value: str) -> str:
+def _parse_entry(value: str) -> object:
     from smsgw.filters import parse_entry  # the number rules (smsgw.validation), which YAML types do not need
 
-    try:
-        parse_entry(value)
-    except ValueError as exc:
-        raise _bad(str(exc), _ENTRY_FIX) from None
-    return value
-
-
-def _rule_name(value: str) -> str:
-    # 56 characters: recorded as "filter:<name>" in messages.review_rule (64 characters) when a word rule holds
-    if not _NAME.fullmatch(value):
-        raise _bad(f"rule name {value[:70]!r} is not usable",
-                   "use 1 to 56 letters, digits, '_', '.' and '-' (e.g. opt-out)")
-    return value
+    return parse_entry(value)
 
 
 def _file(value: str) -> str:
@@ -67,11 +50,13 @@ def _segment_prefix(value: str) -> str:
     return value
 
 
-RuleName = Annotated[str, AfterValidator(_rule_name)]
-Entry = Annotated[str, BeforeValidator(_as_text), AfterValidator(_entry)]
+# 56 characters: recorded as "filter:<name>" in messages.review_rule (64 characters) when a word rule holds
+RuleName = Annotated[str, AfterValidator(matching(_NAME, "rule name", "use 1 to 56 letters, digits, '_', '.' and '-' "
+                                                                 "(e.g. opt-out)"))]
+Entry = Annotated[str, BeforeValidator(digits_as_text), AfterValidator(parsed_by(_parse_entry, _ENTRY_FIX))]
 ListFile = Annotated[str, Field(min_length=1), AfterValidator(_file)]
 AccountName = Annotated[str, Field(min_length=1, max_length=64)]
-Segment = Annotated[str, BeforeValidator(_as_text), AfterValidator(_segment_prefix)]
+Segment = Annotated[str, BeforeValidator(digits_as_text), AfterValidator(_segment_prefix)]
 Operator = Literal["china_mobile", "china_unicom", "china_telecom", "china_broadnet"]
 
 
@@ -186,14 +171,14 @@ class FiltersSection(_Section):
         for i, b in enumerate(self.blacklist):
             if b.file is not None:
                 try:
-                    read_numbers(b.file)
+                    read_numbers(b.file, keep=True)  # parsed once: the daemon builds its filters from this
                 except ListFileError as exc:
                     yield (("blacklist", i, "file"), str(exc),
                            f"{_ENTRY_FIX}, one per line; # starts a comment")
         for i, w in enumerate(self.sensitive_words):
             if w.words_file is not None:
                 try:
-                    read_words(w.words_file)
+                    read_words(w.words_file, keep=True)
                 except ListFileError as exc:
                     yield (("sensitive_words", i, "words_file"), str(exc),
                            "write one word or phrase per line (at most 100 characters), UTF-8; # starts a comment")

@@ -14,7 +14,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import bad as _bad
-from smsgw.review import ReviewPolicy, ReviewRule, WordList
+from smsgw._yaml_source import digits_as_text, matching, parsed_by
+from smsgw.review import INTERFACES, ReviewPolicy, ReviewRule, WordList
 from smsgw.schedule import parse_range  # the grammar of schedule.quiet_hours
 
 __all__ = ["ReviewNoticeSection", "ReviewRuleConfig", "ReviewSection", "ReviewerConfig"]
@@ -22,43 +23,17 @@ __all__ = ["ReviewNoticeSection", "ReviewRuleConfig", "ReviewSection", "Reviewer
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
 
 
-def _rule_name(value: str) -> str:
-    if not _NAME.fullmatch(value):
-        raise _bad(f"rule name {value[:70]!r} is not usable",
-                   "use 1 to 64 letters, digits, '_', '.' and '-' (e.g. mass-sends)")
-    return value
-
-
-def _reviewer_name(value: str) -> str:
-    if not _NAME.fullmatch(value):
-        raise _bad(f"reviewer name {value[:70]!r} is not usable",
-                   "use 1 to 64 letters, digits, '_', '.' and '-' (e.g. zhang.wei); `smsgw review --as NAME` takes it")
-    return value
-
-
 def _interface(value: str) -> str:
     base = value.split(":", 1)[0]
-    if base not in ("rest", "url", "soap", "file", "db", "auto_reply") or (":" in value and base != "db"):
+    if base not in INTERFACES or (":" in value and base != "db"):
         raise _bad(f"unknown interface {value!r}",
                    "write rest, url, soap, file, db (every legacy-database source), db:<source> or auto_reply")
     return value
 
 
-def _phone(value: object) -> object:
-    return str(value) if isinstance(value, int) else value
-
-
 def _mobile(value: str) -> str:
     if not (len(value) == 11 and value.isascii() and value.isdigit() and value.startswith("1")):
         raise _bad(f"{value!r} is not a mainland mobile number", "write the 11 digits, e.g. \"13800138000\"")
-    return value
-
-
-def _hours(value: str) -> str:
-    try:
-        parse_range(value)
-    except ValueError as exc:
-        raise _bad(str(exc), "e.g. \"08:00-20:00\", or \"21:00-07:00\" over midnight") from None
     return value
 
 
@@ -80,11 +55,13 @@ def _notice_text(value: str) -> str:
     return value
 
 
-RuleName = Annotated[str, AfterValidator(_rule_name)]
-ReviewerName = Annotated[str, AfterValidator(_reviewer_name)]
+RuleName = Annotated[str, AfterValidator(matching(_NAME, "rule name", "use 1 to 64 letters, digits, '_', '.' and '-' "
+                                                                 "(e.g. mass-sends)"))]
+ReviewerName = Annotated[str, AfterValidator(matching(_NAME, "reviewer name", (
+    "use 1 to 64 letters, digits, '_', '.' and '-' (e.g. zhang.wei); `smsgw review --as NAME` takes it")))]
 Interface = Annotated[str, AfterValidator(_interface)]
-Mobile = Annotated[str, BeforeValidator(_phone), AfterValidator(_mobile)]
-Hours = Annotated[str, AfterValidator(_hours)]
+Mobile = Annotated[str, BeforeValidator(digits_as_text), AfterValidator(_mobile)]
+Hours = Annotated[str, AfterValidator(parsed_by(parse_range, 'e.g. "08:00-20:00", or "21:00-07:00" over midnight'))]
 Expiry = Literal["approve", "reject", "alarm"]
 
 

@@ -14,6 +14,7 @@ from smsgw._config_db import _days
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import SubProblem
 from smsgw._yaml_source import bad as _bad
+from smsgw._yaml_source import parsed_by
 from smsgw.model import PRIORITY_URGENT
 from smsgw.schedule import WEEKDAYS, SendWindow, _open_minutes, parse_dates, parse_range
 
@@ -22,28 +23,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ScheduleSection"]
 
+_RANGE_FIX = 'write HH:MM-HH:MM, e.g. "21:00-08:00" (over midnight) or "12:00-13:30"'
 _DATES_FIX = 'write a date as "2026-10-01" or a range as "2026-10-01..2026-10-07" (both days included), in quotes'
 
 
 def _one_or_many(value: Any) -> Any:
     """A single "21:00-08:00" or "2026-10-01" stands for a list of one."""
     return (value,) if isinstance(value, str) else value
-
-
-def _range(value: str) -> str:
-    try:
-        parse_range(value)
-    except ValueError as exc:
-        raise _bad(str(exc), 'write HH:MM-HH:MM, e.g. "21:00-08:00" (over midnight) or "12:00-13:30"') from None
-    return value
-
-
-def _dates(value: str) -> str:
-    try:
-        parse_dates(value)
-    except ValueError as exc:
-        raise _bad(str(exc), _DATES_FIX) from None
-    return value
 
 
 def _weekdays(value: Any) -> Any:
@@ -66,8 +52,8 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
-QuietRange = Annotated[str, AfterValidator(_range)]
-Dates = Annotated[str, AfterValidator(_dates)]
+QuietRange = Annotated[str, AfterValidator(parsed_by(parse_range, _RANGE_FIX))]
+Dates = Annotated[str, AfterValidator(parsed_by(parse_dates, _DATES_FIX))]
 _LIST = BeforeValidator(_one_or_many)
 
 

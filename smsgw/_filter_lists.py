@@ -8,6 +8,7 @@ configuration check and the reload alarm can say exactly where.
 from __future__ import annotations
 
 import os
+from typing import Any, Callable, TypeVar
 
 from smsgw.validation import NumberError, clean_number, normalise_number
 
@@ -29,6 +30,8 @@ class ListFileError(ValueError):
 
 
 Signature = tuple[int, int, int]  # (mtime_ns, size, inode): a file changed when this does
+T = TypeVar("T")
+_kept: dict[tuple[str, str], tuple[bytes, Any]] = {}  # (parser, path) -> a first read's bytes and result, kept once
 
 
 def signature(path: str) -> Signature:
@@ -135,13 +138,29 @@ def _read(path: str) -> tuple[bytes, Signature]:
         raise ListFileError(path, 0, f"cannot be read: {exc.strerror or exc}") from None
 
 
-def read_numbers(path: str) -> tuple[frozenset[str], frozenset[str], Signature]:
-    """`parse_numbers` of the file at `path`, with its signature. Raises ListFileError."""
+def _read_parsed(path: str, parse: Callable[[bytes, str], T], keep: bool) -> tuple[T, Signature]:
+    """`parse` of the file at `path`, with its signature.
+
+    The configuration check parses each list file (`keep`), and the daemon then builds its filters
+    from the same files: the kept result is handed over once, when the file's bytes are still the
+    same, so a long list is parsed once at start-up.
+    """
     data, sig = _read(path)
-    return (*parse_numbers(data, path), sig)
+    key = (parse.__name__, path)
+    kept = _kept.pop(key, None)
+    result = kept[1] if kept is not None and kept[0] == data else parse(data, path)
+    if keep:
+        _kept[key] = (data, result)
+    return result, sig
 
 
-def read_words(path: str) -> tuple[tuple[str, ...], Signature]:
-    """`parse_words` of the file at `path`, with its signature. Raises ListFileError."""
-    data, sig = _read(path)
-    return parse_words(data, path), sig
+def read_numbers(path: str, *, keep: bool = False) -> tuple[frozenset[str], frozenset[str], Signature]:
+    """`parse_numbers` of the file at `path`, with its signature (`keep`: for the next read, see
+    `_read_parsed`). Raises ListFileError."""
+    (numbers, prefixes), sig = _read_parsed(path, parse_numbers, keep)
+    return numbers, prefixes, sig
+
+
+def read_words(path: str, *, keep: bool = False) -> tuple[tuple[str, ...], Signature]:
+    """`parse_words` of the file at `path`, with its signature (`keep`: for the next read). Raises ListFileError."""
+    return _read_parsed(path, parse_words, keep)

@@ -26,6 +26,7 @@ from smsgw._api_codec import (
     rejected,
 )
 from smsgw.lifecycle import Review
+from smsgw.review import INTERFACES
 from smsgw.review_export import FORMATS
 from smsgw.model import Account, Problem
 from smsgw.store import ReviewItem, ReviewPage, ReviewQuery, ReviewResult
@@ -45,7 +46,7 @@ COMMENT_MAX = 500  # as stored (messages.review_comment)
 TEXT_MAX = 1000  # a content filter longer than any message is a mistake
 NAME_MAX = 64  # accounts, batches, reviewers, interfaces as stored
 #: Review states a query may ask for; "any" means all of them, "passed" (no rule held it) included.
-STATES = (Review.PENDING, Review.APPROVED, Review.REJECTED, Review.CANCELLED, Review.PASSED)
+STATES = Review.ALL
 FILTERS = ("content", "to", "account", "interface", "state", "batch", "since", "until")
 #: Filters that narrow which messages an approve or reject touches (state alone does not: the
 #: action only ever touches pending ones).
@@ -54,7 +55,6 @@ LIST_PARAMS = (*FILTERS, "offset", "limit")
 EXPORT_PARAMS = (*FILTERS, "format")
 ACTION_FIELDS = ("ids", "batch", "filter", "all", "comment", "reviewer")
 CANCEL_FIELDS = ("comment",)
-_INTERFACES = ("rest", "url", "soap", "file", "db", "auto_reply")
 _EPOCH = re.compile(r"\d{1,12}(?:\.\d{1,9})?")
 _QUERY_NUMBERS = ("1",)  # a query matches stored numbers: any 11 digits from 1 normalise, no segment check
 
@@ -202,7 +202,7 @@ def _interface(values: Mapping[str, Any], prefix: str, problems: list[Problem]) 
     if value is None:
         return None
     base, colon, source = value.partition(":")
-    if base not in _INTERFACES or (colon and (base != "db" or not source)):
+    if base not in INTERFACES or (colon and (base != "db" or not source)):
         problems.append(Problem(at(prefix, "interface"), "bad_value", f"interface {_show(value)} is not one: "
                                 "rest, url, soap, file, auto_reply, db (every legacy-database source) or "
                                 "db:<source>"))

@@ -27,7 +27,7 @@ import difflib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, get_args
+from typing import Any, Callable, Mapping, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -353,6 +353,39 @@ SubProblem = tuple[Path, str, str]  # (path below a section, what, fix): what th
 def bad(what: str, fix: str) -> PydanticCustomError:
     """The error a validator raises: what is wrong and how to fix it, in our words."""
     return PydanticCustomError(CUSTOM_ERROR, "{what}", {"what": what, "fix": fix})
+
+
+def parsed_by(parse: Callable[[str], object], fix: str) -> Callable[[str], str]:
+    """A validator keeping a value that `parse` takes; its ValueError becomes the problem, with `fix`."""
+    def check(value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise bad(str(exc), fix) from None
+        return value
+    return check
+
+
+def matching(pattern: re.Pattern[str], what: str, fix: str) -> Callable[[str], str]:
+    """A validator of names: `value` must match `pattern` whole, or it is "<what> 'value' is not usable"."""
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise bad(f"{what} {value[:70]!r} is not usable", fix)
+        return value
+    return check
+
+
+def digits_as_text(value: object) -> object:
+    """Before a digit string's own check: an unquoted 8080 or 13800138000 is an int in YAML.
+
+    Plain decimal ints never have a leading zero (see `read_source`), so str() gives back exactly
+    what was written. A float or a negative number cannot be a digit string.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    if isinstance(value, (int, float)):
+        raise bad("must be digits, not a number", 'quote it, e.g. "0123"')
+    return value
 
 
 class Section(BaseModel):

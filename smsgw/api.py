@@ -271,22 +271,23 @@ class _ApiResource(GatewayResource[_Exchange]):
 
     def put_template(self, ex: _Exchange, raw_name: bytes) -> None:
         ex.arg = _path_text(raw_name, "template")
-        self._may_manage_templates(ex)
+        self._may(ex, "templates", "change templates")
         self._check_json_type(ex.request)
         text_, pre_approved = parse_template_body(decode_json(ex.request.body.getvalue()))
         self._call(ex, self._gateway.put_template, (ex.account, ex.arg, text_, pre_approved), _template_put)
 
     def delete_template(self, ex: _Exchange, raw_name: bytes) -> None:
         ex.arg = _path_text(raw_name, "template")
-        self._may_manage_templates(ex)
+        self._may(ex, "templates", "change templates")
         self._call(ex, self._gateway.delete_template, (ex.account, ex.arg), _template_deleted)
 
     @staticmethod
-    def _may_manage_templates(ex: _Exchange) -> None:
+    def _may(ex: _Exchange, permission: str, what: str) -> None:
+        """403 unless the account has `permission` (AccountConfig.permissions) for `what` it asks."""
         assert ex.account is not None
-        if "templates" not in ex.account.permissions:
-            raise ApiError(403, "forbidden", f"account {ex.account.name!r} may not change templates: the operator "
-                           "can add \"templates\" to its permissions")
+        if permission not in ex.account.permissions:
+            raise ApiError(403, "forbidden", f"account {ex.account.name!r} may not {what}: the operator "
+                           f"can add \"{permission}\" to its permissions")
 
     # -- cancelling (the sender's own messages) ------------------------------------------------------
 
@@ -318,12 +319,12 @@ class _ApiResource(GatewayResource[_Exchange]):
     # -- the review queue (docs/review.md) -----------------------------------------------------------
 
     def list_review(self, ex: _Exchange, _: bytes) -> None:
-        self._may_review(ex)
+        self._may(ex, "review", "use the review queue")
         query, offset, limit = parse_list_query(ex.request.args)
         self._call(ex, self._gateway.review_list, (query, offset, limit), _review_page)
 
     def get_review_message(self, ex: _Exchange, raw_id: bytes) -> None:
-        self._may_review(ex)
+        self._may(ex, "review", "use the review queue")
         ex.arg = _path_text(raw_id, "message")
         message_id = parse_message_id(ex.arg)
         if message_id is None:
@@ -339,7 +340,7 @@ class _ApiResource(GatewayResource[_Exchange]):
 
     def _review_action(self, ex: _Exchange, action: str) -> None:
         assert ex.account is not None
-        self._may_review(ex)
+        self._may(ex, "review", "use the review queue")
         raw = ex.request.body.getvalue()
         if not raw.strip():
             raise ApiError(400, "bad_request", f"the body is empty: send which messages to {action}, e.g. "
@@ -353,7 +354,7 @@ class _ApiResource(GatewayResource[_Exchange]):
 
     def export_review(self, ex: _Exchange, _: bytes) -> None:
         """The whole result as a file. Not bound by request_timeout: a large export takes its time."""
-        self._may_review(ex)
+        self._may(ex, "review", "use the review queue")
         query, fmt = parse_export_query(ex.request.args)
         d = maybeDeferred(self._gateway.review_list, query, 0, 1)
         d.addCallback(self._export_rows, query)
@@ -380,13 +381,6 @@ class _ApiResource(GatewayResource[_Exchange]):
             reactor = cast(Any, self._clock)
             return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
         return maybeDeferred(fn, *args)
-
-    @staticmethod
-    def _may_review(ex: _Exchange) -> None:
-        assert ex.account is not None
-        if "review" not in ex.account.permissions:
-            raise ApiError(403, "forbidden", f"account {ex.account.name!r} may not use the review queue: the "
-                           "operator can add \"review\" to its permissions")
 
     def get_status(self, ex: _Exchange, _: bytes) -> None:
         self._call(ex, self._gateway.status, (), _status)

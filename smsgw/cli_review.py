@@ -19,12 +19,14 @@ import unicodedata
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
+from smsgw.lifecycle import Review
+
 if TYPE_CHECKING:
     from smsgw.client import Client, ReviewFilter, ReviewPage
 
 __all__ = ["add_parser", "cancel", "run"]
 
-_STATES = ("pending", "approved", "rejected", "cancelled", "passed", "any")
+_STATES = (*Review.ALL, "any")
 
 
 def _when(text: str) -> datetime.datetime:

@@ -30,7 +30,7 @@ from smsgw._config_filters import (
 )
 from smsgw._config_review import ReviewNoticeSection, ReviewRuleConfig, ReviewSection, ReviewerConfig
 from smsgw._config_schedule import ScheduleSection
-from smsgw._yaml_source import Path, Source, path_text, read_source, validation_problems
+from smsgw._yaml_source import Path, Source, digits_as_text, path_text, read_source, validation_problems
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import bad as _bad
 from smsgw.model import Account, RateLimit
@@ -68,17 +68,6 @@ class ConfigError(Exception):
 
 def _shown(value: str) -> str:
     return repr(value if len(value) <= 40 else value[:37] + "...")
-
-
-def _digits_as_text(value: object) -> object:
-    # An unquoted 8080 is an int; plain decimal ints never have a leading zero (see
-    # _yaml_source), so str() gives back exactly what was written. A float or a negative
-    # number cannot be a digit string.
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return str(value)
-    if isinstance(value, (int, float)):
-        raise _bad("must be digits, not a number", 'quote it, e.g. "0123"')
-    return value
 
 
 def _digits(lo: int, hi: int, example: str) -> Callable[[str], str]:
@@ -207,7 +196,7 @@ IpNetwork = Annotated[str, AfterValidator(_network)]
 Secret = Annotated[SecretStr, AfterValidator(_secret)]
 StoreUrl = Annotated[SecretStr, AfterValidator(_STORE_URL.check)]
 CmppVersion = Annotated[Version, BeforeValidator(_version)]
-_NUMBER_OK = BeforeValidator(_digits_as_text)
+_NUMBER_OK = BeforeValidator(digits_as_text)
 SpId = Annotated[str, _NUMBER_OK, AfterValidator(_digits(1, 6, "901234"))]
 ServiceCode = Annotated[str, _NUMBER_OK, AfterValidator(_digits(1, SRC_ID_DIGITS, "1069000100"))]
 Ext = Annotated[str, _NUMBER_OK, AfterValidator(_digits(0, 12, "01"))]

@@ -53,6 +53,7 @@ class Review:
     APPROVED: Final = "approved"
     REJECTED: Final = "rejected"
     CANCELLED: Final = "cancelled"  # its sender cancelled it while it waited
+    ALL: Final = (PENDING, APPROVED, REJECTED, CANCELLED, PASSED)  # in the order they are listed to users
 
 
 class S:

@@ -10,7 +10,7 @@ DELIVER is acknowledged (the link waits for the Deferred returned here).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import structlog
@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
 from smsgw.dispatch import Dispatcher
 from smsgw.filters import Duplicates, FilterProblem, Filters
+from smsgw.lifecycle import Review
 from smsgw.limits import Limits, day_start
 from smsgw.protocol.cmpp import msg_id_to_text
 from smsgw.model import (
@@ -46,7 +47,6 @@ from smsgw.validation import PreparedMessage, Router, Validator
 log = structlog.get_logger("smsgw.pipeline")
 
 AUTO_REPLY_ACCOUNT = Account(name="auto_reply")
-_ALL_REVIEW_STATES = ("passed", "pending", "approved", "rejected", "cancelled")
 #: The outbox kind of messages that name their own report URL (Kannel's dlr-url).
 DLR_URL_KIND = "dlr-url"
 
@@ -376,8 +376,7 @@ class Gateway:
         Held and queued recipients reach the final state `cancelled` (the origin is told); recipients
         already handed to a carrier link go on.
         """
-        own = ReviewQuery(**{**{f: getattr(query, f) for f in query.__dataclass_fields__},
-                             "account": account.name, "review": query.review or _ALL_REVIEW_STATES})
+        own = replace(query, account=account.name, review=query.review or Review.ALL)
         return self._act(ReviewAction("cancel", own, account.name, comment, self._clock.seconds(),
                                       audit_action="message_cancel"))
 

@@ -20,11 +20,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from smsgw.lifecycle import Review
 from smsgw.model import Account
 
-__all__ = ["EXPIRY_OUTCOMES", "Decision", "ReviewPolicy", "ReviewRule", "WordList", "interface_matches"]
+__all__ = ["EXPIRY_OUTCOMES", "INTERFACES", "Decision", "ReviewPolicy", "ReviewRule", "WordList", "interface_matches"]
 
 EXPIRY_OUTCOMES = ("approve", "reject", "alarm")
+#: What rules and queries name a message's origin by ("db" stands for every legacy-database source, "db:<name>" one).
+INTERFACES = ("rest", "url", "soap", "file", "db", "auto_reply")
 #: Interfaces of the gateway's own messages that are never held (reviewer notices would wait for themselves).
 UNREVIEWED_INTERFACES = frozenset({"review_notice"})
 
@@ -143,7 +146,7 @@ class Decision:
 
     @property
     def review(self) -> str:
-        return "pending" if self.held else "passed"
+        return Review.PENDING if self.held else Review.PASSED
 
 
 PASS = Decision(False, None)

@@ -29,6 +29,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from smsgw.lifecycle import Review
 from smsgw.model import PRIORITY_URGENT, Account, AcceptedMessage, SendRequest
 from smsgw.schedule import SendWindow
 from smsgw.store import ReviewPage, ReviewQuery
@@ -42,7 +43,7 @@ log = structlog.get_logger("smsgw.review_notice")
 
 #: The interface notices are accepted through (never held: smsgw.review.UNREVIEWED_INTERFACES).
 INTERFACE = "review_notice"
-_PENDING = ReviewQuery(review=("pending",))
+_PENDING = ReviewQuery(review=(Review.PENDING,))
 
 
 class NoticeGateway(Protocol):

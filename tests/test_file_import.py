@@ -26,7 +26,6 @@ from smsgw.adapters.file import (
     Plan,
     build_plan,
     chunks,
-    decode_text,
     failure_csv,
     preview,
     read_file,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import datetime
 import io
-import json
 import os
 import pathlib
 import pty
@@ -19,7 +18,6 @@ import time
 from typing import Any
 
 import openpyxl
-import pytest
 from structlog.testing import capture_logs
 from twisted.internet.threads import deferToThread
 

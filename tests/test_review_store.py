@@ -4,51 +4,18 @@ held messages are never claimed; approve, reject, cancel and expiry move them, o
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 from sqlalchemy import Engine, select
 
-from dbs import reset, store_url
 from smsgw.lifecycle import M, R, Review
 from smsgw.review import Decision
-from smsgw.store import (
-    ClaimArgs,
-    ExpiryArgs,
-    IdGenerator,
-    NewMessage,
-    ReviewAction,
-    ReviewQuery,
-    Store,
-    dialect_of,
-    make_engine,
-    schema,
-)
+from smsgw.store import ClaimArgs, ExpiryArgs, NewMessage, ReviewAction, ReviewQuery, Store, schema
 from smsgw.store._ops import Ops
 from smsgw.validation import PreparedMessage
+from test_store import NOW, engine, ops, run  # noqa: F401 (engine and ops are fixtures: on every dialect)
 
-DIALECTS = ["sqlite", "postgresql", "mysql"]
-NOW = 1_800_000_000.0
 HELD = Decision(True, "mass", None, None)
-
-
-@pytest.fixture(params=DIALECTS)
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    eng = make_engine(store_url(request.param, tmp_path), writer=True)
-    reset(eng)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def ops(engine: Engine) -> Ops:
-    return Ops(dialect_of(str(engine.url)), IdGenerator(1))
-
-
-def run(engine: Engine, handler: Any, *items: Any) -> list[Any]:
-    with engine.begin() as conn:
-        return list(handler(conn, list(items)))
 
 
 def accept(engine: Engine, ops: Ops, to: tuple[str, ...], *, review: Decision | None = HELD, text: str = "通知",

@@ -403,7 +403,7 @@ class ListenerTests(TestCase):
 
     async def test_url_wrong_credentials_get_kannels_403(self) -> None:
         """A wrong password or unknown user is Kannel's plain 403, whatever the reason."""
-        for query in (f"username=erp&password=nope", f"username=nobody&password={ERP_SECRET}", "username=erp"):
+        for query in ("username=erp&password=nope", f"username=nobody&password={ERP_SECRET}", "username=erp"):
             assert (await self.sendsms(query))[::2] == (403, b"Authorization failed for sendsms"), query
         assert not self.gateway.accepted_requests
 
@@ -427,7 +427,7 @@ class ListenerTests(TestCase):
         """After max_failures wrong logins from one address both interfaces answer 429 with Retry-After."""
         for i in range(4):
             await self.sendsms(f"username=erp&password=guess{i}", source="127.0.0.3")
-        status, headers, body = await self.sendsms(f"username=erp&password=x", source="127.0.0.3")
+        status, headers, body = await self.sendsms("username=erp&password=x", source="127.0.0.3")
         assert status == 429 and int(headers["retry-after"]) > 200
         assert body.startswith(b"Authorization failed for sendsms: too many failed logins from 127.0.0.3")
         status, headers, body = await self.rest(basic("erp", ERP_SECRET), source="127.0.0.3")
@@ -581,7 +581,7 @@ class TlsDaemonTests(DaemonCase):
         status, _, body = await deferToThread(call, api_port, "POST", "/api/v1/messages",
                                               {**JSON, **basic("erp", ERP_SECRET)}, SEND, "127.0.0.1", context)
         assert status == 202, body
-        query = f"/cgi-bin/sendsms?username=demo&password=demo-key&to=13900139000&text=x"
+        query = "/cgi-bin/sendsms?username=demo&password=demo-key&to=13900139000&text=x"
         status, _, body = await deferToThread(call, config.url_interface.port, "GET", query, None, None,
                                               "127.0.0.1", context)
         assert (status, body) == (202, b"0: Accepted for delivery")

@@ -74,7 +74,6 @@ def via_cli(path: Path, config: Any, api: str, text: str) -> tuple[float, float,
 
 
 def via_folder(path: Path, inbox: Path, log: Path) -> tuple[float, float, int]:
-    t0 = time.perf_counter()
     staged = inbox / f"{path.name}.tmp"
     staged.write_bytes(path.read_bytes())
     staged.rename(inbox / path.name)
@@ -83,7 +82,6 @@ def via_folder(path: Path, inbox: Path, log: Path) -> tuple[float, float, int]:
         if (inbox / "failed" / f"{path.name}.result.csv").exists():
             raise SystemExit(f"{path.name} failed: see {inbox / 'failed'}")
         time.sleep(0.05)
-    total = time.perf_counter() - t0
     line = next(json.loads(text) for text in reversed(log.read_text(encoding="utf-8").splitlines())
                 if '"file_import_done"' in text and path.name in text)
     return line["plan_seconds"], line["seconds"] - line["plan_seconds"], int(line["accepted"])

@@ -236,10 +236,7 @@ class Ops:
         # Outbox kinds not told when a recipient is submitted (callbacks without `submitted`): no event is
         # written for them, rather than one written, claimed and dropped per recipient.
         self.quiet_submits = quiet_submits
-        self._lock_rows = dialect != "sqlite"  # SQLite's writer already holds the database lock
-        self.locks_rows = self._lock_rows
-        self.recipients_of = self._recipients  # for the review queue's actions (smsgw.store._review)
-        self.apply = self._apply
+        self.locks_rows = dialect != "sqlite"  # SQLite's writer already holds the database lock
 
     def handlers(self) -> dict[str, Any]:
         return {"accept": self.accept, "release": self.release, "claim": self.claim,
@@ -393,7 +390,7 @@ class Ops:
             result.close()
             return ids
         stmt = stmt.limit(limit)
-        if self._lock_rows:
+        if self.locks_rows:
             stmt = stmt.with_for_update(skip_locked=True)
         return list(conn.execute(stmt).scalars())
 
@@ -704,11 +701,21 @@ class Ops:
         for chunk in chunks(sorted(set(ids)), 500):
             stmt = select(r.id, r.message_id, r.phone, r.state, r.attempts, r.segments, r.reported,
                           r.failed, r.stat, r.notify).where(r.id.in_(chunk))
-            if self._lock_rows:
+            if self.locks_rows:
                 stmt = stmt.with_for_update()
             for row in conn.execute(stmt):
                 out[row.id] = row
         return out
+
+    def move(self, conn: Connection, recipient_ids: list[int], new: str, now: float, error: str) -> int:
+        """Move recipients to `new` (where the lifecycle allows it) with `error`; how many moved.
+
+        For the review queue's reject and cancel (smsgw.store._review): final states, so each
+        message's open count drops and its origin is told, as for any other final state.
+        """
+        current = self._recipients(conn, recipient_ids)
+        changes = [_Change(rid, new, now, error=error) for rid in recipient_ids if rid in current]
+        return sum(1 for moved in self._apply(conn, current, changes) if moved is not None) if changes else 0
 
     def _apply(self, conn: Connection, current: dict[int, Any], changes: list[_Change]) -> list[str | None]:
         """Apply legal transitions in bulk; returns the new state per change (None: refused)."""

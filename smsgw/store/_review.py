@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from smsgw.store._ops import Ops
 
 #: review states a query may ask for; "any" includes messages no rule held ("passed")
-REVIEW_STATES = (Review.PENDING, Review.APPROVED, Review.REJECTED, Review.CANCELLED, Review.PASSED)
+REVIEW_STATES = Review.ALL
 _REVIEWED = (Review.PENDING, Review.APPROVED, Review.REJECTED, Review.CANCELLED)
 _CHUNK = 500
 
@@ -246,8 +246,6 @@ def _approve(ops: Ops, conn: Connection, a: ReviewAction) -> ReviewResult:
 
 def _close(ops: Ops, conn: Connection, a: ReviewAction) -> ReviewResult:
     """Reject (held recipients) or cancel (held or queued ones): a final state, the origin told."""
-    from smsgw.store._ops import _Change
-
     m, r = messages.c, recipients.c
     if a.action == "reject":
         rows = _selected(ops, conn, a.query, m.review == Review.PENDING)
@@ -266,15 +264,15 @@ def _close(ops: Ops, conn: Connection, a: ReviewAction) -> ReviewResult:
             review=review, reviewed_by=a.actor[:64], reviewed_at=a.now, review_comment=a.comment[:500] or None,
             review_deadline=None, updated_at=a.now))
     recipient_ids: list[int] = []
+    with_recipients: set[int] = set()  # messages with recipients in from_states
     for i in range(0, len(ids), _CHUNK):
-        recipient_ids += [rid for (rid,) in conn.execute(
-            select(r.id).where(r.message_id.in_(ids[i:i + _CHUNK]), r.state.in_(from_states)))]
-    current = ops.recipients_of(conn, recipient_ids)
-    changes = [_Change(rid, new, a.now, error=error[:255]) for rid in recipient_ids if rid in current]
-    results = ops.apply(conn, current, changes) if changes else []
-    moved = sum(1 for res in results if res is not None)
+        for rid, message_id in conn.execute(select(r.id, r.message_id).where(r.message_id.in_(ids[i:i + _CHUNK]),
+                                                                             r.state.in_(from_states))):
+            recipient_ids.append(rid)
+            with_recipients.add(message_id)
+    moved = ops.move(conn, recipient_ids, new, a.now, error[:255])
     # The messages it changed: rejected ones, or cancelled ones that still had something to cancel.
-    changed = set(pending) | {row.message_id for row in current.values()}
+    changed = set(pending) | set(with_recipients)
     return ReviewResult(a.action, tuple(i for i in ids if i in changed), moved)
 
 
@@ -283,27 +281,27 @@ def expire(ops: Ops, conn: Connection, e: ExpiryArgs) -> ExpiryResult:
     m = messages.c
     rows = conn.execute(select(m.id, m.account, m.review_rule, m.review_expiry)
                         .where(m.review == Review.PENDING, m.review_deadline <= e.now).order_by(m.id)).all()
-    by_outcome: dict[str, list[int]] = {"approve": [], "reject": [], "alarm": []}
+    decided: dict[str, list[int]] = {"approve": [], "reject": []}
+    alarmed = []
     for row in rows:
-        by_outcome.get(row.review_expiry or "alarm", by_outcome["alarm"]).append(row.id)
-    approved = rejected = None
-    if by_outcome["approve"]:
-        approved = act(ops, conn, ReviewAction("approve", ReviewQuery(message_ids=tuple(by_outcome["approve"]),
-                                                                      review=(Review.PENDING,)),
-                                               "expiry", "review time limit ran out", e.now, e.due,
-                                               audit_action="review_expired_approve"))
-    if by_outcome["reject"]:
-        rejected = act(ops, conn, ReviewAction("reject", ReviewQuery(message_ids=tuple(by_outcome["reject"]),
-                                                                     review=(Review.PENDING,)),
-                                               "expiry", "review time limit ran out", e.now, e.due,
-                                               audit_action="review_expired_reject"))
-    alarm = by_outcome["alarm"]
+        if row.review_expiry in decided:
+            decided[row.review_expiry].append(row.id)
+        else:
+            alarmed.append((row.id, row.account, row.review_rule))
+
+    def decide(action: str) -> ReviewResult | None:
+        if not decided[action]:
+            return None
+        query = ReviewQuery(message_ids=tuple(decided[action]), review=(Review.PENDING,))
+        return act(ops, conn, ReviewAction(action, query, "expiry", "review time limit ran out", e.now, e.due,
+                                           audit_action=f"review_expired_{action}"))
+    approved, rejected = decide("approve"), decide("reject")
+    alarm = [message_id for message_id, _, _ in alarmed]
     for i in range(0, len(alarm), _CHUNK):
         conn.execute(update(messages).where(m.id.in_(alarm[i:i + _CHUNK])).values(review_deadline=None))
-    alarmed = tuple((row.id, row.account, row.review_rule) for row in rows if row.id in set(alarm))
     if alarm:
         conn.execute(audit_log.insert().values(
             id=ops.ids.next(), at=e.now, actor="expiry", action="review_expired_alarm",
             subject=f"messages:{len(alarm)}",
             details=json.dumps({"messages": [str(i) for i in alarm], "outcome": "keep waiting, alarm raised"})))
-    return ExpiryResult(approved, rejected, alarmed)
+    return ExpiryResult(approved, rejected, tuple(alarmed))
