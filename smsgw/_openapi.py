@@ -74,7 +74,8 @@ def _schemas(max_batch: int) -> dict[str, Any]:
         "batch_size": {"type": ["integer", "null"], "minimum": 1,
                        "description": "Recipients in the whole batch, when it takes several requests: review "
                                       "rules for mass sends count them."},
-    }, required=("to",))
+    }, required=("to",), anyOf=[{"required": ["text"]},  # text, or a template's name (then text may be left out)
+                                {"required": ["template"], "properties": {"template": {"type": "string"}}}])
     assert tuple(send_request["properties"]) == SEND_FIELDS
     problem = _obj({"where": {"type": "string", "description": 'Where in the request, e.g. "[0].to[2]"; '
                                                                '"" for the body as a whole.'},
