@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
-from sqlalchemy import Connection, bindparam, case, select, update
+from sqlalchemy import Connection, bindparam, case, literal_column, select, update
 
 from smsgw import lifecycle
 from smsgw.lifecycle import M, R, Review, S
 from smsgw.protocol.cmpp import stat_is_final
 from smsgw.store import _review
+from smsgw.store._fast import Fast
 from smsgw.store._review import ExpiryArgs, ExpiryResult, ReviewAction, ReviewResult
 from smsgw.store.ids import IdGenerator
 from smsgw.store.schema import audit_log, messages, mo_messages, mo_parts, outbox, recipients, reports, segments
@@ -237,6 +238,13 @@ class Ops:
         # written for them, rather than one written, claimed and dropped per recipient.
         self.quiet_submits = quiet_submits
         self.locks_rows = dialect != "sqlite"  # SQLite's writer already holds the database lock
+        self._fast: Fast | None = None
+
+    def fast(self, conn: Connection) -> Fast:
+        """The hot statements, compiled for this store's dialect on first use (smsgw.store._fast)."""
+        if self._fast is None:
+            self._fast = Fast(conn.dialect)
+        return self._fast
 
     def handlers(self) -> dict[str, Any]:
         return {"accept": self.accept, "release": self.release, "claim": self.claim,
@@ -260,7 +268,9 @@ class Ops:
         items = [item for request in requests for item in request]
         known = self._known_refs(conn, items)
         taken = self._known_sources(conn, items)
-        message_rows, recipient_rows, source_rows = [], [], []
+        message_rows: list[tuple[Any, ...]] = []
+        recipient_rows: list[tuple[Any, ...]] = []
+        source_rows = []
         for item in items:
             if item.message.ref is not None and (item.account, item.message.ref) in known:
                 continue
@@ -276,34 +286,24 @@ class Ops:
             review = item.review
             held = review is not None and review.held
             state = M.PENDING_REVIEW if held else M.ACCEPTED
-            message_rows.append({
-                "id": item.id, "account": item.account, "interface": item.interface, "ref": m.ref,
-                "content": m.text, "priority": m.priority, "send_at": m.send_at, "ext": m.ext,
-                "report": m.report, "msg_fmt": m.msg_fmt, "segments": m.segments, "recipients": len(m.to),
-                "open_recipients": len(m.to), "state": state, "needs_review": item.needs_review,
-                "notify": item.notify, "created_at": item.now, "updated_at": item.now,
-                "dlr_url": m.dlr_url, "dlr_mask": m.dlr_mask if m.dlr_url else None, "template": m.template,
-                "batch": item.batch, "review": review.review if review is not None else Review.PASSED,
-                "review_rule": review.rule if review is not None else None,
-                "review_deadline": review.deadline if review is not None else None,
-                "review_expiry": review.on_expiry if held and review is not None else None,
-                "reviewed_by": None, "reviewed_at": None, "review_comment": None,
-            })
+            message_rows.append((  # MESSAGE_COLUMNS
+                item.id, item.account, item.interface, m.ref, m.text, m.priority, m.send_at, m.ext, m.report,
+                m.msg_fmt, m.segments, len(m.to), len(m.to), state, item.needs_review, item.notify, item.now,
+                item.now, m.dlr_url, m.dlr_mask if m.dlr_url else None, m.template, item.batch,
+                review.review if review is not None else Review.PASSED,
+                review.rule if review is not None else None,
+                review.deadline if review is not None else None,
+                review.on_expiry if held and review is not None else None))
             due = item.due_at if item.due_at is not None else (
                 m.send_at if m.send_at is not None and m.send_at > item.now else item.now)
             recipient_state = R.HELD if held else R.QUEUED
             for rid, phone, link in zip(item.recipient_ids, m.to, item.links):
-                recipient_rows.append({
-                    "id": rid, "message_id": item.id, "phone": phone, "link": link, "account": item.account,
-                    "priority": m.priority, "state": recipient_state, "due_at": due, "lease_owner": None,
-                    "lease_until": None, "attempts": 0, "segments": m.segments, "reported": 0, "failed": 0,
-                    "stat": None, "error": None, "submitted_at": None, "final_at": None, "updated_at": item.now,
-                    "notify": item.notify,
-                })
-        if message_rows:
-            conn.execute(messages.insert(), message_rows)
-        if recipient_rows:
-            conn.execute(recipients.insert(), recipient_rows)
+                recipient_rows.append((  # RECIPIENT_COLUMNS
+                    rid, item.id, phone, link, item.account, m.priority, recipient_state, due, 0, m.segments, 0, 0,
+                    item.now, item.notify))
+        fast = self.fast(conn)
+        fast.executemany(conn, fast.insert(messages, MESSAGE_COLUMNS), message_rows)
+        fast.executemany(conn, fast.insert(recipients, RECIPIENT_COLUMNS), recipient_rows)
         if source_rows:
             conn.execute(source_rows_table.insert(), source_rows)
         return [[self._stored_id(item, known, taken) for item in request] for request in requests]
@@ -367,18 +367,20 @@ class Ops:
         ids = self._lock_ids(conn, stmt, a.limit)
         if not ids:
             return []
-        conn.execute(update(recipients).where(r.id.in_(ids))
-                     .values(state=R.DISPATCHING, lease_owner=a.owner, lease_until=a.lease_until,
-                             attempts=r.attempts + 1, updated_at=a.now))
-        found = {row.id: row for row in conn.execute(
-            select(r.id, r.message_id, r.phone, r.priority, r.attempts).where(r.id.in_(ids)))}
+        fast = self.fast(conn)
+        fast.executemany(conn, fast.compile("claim", _claim_statement, ("c_owner", "c_until", "c_at", "c_id")),
+                         [(a.owner, a.lease_until, a.now, rid) for rid in ids])
+        found = {row[0]: row for row in fast.fetch_in(
+            conn, recipients, ("id", "message_id", "phone", "priority", "attempts"), "id", ids)}
         rows = [found[i] for i in ids]
-        bodies = self._message_bodies(conn, {row.message_id for row in rows})
+        bodies = {row[0]: row for row in fast.fetch_in(
+            conn, messages, ("id", "content", "ext", "report", "msg_fmt", "segments"), "id",
+            {row[1] for row in rows})}
         out = []
-        for row in rows:
-            content, ext, report, msg_fmt, nseg = bodies[row.message_id]
-            out.append(Claimed(row.id, row.message_id, row.phone, a.link, a.account, row.priority,
-                               row.attempts, content, ext, report, msg_fmt, nseg))
+        for rid, message_id, phone, priority, attempts in rows:
+            _, content, ext, report, msg_fmt, nseg = bodies[message_id]
+            out.append(Claimed(rid, message_id, phone, a.link, a.account, priority, attempts, content, ext,
+                               bool(report), msg_fmt, nseg))
         return out
 
     def _lock_ids(self, conn: Connection, stmt: Any, limit: int) -> list[int]:
@@ -393,15 +395,6 @@ class Ops:
         if self.locks_rows:
             stmt = stmt.with_for_update(skip_locked=True)
         return list(conn.execute(stmt).scalars())
-
-    def _message_bodies(self, conn: Connection, ids: set[int]) -> dict[int, tuple[str, str, bool, int, int]]:
-        m = messages.c
-        out = {}
-        for chunk in chunks(sorted(ids), 500):
-            for row in conn.execute(select(m.id, m.content, m.ext, m.report, m.msg_fmt, m.segments)
-                                    .where(m.id.in_(chunk))):
-                out[row.id] = (row.content, row.ext, bool(row.report), row.msg_fmt, row.segments)
-        return out
 
     # submit results ---------------------------------------------------------------
 
@@ -433,41 +426,36 @@ class Ops:
         for recipient_id, attempt, segs, now in items:
             ids = self.ids.many(len(segs))
             for sid, seg in zip(ids, segs):
-                rows.append({"id": sid, "recipient_id": recipient_id, "number": seg.number, "total": seg.total,
-                             "attempt": attempt, "msg_id": seg.msg_id, "state": S.SUBMITTED, "stat": None,
-                             "submitted_at": now, "reported_at": None})
-        if rows:
-            conn.execute(segments.insert(), rows)
+                rows.append((sid, recipient_id, seg.number, seg.total, attempt, seg.msg_id, S.SUBMITTED, now))
+        fast = self.fast(conn)
+        fast.executemany(conn, fast.insert(segments, SEGMENT_COLUMNS), rows)
 
     # reports ----------------------------------------------------------------------
 
     def report(self, conn: Connection, items: list[ReportArgs]) -> list[ReportOutcome]:
         report_ids = self.ids.many(len(items))
         matches = self._match(conn, items)
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         outcomes = []
         for rid, item, match in zip(report_ids, items, matches):
-            rows.append({"id": rid, "link": item.link, "msg_id": item.msg_id, "stat": item.stat,
-                         "dest": item.dest, "submit_time": item.submit_time, "done_time": item.done_time,
-                         "received_at": item.now, "segment_id": match.segment_id if match else None,
-                         "state": "matched" if match else "pending"})
+            rows.append((rid, item.link, item.msg_id, item.stat, item.dest, item.submit_time, item.done_time,
+                         item.now, match.segment_id if match else None, "matched" if match else "pending"))
             outcomes.append(ReportOutcome(rid, match is not None))
-        conn.execute(reports.insert(), rows)
+        fast = self.fast(conn)
+        fast.executemany(conn, fast.insert(reports, REPORT_COLUMNS), rows)
         self._apply_reports(conn, [(i, item, m) for i, (item, m) in enumerate(zip(items, matches))
                                    if m is not None], outcomes)
         return outcomes
 
     def _match(self, conn: Connection, items: Sequence[ReportArgs]) -> list[_SegmentRow | None]:
         """The segment each report belongs to (the newest with that Msg_Id), or None."""
-        seg = segments.c
         found: dict[str, _SegmentRow] = {}
-        wanted = sorted({item.msg_id for item in items})
-        for chunk in chunks(wanted, 500):
-            stmt = select(seg.id, seg.recipient_id, seg.attempt, seg.state, seg.msg_id).where(seg.msg_id.in_(chunk))
-            for row in conn.execute(stmt):
-                prev = found.get(row.msg_id)
-                if prev is None or row.id > prev.segment_id:
-                    found[row.msg_id] = _SegmentRow(row.id, row.recipient_id, row.attempt, row.state)
+        for seg_id, recipient_id, attempt, state, msg_id in self.fast(conn).fetch_in(
+                conn, segments, ("id", "recipient_id", "attempt", "state", "msg_id"), "msg_id",
+                (item.msg_id for item in items)):
+            prev = found.get(msg_id)
+            if prev is None or seg_id > prev.segment_id:
+                found[msg_id] = _SegmentRow(seg_id, recipient_id, attempt, state)
         return [found.get(item.msg_id) for item in items]
 
     def _apply_reports(self, conn: Connection, matched: list[tuple[int, ReportArgs, _SegmentRow]],
@@ -481,17 +469,14 @@ class Ops:
             if s.state != S.SUBMITTED or s.segment_id in seen:
                 continue  # a repeated report for a segment already closed
             if not stat_is_final(item.stat):
-                seg_updates.append({"b_id": s.segment_id, "b_state": S.SUBMITTED, "b_stat": item.stat,
-                                    "b_at": item.now})
+                seg_updates.append((S.SUBMITTED, item.stat, item.now, s.segment_id))
                 continue
             seen.add(s.segment_id)
             state = S.DELIVERED if item.stat == DELIVERED_STAT else S.UNDELIVERABLE
-            seg_updates.append({"b_id": s.segment_id, "b_state": state, "b_stat": item.stat, "b_at": item.now})
+            seg_updates.append((state, item.stat, item.now, s.segment_id))
             newly_final[s.recipient_id].append((index, s.attempt, item))
-        if seg_updates:
-            conn.execute(update(segments).where(segments.c.id == bindparam("b_id"))
-                         .values(state=bindparam("b_state"), stat=bindparam("b_stat"),
-                                 reported_at=bindparam("b_at")), seg_updates)
+        fast = self.fast(conn)
+        fast.executemany(conn, fast.update(segments, ("state", "stat", "reported_at")), seg_updates)
         current = self._recipients(conn, list(newly_final))
         changes = []
         counters = []
@@ -519,11 +504,8 @@ class Ops:
                     changes.append(_Change(recipient_id, new, last.now, extra=counts))
                     outcomes[last_index].final_state = new
                     continue
-            counters.append({"b_id": recipient_id, **{f"b_{k}": v for k, v in counts.items()}})
-        if counters:
-            conn.execute(update(recipients).where(recipients.c.id == bindparam("b_id"))
-                         .values(reported=bindparam("b_reported"), failed=bindparam("b_failed"),
-                                 stat=bindparam("b_stat")), counters)
+            counters.append((reported, failed, counts["stat"], recipient_id))
+        fast.executemany(conn, fast.update(recipients, ("reported", "failed", "stat")), counters)
         self._apply(conn, current, changes)
 
     # MO ---------------------------------------------------------------------------
@@ -534,10 +516,9 @@ class Ops:
             {"id": mid, "link": i.link, "src": i.src, "dest": i.dest, "ext": i.ext, "content": i.text,
              "service_id": i.service_id, "keyword": i.keyword, "consumer": i.consumer, "parts": i.parts,
              "complete": i.complete, "received_at": i.now} for mid, i in zip(ids, items)])
-        owed = [self._event(i.notify, "mo", None, None, {"mo_id": str(mid), "consumer": i.consumer}, i.now)
-                for mid, i in zip(ids, items) if i.notify]
-        if owed:
-            conn.execute(outbox.insert(), owed)
+        self.insert_events(conn, [
+            self._event(i.notify, "mo", None, None, {"mo_id": str(mid), "consumer": i.consumer}, i.now)
+            for mid, i in zip(ids, items) if i.notify])
         done = sorted({i.part_set for i in items if i.part_set})
         for chunk in chunks(done, 200):
             conn.execute(mo_parts.delete().where(mo_parts.c.part_set.in_(chunk)))
@@ -687,25 +668,20 @@ class Ops:
         return out
 
     def _event(self, kind: str, event: str, message_id: int | None, recipient_id: int | None,
-               payload: dict[str, Any], now: float) -> dict[str, Any]:
-        return {"id": self.ids.next(), "kind": kind, "event": event, "message_id": message_id,
-                "recipient_id": recipient_id, "payload": json.dumps(payload, ensure_ascii=False), "state": "pending",
-                "attempts": 0, "next_at": now, "lease_owner": None, "created_at": now, "done_at": None,
-                "last_error": None}
+               payload: dict[str, Any], now: float) -> tuple[Any, ...]:
+        """An outbox row (OUTBOX_COLUMNS), pending from `now`."""
+        return (self.ids.next(), kind, event, message_id, recipient_id, json.dumps(payload, ensure_ascii=False),
+                "pending", 0, now, now)
+
+    def insert_events(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        fast = self.fast(conn)
+        fast.executemany(conn, fast.insert(outbox, OUTBOX_COLUMNS), rows)
 
     # recipient transitions: the one place they are applied -----------------------------
 
     def _recipients(self, conn: Connection, ids: list[int]) -> dict[int, Any]:
-        r = recipients.c
-        out = {}
-        for chunk in chunks(sorted(set(ids)), 500):
-            stmt = select(r.id, r.message_id, r.phone, r.state, r.attempts, r.segments, r.reported,
-                          r.failed, r.stat, r.notify).where(r.id.in_(chunk))
-            if self.locks_rows:
-                stmt = stmt.with_for_update()
-            for row in conn.execute(stmt):
-                out[row.id] = row
-        return out
+        rows = self.fast(conn).fetch_in(conn, recipients, _Recipient._fields, "id", ids, lock=self.locks_rows)
+        return {row[0]: _Recipient._make(row) for row in rows}
 
     def move(self, conn: Connection, recipient_ids: list[int], new: str, now: float, error: str) -> int:
         """Move recipients to `new` (where the lifecycle allows it) with `error`; how many moved.
@@ -723,7 +699,7 @@ class Ops:
         pending: dict[int, dict[str, Any]] = {}  # recipient -> merged values (a batch may move one twice)
         closing: dict[int, int] = defaultdict(int)
         notify: list[tuple[int, int, str]] = []
-        owed: list[dict[str, Any]] = []  # recipient_submitted events
+        owed: list[tuple[Any, ...]] = []  # recipient_submitted events
         states = {rid: row.state for rid, row in current.items()}  # as this batch moves them
         for ch in changes:
             row = current.get(ch.recipient_id)
@@ -741,41 +717,84 @@ class Ops:
                                          "state": ch.new}, ch.now))
             states[ch.recipient_id] = ch.new
             results.append(ch.new)
-        rows_by_kind: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        rows_by_kind: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
         for rid, values in pending.items():
-            rows_by_kind[tuple(sorted(values))].append({"b_id": rid, **{f"b_{k}": v for k, v in values.items()}})
-        r = recipients.c
+            keys = tuple(sorted(values))
+            rows_by_kind[keys].append((*(values[k] for k in keys), rid))
+        fast = self.fast(conn)
         for keys, rows in rows_by_kind.items():
-            conn.execute(update(recipients).where(r.id == bindparam("b_id"))
-                         .values({k: bindparam(f"b_{k}") for k in keys}), rows)
-        if owed:
-            conn.execute(outbox.insert(), owed)
+            fast.executemany(conn, fast.update(recipients, keys), rows)
+        self.insert_events(conn, owed)
         if closing:
             self._close_recipients(conn, closing, notify, changes[0].now if changes else 0.0)
         return results
 
     def _close_recipients(self, conn: Connection, closing: dict[int, int],
                           notify: list[tuple[int, int, str]], now: float) -> None:
-        m = messages.c
-        left = m.open_recipients - bindparam("b_n")
-        conn.execute(update(messages).where(m.id == bindparam("b_id")).values(
-            open_recipients=left, state=case((left <= 0, M.COMPLETED), else_=m.state), updated_at=now),
-            [{"b_id": mid, "b_n": n} for mid, n in closing.items()])
-        wanting = {}
-        for chunk in chunks(sorted(closing), 500):
-            for row in conn.execute(select(m.id, m.notify, m.ref, m.account)
-                                    .where(m.id.in_(chunk), m.notify.is_not(None))):
-                wanting[row.id] = row
+        fast = self.fast(conn)
+        fast.executemany(conn, fast.compile("close_recipients", _close_statement, ("c_n", "c_at", "c_id")),
+                         [(n, now, mid) for mid, n in closing.items()])
+        wanting = {row[0]: row for row in fast.fetch_in(conn, messages, ("id", "notify", "ref", "account"), "id",
+                                                           closing) if row[1] is not None}
         rows = []
         for message_id, recipient_id, state in notify:
             msg = wanting.get(message_id)
             if msg is None:
                 continue
-            rows.append(self._event(msg.notify, "recipient_final", message_id, recipient_id,
+            _, kind, ref, account = msg
+            rows.append(self._event(kind, "recipient_final", message_id, recipient_id,
                                     {"message_id": str(message_id), "recipient_id": str(recipient_id),
-                                     "ref": msg.ref, "account": msg.account, "state": state}, now))
-        if rows:
-            conn.execute(outbox.insert(), rows)
+                                     "ref": ref, "account": account, "state": state}, now))
+        self.insert_events(conn, rows)
+
+
+# Row layouts of the hot statements (smsgw.store._fast): the columns each insert sets, in tuple order.
+# A column left out is NULL (none of them has a default).
+MESSAGE_COLUMNS = ("id", "account", "interface", "ref", "content", "priority", "send_at", "ext", "report", "msg_fmt",
+                   "segments", "recipients", "open_recipients", "state", "needs_review", "notify", "created_at",
+                   "updated_at", "dlr_url", "dlr_mask", "template", "batch", "review", "review_rule",
+                   "review_deadline", "review_expiry")
+RECIPIENT_COLUMNS = ("id", "message_id", "phone", "link", "account", "priority", "state", "due_at", "attempts",
+                     "segments", "reported", "failed", "updated_at", "notify")
+SEGMENT_COLUMNS = ("id", "recipient_id", "number", "total", "attempt", "msg_id", "state", "submitted_at")
+REPORT_COLUMNS = ("id", "link", "msg_id", "stat", "dest", "submit_time", "done_time", "received_at", "segment_id",
+                  "state")
+OUTBOX_COLUMNS = ("id", "kind", "event", "message_id", "recipient_id", "payload", "state", "attempts", "next_at",
+                  "created_at")
+
+
+class _Recipient(NamedTuple):
+    """What a state change needs to know of a recipient (read with its row lock)."""
+
+    id: int
+    message_id: int
+    phone: str
+    state: str
+    attempts: int
+    segments: int
+    reported: int
+    failed: int
+    stat: str | None
+    notify: str | None
+
+
+def _claim_statement() -> Any:
+    """A claimed recipient: dispatching, leased to c_owner until c_until, one more attempt."""
+    r = recipients.c
+    return (update(recipients).where(r.id == bindparam("c_id"))
+            .values(state=literal_column(f"'{R.DISPATCHING}'"), lease_owner=bindparam("c_owner"),
+                    lease_until=bindparam("c_until"), attempts=r.attempts + literal_column("1"),
+                    updated_at=bindparam("c_at")))
+
+
+def _close_statement() -> Any:
+    """A message's open count drops by c_n; at zero it is completed."""
+    m = messages.c
+    left = m.open_recipients - bindparam("c_n")
+    return (update(messages).where(m.id == bindparam("c_id"))
+            .values(open_recipients=left,
+                    state=case((left <= literal_column("0"), literal_column(f"'{M.COMPLETED}'")), else_=m.state),
+                    updated_at=bindparam("c_at")))
 
 
 @dataclass(slots=True)
