@@ -86,11 +86,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the last callback")
+    parser.add_argument("--profile", metavar="FILE", help="record the daemon with py-spy (raw collapsed stacks)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="smsgw-url-"))
     sim_port, url_port, receiver_port = free_port(), free_port(), free_port()
     config = config_for(tmp, sim_port, url_port)
-    with running(config, sim_port) as daemon:
+    with running(config, sim_port, profile_to=args.profile) as daemon:
         receiver = Receiver()
         cpu0 = cpu_of(daemon.pid)
         t_accepted, t_last, accepted = asyncio.run(run(url_port, receiver_port, args.count, args.connections,
