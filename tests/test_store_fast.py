@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, literal_column, select, update
 from sqlalchemy.dialects import oracle
 
 from dbs import reset, store_url
@@ -103,3 +103,46 @@ def test_oracle_goes_through_sqlalchemy_with_named_binds() -> None:
     assert fast.fetch_in(conn, schema.segments, ("id", "state"), "id", [5, 6, 7]) == []
     sql, params = conn.calls[-1]
     assert "IN (:k0, :k1, :k2, :k3)" in sql and params == {"k0": 5, "k1": 6, "k2": 7, "k3": 7}
+
+
+def test_many_rows_in_chunks_and_the_last_update_of_a_key_wins(engine: Engine,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multi-row statements split at the bind limit (here forced low); an update listing one key twice
+    leaves the later values, as executemany does."""
+    from smsgw.store import _fast
+    monkeypatch.setattr(_fast, "SQLITE_MAX_VARIABLES", 50)
+    fast = Fast(engine.dialect)
+    with engine.begin() as conn:
+        conn.execute(schema.segments.delete())
+        fast.executemany(conn, fast.insert(schema.segments, SEGMENT_COLUMNS), [segment(i) for i in range(1, 302)])
+        fast.executemany(conn, fast.update(schema.segments, ("state", "stat")),
+                         [("x", "FIRST", 7), ("delivered", "DELIVRD", 8), ("undeliverable", "LAST", 7)]
+                         + [("expired", "EXPIRED", i) for i in range(100, 140)])
+    with engine.connect() as conn:
+        rows = {row.id: row for row in conn.execute(select(schema.segments))}
+    assert len(rows) == 301
+    assert (rows[7].state, rows[7].stat) == ("undeliverable", "LAST")
+    assert (rows[8].state, rows[139].state, rows[140].state) == ("delivered", "expired", "submitted")
+
+
+def test_execute_in_covers_every_value_once(engine: Engine) -> None:
+    """An UPDATE … IN run for 0, 1, 3 and 600 values (padded lists, two IN lists) touches exactly those rows."""
+    fast = Fast(engine.dialect)
+    s = schema.segments.c
+
+    def build(binds: list[Any]) -> Any:
+        return update(schema.segments).where(s.id.in_(binds)).values(stat=bindparam("c_stat"),
+                                                                     attempt=s.attempt + literal_column("1"))
+    with engine.begin() as conn:
+        conn.execute(schema.segments.delete())
+        fast.executemany(conn, fast.insert(schema.segments, SEGMENT_COLUMNS), [segment(i) for i in range(1, 1001)])
+        for label, values in (("none", []), ("one", [5]), ("three", [10, 11, 10, 12]),
+                              ("many", list(range(300, 900)))):
+            fast.execute_in(conn, "test_in", build, {"c_stat": label}, values)
+    with engine.connect() as conn:
+        rows = {row.id: row for row in conn.execute(select(schema.segments))}
+    assert (rows[5].stat, rows[5].attempt) == ("one", 2)
+    assert [rows[i].stat for i in (10, 11, 12, 13)] == ["three", "three", "three", None]
+    assert rows[10].attempt == 2  # listed twice, updated once
+    assert {rows[i].stat for i in range(300, 900)} == {"many"} and rows[900].stat is None
+    assert sum(1 for row in rows.values() if row.attempt == 2) == 1 + 3 + 600

@@ -16,6 +16,7 @@ and that path cannot be measured here without an Oracle server.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import Column, Connection, Table, bindparam, select, update
@@ -27,10 +28,20 @@ _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 500)
 IN_MAX = _SIZES[-1]
 
 
-class Statement:
-    """One compiled statement: its SQL, how a row tuple becomes the driver's parameters, and its construct."""
+# SQLite's limit on bind parameters per statement (SQLITE_MAX_VARIABLE_NUMBER: 999 before 3.32).
+SQLITE_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+SQLITE_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
 
-    __slots__ = ("sql", "_convert", "construct", "names")
+
+class Statement:
+    """One compiled statement: its SQL, how a row tuple becomes the driver's parameters, and its construct.
+
+    On SQLite an INSERT also keeps its SQL cut around the row's `(?, ?, …)` group (`head`, `group`,
+    `tail`), so that many rows go as one multi-row INSERT; an UPDATE by key becomes
+    `UPDATE … FROM (VALUES (…), (…)) AS v WHERE key = v.columnN` (see `Fast.executemany`).
+    """
+
+    __slots__ = ("sql", "_convert", "construct", "names", "head", "group", "tail", "by_key")
 
     def __init__(self, sql: str, convert: Callable[[Sequence[Any]], Any], construct: Any,
                  names: Sequence[str]) -> None:
@@ -38,6 +49,10 @@ class Statement:
         self._convert = convert
         self.construct = construct
         self.names = tuple(names)
+        self.head = ""
+        self.group = ""
+        self.tail = ""
+        self.by_key = False  # an UPDATE whose rows end with the key: its multi-row form takes rows as they are
 
     def params(self, row: Sequence[Any]) -> Any:
         return self._convert(row)
@@ -53,6 +68,11 @@ class Fast:
         self._dialect = dialect
         self._cache: dict[Any, Statement] = {}
         self.raw = dialect.name != "oracle"  # Oracle: through Connection.execute (see the module's note)
+        # SQLite: one multi-row INSERT instead of executemany. The sqlite3 module releases and retakes the
+        # GIL for every row of an executemany; while the reactor thread is busy each retake waits, and an
+        # accept of 100 rows measured 3.5x slower in the daemon than alone (docs/performance.md).
+        self.multirow = dialect.name == "sqlite" and dialect.paramstyle == "qmark"
+        self.multirow_update = self.multirow and SQLITE_UPDATE_FROM
 
     # --- building ----------------------------------------------------------------
 
@@ -87,16 +107,33 @@ class Fast:
 
     def insert(self, table: Table, columns: Sequence[str]) -> Statement:
         names = [f"p_{c}" for c in columns]
-        return self.compile(("insert", table.name, tuple(columns)),
-                            lambda: table.insert().values({c: bindparam(n) for c, n in zip(columns, names)}), names)
+        statement = self.compile(
+            ("insert", table.name, tuple(columns)),
+            lambda: table.insert().values({c: bindparam(n) for c, n in zip(columns, names)}), names)
+        if self.multirow and not statement.group:
+            cut = statement.sql.rindex(" VALUES (") + len(" VALUES ")
+            statement.head, statement.group = statement.sql[:cut], statement.sql[cut:]
+        return statement
 
     def update(self, table: Table, columns: Sequence[str], key: str = "id") -> Statement:
-        """UPDATE table SET columns WHERE key = ?; a row is (*values, key value)."""
+        """UPDATE table SET columns WHERE key = ?; a row is (*values, key value).
+
+        Several rows for one key: the last one wins, as with executemany.
+        """
         names = [f"p_{c}" for c in columns] + ["w_key"]
-        return self.compile(
+        statement = self.compile(
             ("update", table.name, tuple(columns), key),
             lambda: update(table).where(table.c[key] == bindparam("w_key"))
             .values({c: bindparam(n) for c, n in zip(columns, names)}), names)
+        if self.multirow_update and not statement.group:
+            quote = self._dialect.identifier_preparer.quote
+            name = quote(table.name)
+            sets = ", ".join(f"{quote(c)} = v.column{i + 1}" for i, c in enumerate(columns))
+            statement.head = f"UPDATE {name} SET {sets} FROM (VALUES "
+            statement.group = "(" + ", ".join("?" * len(names)) + ")"
+            statement.tail = f") AS v WHERE {name}.{quote(key)} = v.column{len(names)}"
+            statement.by_key = True
+        return statement
 
     def select_in(self, table: Table, columns: Sequence[str], key: str, size: int, *,
                   lock: bool = False) -> Statement:
@@ -110,19 +147,41 @@ class Fast:
 
     # --- running -------------------------------------------------------------------
 
+    def execute_in(self, conn: Connection, key: str, build: Callable[[list[Any]], Any], fixed: dict[str, Any],
+                   values: Iterable[Any]) -> None:
+        """Run `build(binds)`, a statement with `… IN (binds)` and bind parameters `fixed`, for `values`
+        in padded IN lists of at most IN_MAX (repeating a value in an IN list changes nothing)."""
+        wanted = sorted(set(values))
+        for start in range(0, len(wanted), IN_MAX):
+            chunk = wanted[start:start + IN_MAX]
+            size = next(s for s in _SIZES if s >= len(chunk))
+            binds = [f"k{i}" for i in range(size)]
+            statement = self.compile((key, size), lambda: build([bindparam(b) for b in binds]), [*fixed, *binds])
+            self.executemany(conn, statement, [(*fixed.values(), *chunk, *[chunk[-1]] * (size - len(chunk)))])
+
     def executemany(self, conn: Connection, statement: Statement, rows: Iterable[Sequence[Any]]) -> None:
         if not self.raw:
             named = [statement.named(row) for row in rows]
             if named:
                 conn.execute(statement.construct, named)
             return
-        params = [statement.params(row) for row in rows]
+        if statement.by_key:
+            # In the names' order (the VALUES list is ours); one row per key, the last.
+            params = list({row[-1]: row for row in rows}.values())
+        else:
+            params = [statement.params(row) for row in rows]
         if not params:
             return
         cursor = conn.connection.cursor()
         try:
             if len(params) == 1:
-                cursor.execute(statement.sql, params[0])
+                cursor.execute(statement.sql, statement.params(params[0]) if statement.by_key else params[0])
+            elif statement.group:
+                per = max(1, SQLITE_MAX_VARIABLES // len(statement.names))
+                for start in range(0, len(params), per):
+                    chunk = params[start:start + per]
+                    cursor.execute(statement.head + ", ".join([statement.group] * len(chunk)) + statement.tail,
+                                   [value for row in chunk for value in row])
             else:
                 cursor.executemany(statement.sql, params)
         finally:

@@ -368,8 +368,8 @@ class Ops:
         if not ids:
             return []
         fast = self.fast(conn)
-        fast.executemany(conn, fast.compile("claim", _claim_statement, ("c_owner", "c_until", "c_at", "c_id")),
-                         [(a.owner, a.lease_until, a.now, rid) for rid in ids])
+        fast.execute_in(conn, "claim", _claim_statement, {"c_owner": a.owner, "c_until": a.lease_until, "c_at": a.now},
+                        ids)
         found = {row[0]: row for row in fast.fetch_in(
             conn, recipients, ("id", "message_id", "phone", "priority", "attempts"), "id", ids)}
         rows = [found[i] for i in ids]
@@ -778,10 +778,10 @@ class _Recipient(NamedTuple):
     notify: str | None
 
 
-def _claim_statement() -> Any:
-    """A claimed recipient: dispatching, leased to c_owner until c_until, one more attempt."""
+def _claim_statement(ids: list[Any]) -> Any:
+    """The claimed recipients: dispatching, leased to c_owner until c_until, one more attempt (one statement)."""
     r = recipients.c
-    return (update(recipients).where(r.id == bindparam("c_id"))
+    return (update(recipients).where(r.id.in_(ids))
             .values(state=literal_column(f"'{R.DISPATCHING}'"), lease_owner=bindparam("c_owner"),
                     lease_until=bindparam("c_until"), attempts=r.attempts + literal_column("1"),
                     updated_at=bindparam("c_at")))
