@@ -4,9 +4,12 @@ and the calls both `Client` and `TwistedClient` make (no I/O here; smsgw.client 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
+import tempfile
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import IO, Any, Iterator, Sequence
 from urllib.parse import quote, urlencode
 
 from smsgw._client_codec import Call, _encode, _required_time, _time
@@ -139,6 +142,26 @@ class Export:
     format: str  # xlsx or csv
     size: int  # bytes
     rows: int | None  # messages in it (None if the server did not say)
+
+    @classmethod
+    def written(cls, path: str, fmt: str, size: int, rows: str | None) -> Export:
+        """The export of `size` bytes at `path`; `rows` is the server's X-Smsgw-Rows header."""
+        return cls(path, fmt, size, int(rows) if rows is not None and rows.isdigit() else None)
+
+
+@contextlib.contextmanager
+def file_in_place(path: str) -> Iterator[IO[bytes]]:
+    """A temporary file next to `path`, moved onto `path` when the block ends, deleted if it fails: a
+    reader never sees half an export."""
+    folder = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".smsgw-export-", delete=False) as part:
+        try:
+            yield part
+        except BaseException:
+            part.close()
+            os.unlink(part.name)
+            raise
+    os.replace(part.name, path)
 
 
 # -- calls --------------------------------------------------------------------------------------

@@ -9,8 +9,6 @@ shared with `Client`.
 from __future__ import annotations
 
 import datetime
-import os
-import tempfile
 from typing import Any, AsyncIterator, Mapping, Sequence, TypeVar
 
 from twisted.internet import error as net_error
@@ -50,6 +48,7 @@ from smsgw._client_review import (
     ReviewPage,
     cancel_batch_call,
     cancel_call,
+    file_in_place,
     review_action_call,
     review_export_call,
     review_get_call,
@@ -257,16 +256,9 @@ def _read(response: IResponse) -> Deferred[tuple[int, str | None, bytes, str | N
 
 def _write_file(path: str, data: bytes, fmt: str, rows: str | None) -> Export:
     """Write a download next to `path` and move it there (a reader never sees half a file)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".smsgw-export-", delete=False) as part:
-        try:
-            part.write(data)
-        except BaseException:
-            part.close()
-            os.unlink(part.name)
-            raise
-    os.replace(part.name, path)
-    return Export(path, fmt, len(data), int(rows) if rows is not None and rows.isdigit() else None)
+    with file_in_place(path) as part:
+        part.write(data)
+    return Export.written(path, fmt, len(data), rows)
 
 
 def _reason(exc: BaseException) -> str:

@@ -45,7 +45,7 @@ from twisted.web.http_headers import Headers
 
 from smsgw._twisted_http import BytesBody, read_body
 from smsgw.outbox import Outcome, Refused
-from smsgw.store import OutboxEvent, Store, schema
+from smsgw.store import OutboxEvent, Store, chunks, schema
 
 log = structlog.get_logger("smsgw.callbacks")
 
@@ -78,8 +78,7 @@ def load_events(conn: Connection, recipient_ids: list[int], mo_ids: list[int]) -
     """What the callbacks tell, read from the store (a reader thread)."""
     r, m = schema.recipients.c, schema.messages.c
     recips: dict[int, dict[str, Any]] = {}
-    for i in range(0, len(recipient_ids), 500):
-        chunk = recipient_ids[i:i + 500]
+    for chunk in chunks(recipient_ids, 500):
         result = conn.execute(
             select(r.id, r.message_id, r.phone, r.state, r.stat, r.error, r.attempts, r.submitted_at, r.final_at,
                    m.ref, m.account, m.ext, m.dlr_url, m.dlr_mask)

@@ -186,6 +186,13 @@ def _talking(command: str) -> Iterator[None]:
         raise SystemExit(f"smsgw: {why}") from None
 
 
+def _refused(command: str, exc: Any) -> int:
+    """Print an ApiError the daemon answered `command` with, and every problem it names; exit status 1."""
+    problems = "".join(f"\n  {p.where or '-'}: {p.message}" for p in exc.problems)
+    print(f"{command}: refused ({exc.status} {exc.code}): {exc.message}{problems}", file=sys.stderr)
+    return 1
+
+
 def send(args: argparse.Namespace) -> int:
     config = _load(args.config, "send")
     if config is None:

@@ -130,7 +130,7 @@ def cancel(args: argparse.Namespace) -> int:
 
 
 def _with_client(command: str, args: argparse.Namespace, body: Any) -> int:
-    from smsgw.cli_daemon import _client, _load, _talking
+    from smsgw.cli_daemon import _client, _load, _refused, _talking
     from smsgw.client import ApiError
 
     config = _load(args.config, command.removeprefix("smsgw "))
@@ -141,9 +141,7 @@ def _with_client(command: str, args: argparse.Namespace, body: Any) -> int:
             result: int = body(command, args, client)
             return result
     except ApiError as exc:
-        problems = "".join(f"\n  {p.where or '-'}: {p.message}" for p in exc.problems)
-        print(f"{command}: refused ({exc.status} {exc.code}): {exc.message}{problems}", file=sys.stderr)
-        return 1
+        return _refused(command, exc)
     except ValueError as exc:  # a selection the client refuses before sending anything
         print(f"{command}: {exc}", file=sys.stderr)
         return 2
@@ -170,10 +168,7 @@ def _list(command: str, args: argparse.Namespace, client: Client) -> int:
             print(f"{command}: --export writes every matching message: leave out --offset and --limit",
                   file=sys.stderr)
             return 2
-        from smsgw.review_export import format_for
-
-        fmt = format_for(args.export)
-        done = client.review_export(args.export, where, format=fmt)
+        done = client.review_export(args.export, where)  # the format by the file's ending
         count = f"{done.rows} message(s)" if done.rows is not None else "the messages"
         print(f"wrote {count} to {done.path} ({done.format}, {done.size} bytes)")
         return 0

@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smsgw.cli_daemon import _client, _load, _talking
+    from smsgw.cli_daemon import _client, _load, _refused, _talking
     from smsgw.client import ApiError  # here: `smsgw hash-key` needs no HTTP
 
     command = f"smsgw template {args.template_command}"
@@ -79,9 +79,7 @@ def run(args: argparse.Namespace) -> int:
             _print_one(template, args.json)
             return 0
     except ApiError as exc:
-        problems = "".join(f"\n  {p.where or '-'}: {p.message}" for p in exc.problems)
-        print(f"{command}: refused ({exc.status} {exc.code}): {exc.message}{problems}", file=sys.stderr)
-        return 1
+        return _refused(command, exc)
 
 
 def _exists(client: Any, name: str) -> bool:

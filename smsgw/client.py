@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import datetime
 import http.client
-import os
 import select
 import socket
 import ssl
-import tempfile
 import threading
 from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping, Sequence, TypeVar
 
@@ -59,6 +57,7 @@ from smsgw._client_review import (
     ReviewPage,
     cancel_batch_call,
     cancel_call,
+    file_in_place,
     review_action_call,
     review_export_call,
     review_get_call,
@@ -289,20 +288,13 @@ class Client:
         fmt = format or format_for(path)
         call = review_export_call(where, fmt)
         url = self._target.url(call.path)
-        folder = os.path.dirname(os.path.abspath(path))
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".smsgw-export-", delete=False) as part:
-            try:
-                with self._lock:
-                    status, retry_after, raw, rows = self._exchange(call, url, part)
-                if status != 200:
-                    outcome(call, url, status, retry_after, raw)  # raises the error the answer means
-                size = part.tell()
-            except BaseException:
-                part.close()
-                os.unlink(part.name)
-                raise
-        os.replace(part.name, path)
-        return Export(path, fmt, size, int(rows) if rows is not None and rows.isdigit() else None)
+        with file_in_place(path) as part:
+            with self._lock:
+                status, retry_after, raw, rows = self._exchange(call, url, part)
+            if status != 200:
+                outcome(call, url, status, retry_after, raw)  # raises the error the answer means
+            size = part.tell()
+        return Export.written(path, fmt, size, rows)
 
     # -- HTTP ----------------------------------------------------------------------------------
 

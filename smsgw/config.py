@@ -823,12 +823,12 @@ def _tls_problems(cfg: Config) -> Iterator[_Problem]:
 
 def _review_problems(cfg: Config) -> Iterator[_Problem]:
     accounts = {a.name: a for a in cfg.accounts}
+    sources = {s.name for s in cfg.db_sources}
     for i, rule in enumerate(cfg.review.rules):
         for j, name in enumerate(rule.accounts):
             if name not in accounts and name != "auto_reply":
                 yield (("review", "rules", i, "accounts", j), f"no account is named {name!r}",
                        "use the name of an account under accounts:")
-        sources = {s.name for s in cfg.db_sources}
         for j, name in enumerate(rule.interfaces):
             if name.startswith("db:") and name[3:] not in sources:
                 yield (("review", "rules", i, "interfaces", j), f"no db source is named {name[3:]!r}",

@@ -17,7 +17,7 @@ fails on its own, with the reason); duplicates are checked by the gateway just b
 it commits, and remembered once committed. Every refusal is a `FilterProblem` naming
 its rule. Pre-approved templates are not exempt: these rules are the administrator's,
 and no reviewer's decision lifts them. The one exemption is the gateway's own notices to
-reviewers (`NOTICE_INTERFACES`): their text is the administrator's too, they may not wait
+reviewers (`smsgw.review.UNREVIEWED_INTERFACES`): their text is the administrator's too, they may not wait
 for a reviewer, and the same notice twice is meant, so words and duplicates pass them
 (blacklists and segments still apply).
 
@@ -30,7 +30,7 @@ import hashlib
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Collection, Iterable, Mapping, Sequence
 
 from smsgw._filter_lists import (
     ListFileError, Signature, parse_entry, parse_numbers, parse_words, read_numbers, read_words, signature,
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from smsgw.validation import PreparedMessage
 
 __all__ = [
-    "NOTICE_INTERFACES", "OPERATORS", "Blacklist", "Duplicates", "FilterProblem", "Filters", "Hold", "ListFileError",
+    "OPERATORS", "Blacklist", "Duplicates", "FilterProblem", "Filters", "Hold", "ListFileError",
     "SegmentRule", "Signature", "WordRule", "parse_entry", "parse_numbers", "parse_words", "read_numbers",
     "read_words", "signature",
 ]
@@ -63,8 +63,6 @@ OPERATORS: dict[str, tuple[str, ...]] = {
                       "189", "190", "191", "193", "199"),
     "china_broadnet": ("192",),
 }
-#: Interfaces of the gateway's notices to reviewers: no word rule and no duplicates rule applies.
-NOTICE_INTERFACES = UNREVIEWED_INTERFACES
 OPERATOR_NAMES = {"china_mobile": "China Mobile", "china_unicom": "China Unicom",
                   "china_telecom": "China Telecom", "china_broadnet": "China Broadnet"}
 
@@ -92,6 +90,13 @@ class Hold:
 
 
 # --- the rules -------------------------------------------------------------------------------------
+
+
+def _applies(accounts: Collection[str], interfaces: Sequence[str], account: str, interface: str) -> bool:
+    """Whether a rule for `accounts` and `interfaces` (empty: all) covers a message; never the notices to
+    reviewers: no word rule and no duplicates rule applies to them."""
+    return (not accounts or account in accounts) and interface not in UNREVIEWED_INTERFACES and (
+        not interfaces or interface_matches(interfaces, interface))
 
 
 def _lengths(prefixes: Iterable[str]) -> tuple[int, ...]:
@@ -152,8 +157,7 @@ class WordRule:
                         self.interfaces, self.time_limit, self.on_expiry, self.file, self.inline)
 
     def applies(self, account: str, interface: str) -> bool:
-        return (not self.accounts or account in self.accounts) and interface not in NOTICE_INTERFACES and (
-            not self.interfaces or interface_matches(self.interfaces, interface))
+        return _applies(self.accounts, self.interfaces, account, interface)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +215,7 @@ class Duplicates:
         return len(self._seen)
 
     def applies(self, account: str, interface: str) -> bool:
-        return (not self.accounts or account in self.accounts) and interface not in NOTICE_INTERFACES and (
-            not self.interfaces or interface_matches(self.interfaces, interface))
+        return _applies(self.accounts, self.interfaces, account, interface)
 
     @staticmethod
     def _content(account: str, text: str) -> int:

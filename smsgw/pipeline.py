@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import structlog
 from twisted.internet import defer
@@ -270,10 +270,7 @@ class Gateway:
                          rule=decision.rule, word=decision.word, batch=item.batch, recipients=len(m.to),
                          deadline=decision.deadline, on_expiry=decision.on_expiry)
                 continue
-            for link in set(item.links):
-                dispatcher = self._dispatchers.get(link)
-                if dispatcher is not None:
-                    dispatcher.wake(account.name)
+            self._wake((link, account.name) for link in set(item.links))
         if held_messages:
             for listener in self.on_held:
                 listener(held_messages, held_recipients)
@@ -387,12 +384,13 @@ class Gateway:
             log.info(f"review_{action.action}" if action.action != "cancel" else "messages_cancelled",
                      actor=action.actor, messages=len(result.messages), recipients=result.recipients,
                      comment=action.comment or None, filter=action.query.described() or None)
-            self._wake(result)
+            self._wake(result.wake)
             return result
         return d.addCallbacks(done, self._store_failed)
 
-    def _wake(self, result: ReviewResult) -> None:
-        for link, account in result.wake:
+    def _wake(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Tell each (link, account)'s dispatcher that the account has work queued."""
+        for link, account in pairs:
             dispatcher = self._dispatchers.get(link)
             if dispatcher is not None:
                 dispatcher.wake(account)
@@ -406,7 +404,7 @@ class Gateway:
                     log.warning("review_expired", outcome=outcome.action, messages=len(outcome.messages),
                                 recipients=outcome.recipients,
                                 message_ids=[str(i) for i in outcome.messages[:20]])
-                    self._wake(outcome)
+                    self._wake(outcome.wake)
             for message_id, account, rule in result.alarmed:
                 log.error("alarm", alarm="review_overdue", message_id=str(message_id), account=account, rule=rule,
                           action="still waiting for a reviewer: approve or reject it (smsgw review list)")

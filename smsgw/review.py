@@ -17,19 +17,19 @@ so no path can skip it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from smsgw.lifecycle import Review
 from smsgw.model import Account
 
-__all__ = ["EXPIRY_OUTCOMES", "INTERFACES", "Decision", "ReviewPolicy", "ReviewRule", "WordList", "interface_matches"]
+__all__ = ["INTERFACES", "NOTICE_INTERFACE", "UNREVIEWED_INTERFACES", "Decision", "ReviewPolicy", "ReviewRule", "WordList", "interface_matches"]
 
-EXPIRY_OUTCOMES = ("approve", "reject", "alarm")
 #: What rules and queries name a message's origin by ("db" stands for every legacy-database source, "db:<name>" one).
 INTERFACES = ("rest", "url", "soap", "file", "db", "auto_reply")
 #: Interfaces of the gateway's own messages that are never held (reviewer notices would wait for themselves).
-UNREVIEWED_INTERFACES = frozenset({"review_notice"})
+NOTICE_INTERFACE = "review_notice"  # the reviewers' notices (smsgw.review_notice)
+UNREVIEWED_INTERFACES = frozenset({NOTICE_INTERFACE})
 
 
 class WordList:
@@ -159,7 +159,6 @@ class ReviewPolicy:
     rules: tuple[ReviewRule, ...] = ()
     account_time_limit: float | None = None  # for messages held only by their account's needs_review
     account_on_expiry: str = "alarm"
-    exempt: frozenset[str] = field(default_factory=lambda: UNREVIEWED_INTERFACES)
 
     def decide(self, account: Account, interface: str, text: str, recipients: int, pre_approved: bool,
                now: float) -> Decision:
@@ -173,7 +172,7 @@ class ReviewPolicy:
             pre_approved: rendered from a template marked pre-approved.
             now: epoch seconds (the time limit counts from here).
         """
-        if interface in self.exempt:
+        if interface in UNREVIEWED_INTERFACES:
             return PASS
         for rule in self.rules:
             hit, word = rule.matches(account.name, interface, text, recipients, pre_approved)

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from smsgw.lifecycle import Review
 from smsgw.model import PRIORITY_URGENT, Account, AcceptedMessage, SendRequest
+from smsgw.review import NOTICE_INTERFACE
 from smsgw.schedule import SendWindow
 from smsgw.store import ReviewPage, ReviewQuery
 
@@ -42,7 +43,7 @@ __all__ = ["INTERFACE", "NoticeGateway", "NoticeSettings", "ReviewNotifier", "no
 log = structlog.get_logger("smsgw.review_notice")
 
 #: The interface notices are accepted through (never held: smsgw.review.UNREVIEWED_INTERFACES).
-INTERFACE = "review_notice"
+INTERFACE = NOTICE_INTERFACE
 _PENDING = ReviewQuery(review=(Review.PENDING,))
 
 

@@ -250,6 +250,7 @@ class DbSource(Poller):
         accepted and the rows it was accepted for; the rest stay pending (`out.held`, `out.limit`), but
         rows the gateway refused (a duplicate of a message sent shortly before) are added to `bad`."""
         rows = good
+        dropped = 0  # rows the gateway refused: neither accepted nor pending
         accepted: list[AcceptedMessage]
         while rows:
             try:
@@ -258,8 +259,7 @@ class DbSource(Poller):
             except RequestRejected as exc:
                 refused = _refused(exc.problems, len(rows))
                 bad.extend((rows[i][0], reason) for i, reason in refused.items())
-                gone = {id(rows[i]) for i in refused}
-                good = [row for row in good if id(row) not in gone]
+                dropped += len(refused)
                 rows = [row for i, row in enumerate(rows) if i not in refused]
             except LimitExceeded as exc:
                 out.limit = exc
@@ -273,7 +273,7 @@ class DbSource(Poller):
                 rows = rows[:fit] if fit < len(rows) else []
         else:
             accepted = []
-        out.held = len(good) - len(rows)
+        out.held = len(good) - dropped - len(rows)
         return accepted, rows
 
     def _accept(self, good: list[tuple[Any, str, PreparedMessage]],

@@ -94,10 +94,13 @@ def main() -> None:
             to_carrier: dict[str, float] = {}  # request -> submitted to the carrier (a Msg_Id back)
             pending: list[tuple[str, float]] = []
             otp_sent, next_otp = 0, 0.0
-            while pending or sum(waiting(api_port).values()):
+            while True:
+                queued = sum(waiting(api_port).values())
+                if not pending and not queued:
+                    break
                 if time.perf_counter() - approved_at > args.timeout:
                     raise SystemExit(f"not delivered within {args.timeout}s")
-                if otp_sent < 30 and time.perf_counter() >= next_otp and sum(waiting(api_port).values()):
+                if otp_sent < 30 and time.perf_counter() >= next_otp and queued:
                     next_otp = time.perf_counter() + 1.0
                     sent = call(api_port, "POST", "/api/v1/messages",
                                 {"to": "13900139000", "text": f"验证码 {otp_sent:06d}", "priority": "urgent"},

@@ -22,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from smsgw.model import MessageView, MoPage, MoView, RecipientView, SegmentView
 from smsgw.store import migrations, schema
 from smsgw.store._engine import StoreUnavailable, dialect_of, make_engine
+from smsgw.store._fast import chunks
 from smsgw.store._ops import (
     Claimed,
     ClaimArgs,
@@ -39,7 +40,6 @@ from smsgw.store._ops import (
     SubmittedArgs,
     SweepArgs,
     SweepResult,
-    chunks,
 )
 from smsgw.store._review import (
     ExpiryArgs,

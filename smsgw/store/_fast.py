@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import Column, Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.engine import Dialect
 
 # IN lists are padded (repeating the last value) to one of these sizes, so a
@@ -136,28 +136,27 @@ class Fast:
         return statement
 
     def select_in(self, table: Table, columns: Sequence[str], key: str, size: int, *,
-                  lock: bool = False) -> Statement:
-        """SELECT columns FROM table WHERE key IN (size values) [FOR UPDATE]."""
+                  lock: bool = False, present: str | None = None) -> Statement:
+        """SELECT columns FROM table WHERE key IN (size values) [AND present IS NOT NULL] [FOR UPDATE]."""
         names = [f"k{i}" for i in range(size)]
 
         def build() -> Any:
             stmt = select(*(table.c[c] for c in columns)).where(table.c[key].in_([bindparam(n) for n in names]))
+            if present is not None:
+                stmt = stmt.where(table.c[present].is_not(None))
             return stmt.with_for_update() if lock else stmt
-        return self.compile(("select_in", table.name, tuple(columns), key, size, lock), build, names)
+        return self.compile(("select_in", table.name, tuple(columns), key, size, lock, present), build, names)
 
     # --- running -------------------------------------------------------------------
 
     def execute_in(self, conn: Connection, key: str, build: Callable[[list[Any]], Any], fixed: dict[str, Any],
                    values: Iterable[Any]) -> None:
         """Run `build(binds)`, a statement with `… IN (binds)` and bind parameters `fixed`, for `values`
-        in padded IN lists of at most IN_MAX (repeating a value in an IN list changes nothing)."""
-        wanted = sorted(set(values))
-        for start in range(0, len(wanted), IN_MAX):
-            chunk = wanted[start:start + IN_MAX]
-            size = next(s for s in _SIZES if s >= len(chunk))
+        in padded IN lists of at most IN_MAX."""
+        for size, padded in _in_lists(values):
             binds = [f"k{i}" for i in range(size)]
             statement = self.compile((key, size), lambda: build([bindparam(b) for b in binds]), [*fixed, *binds])
-            self.executemany(conn, statement, [(*fixed.values(), *chunk, *[chunk[-1]] * (size - len(chunk)))])
+            self.executemany(conn, statement, [(*fixed.values(), *padded)])
 
     def executemany(self, conn: Connection, statement: Statement, rows: Iterable[Sequence[Any]]) -> None:
         if not self.raw:
@@ -188,19 +187,17 @@ class Fast:
             cursor.close()
 
     def fetch_in(self, conn: Connection, table: Table, columns: Sequence[str], key: str, values: Iterable[Any],
-                 *, lock: bool = False) -> list[tuple[Any, ...]]:
-        """Rows (tuples of `columns`) whose `key` is one of `values`, fetched in IN lists of at most IN_MAX."""
-        wanted = sorted(set(values))
+                 *, lock: bool = False, present: str | None = None) -> list[tuple[Any, ...]]:
+        """Rows (tuples of `columns`) whose `key` is one of `values` (and, given `present`, whose column
+        `present` is not NULL), fetched in IN lists of at most IN_MAX."""
+        lists = _in_lists(values)
         out: list[tuple[Any, ...]] = []
-        if not wanted:
+        if not lists:
             return out
         cursor = conn.connection.cursor() if self.raw else None
         try:
-            for start in range(0, len(wanted), IN_MAX):
-                chunk = wanted[start:start + IN_MAX]
-                size = next(s for s in _SIZES if s >= len(chunk))
-                padded = chunk + [chunk[-1]] * (size - len(chunk))
-                statement = self.select_in(table, columns, key, size, lock=lock)
+            for size, padded in lists:
+                statement = self.select_in(table, columns, key, size, lock=lock, present=present)
                 if cursor is None:
                     out.extend(tuple(row) for row in conn.execute(statement.construct, statement.named(padded)))
                 else:
@@ -212,6 +209,17 @@ class Fast:
         return out
 
 
-def columns_of(table: Table) -> tuple[str, ...]:
-    """Every column of `table`, in its order (the row layout for `Fast.insert(table, columns_of(table))`)."""
-    return tuple(c.name for c in table.columns if isinstance(c, Column))
+def chunks(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """`values` in slices of at most `size` (an IN list stays within every database's limit)."""
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+def _in_lists(values: Iterable[Any]) -> list[tuple[int, list[Any]]]:
+    """The distinct `values` in IN lists of at most IN_MAX, each padded to a length in _SIZES by repeating
+    its last value (a repeated value in an IN list changes nothing): (length, list) pairs."""
+    wanted = sorted(set(values))
+    out = []
+    for chunk in chunks(wanted, IN_MAX):
+        size = next(s for s in _SIZES if s >= len(chunk))
+        out.append((size, [*chunk, *[chunk[-1]] * (size - len(chunk))]))
+    return out

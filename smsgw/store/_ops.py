@@ -18,7 +18,7 @@ from smsgw import lifecycle
 from smsgw.lifecycle import M, R, Review, S
 from smsgw.protocol.cmpp import stat_is_final
 from smsgw.store import _review
-from smsgw.store._fast import Fast
+from smsgw.store._fast import Fast, chunks
 from smsgw.store._review import ExpiryArgs, ExpiryResult, ReviewAction, ReviewResult
 from smsgw.store.ids import IdGenerator
 from smsgw.store.schema import audit_log, messages, mo_messages, mo_parts, outbox, recipients, reports, segments
@@ -735,7 +735,7 @@ class Ops:
         fast.executemany(conn, fast.compile("close_recipients", _close_statement, ("c_n", "c_at", "c_id")),
                          [(n, now, mid) for mid, n in closing.items()])
         wanting = {row[0]: row for row in fast.fetch_in(conn, messages, ("id", "notify", "ref", "account"), "id",
-                                                           closing) if row[1] is not None}
+                                                           closing, present="notify")}
         rows = []
         for message_id, recipient_id, state in notify:
             msg = wanting.get(message_id)
@@ -834,11 +834,6 @@ class _Change:
         if self.extra:
             v.update(self.extra)
         return v
-
-
-def chunks(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    """`values` in slices of at most `size` (an IN list stays within every database's limit)."""
-    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 def _known(conn: Connection, wanted: dict[str, set[str]], group: Any, key: Any,

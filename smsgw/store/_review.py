@@ -17,14 +17,14 @@ from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from smsgw.lifecycle import M, R, Review
+from smsgw.store._fast import chunks
 from smsgw.store.schema import audit_log, messages, recipients
 
 if TYPE_CHECKING:
     from smsgw.store._ops import Ops
 
 #: review states a query may ask for; "any" includes messages no rule held ("passed")
-REVIEW_STATES = Review.ALL
-_REVIEWED = (Review.PENDING, Review.APPROVED, Review.REJECTED, Review.CANCELLED)
+_REVIEWED = tuple(state for state in Review.ALL if state != Review.PASSED)  # held for review at some time
 _CHUNK = 500
 
 
@@ -174,8 +174,7 @@ def review_rows(conn: Connection, q: ReviewQuery, limit: int) -> list[ReviewItem
 def _phones(conn: Connection, ids: Sequence[int], most: int | None) -> dict[int, tuple[str, ...]]:
     r = recipients.c
     out: dict[int, list[str]] = {}
-    for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i:i + _CHUNK]
+    for chunk in chunks(ids, _CHUNK):
         for message_id, phone in conn.execute(select(r.message_id, r.phone).where(r.message_id.in_(chunk))
                                               .order_by(r.message_id, r.id)):
             got = out.setdefault(message_id, [])
@@ -223,8 +222,8 @@ def _approve(ops: Ops, conn: Connection, a: ReviewAction) -> ReviewResult:
     m, r = messages.c, recipients.c
     rows = _selected(ops, conn, a.query, m.review == Review.PENDING)
     ids = [row.id for row in rows]
-    for i in range(0, len(ids), _CHUNK):
-        conn.execute(update(messages).where(m.id.in_(ids[i:i + _CHUNK]), m.review == Review.PENDING).values(
+    for chunk in chunks(ids, _CHUNK):
+        conn.execute(update(messages).where(m.id.in_(chunk), m.review == Review.PENDING).values(
             review=Review.APPROVED, state=M.ACCEPTED, reviewed_by=a.actor[:64], reviewed_at=a.now,
             review_comment=a.comment[:500] or None, review_deadline=None, updated_at=a.now))
     moved = 0
@@ -238,9 +237,9 @@ def _approve(ops: Ops, conn: Connection, a: ReviewAction) -> ReviewResult:
         moved = conn.execute(update(recipients).where(r.message_id == bindparam("b_mid"), r.state == R.HELD)
                              .values(state=R.QUEUED, due_at=bindparam("b_due"), updated_at=a.now), params).rowcount
     wake: set[tuple[str, str]] = set()
-    for i in range(0, len(ids), _CHUNK):
+    for chunk in chunks(ids, _CHUNK):
         wake.update((link, account) for link, account in conn.execute(
-            select(r.link, r.account).where(r.message_id.in_(ids[i:i + _CHUNK])).distinct()))
+            select(r.link, r.account).where(r.message_id.in_(chunk)).distinct()))
     return ReviewResult("approve", tuple(ids), max(moved, 0), tuple(sorted(wake)))
 
 
@@ -259,14 +258,14 @@ def _close(ops: Ops, conn: Connection, a: ReviewAction) -> ReviewResult:
         error = f"cancelled by {a.actor}" + (f": {a.comment}" if a.comment else "")
     ids = [row.id for row in rows]
     pending = [row.id for row in rows if row.review == Review.PENDING]
-    for i in range(0, len(pending), _CHUNK):
-        conn.execute(update(messages).where(m.id.in_(pending[i:i + _CHUNK]), m.review == Review.PENDING).values(
+    for chunk in chunks(pending, _CHUNK):
+        conn.execute(update(messages).where(m.id.in_(chunk), m.review == Review.PENDING).values(
             review=review, reviewed_by=a.actor[:64], reviewed_at=a.now, review_comment=a.comment[:500] or None,
             review_deadline=None, updated_at=a.now))
     recipient_ids: list[int] = []
     with_recipients: set[int] = set()  # messages with recipients in from_states
-    for i in range(0, len(ids), _CHUNK):
-        for rid, message_id in conn.execute(select(r.id, r.message_id).where(r.message_id.in_(ids[i:i + _CHUNK]),
+    for chunk in chunks(ids, _CHUNK):
+        for rid, message_id in conn.execute(select(r.id, r.message_id).where(r.message_id.in_(chunk),
                                                                              r.state.in_(from_states))):
             recipient_ids.append(rid)
             with_recipients.add(message_id)
@@ -297,8 +296,8 @@ def expire(ops: Ops, conn: Connection, e: ExpiryArgs) -> ExpiryResult:
                                            audit_action=f"review_expired_{action}"))
     approved, rejected = decide("approve"), decide("reject")
     alarm = [message_id for message_id, _, _ in alarmed]
-    for i in range(0, len(alarm), _CHUNK):
-        conn.execute(update(messages).where(m.id.in_(alarm[i:i + _CHUNK])).values(review_deadline=None))
+    for chunk in chunks(alarm, _CHUNK):
+        conn.execute(update(messages).where(m.id.in_(chunk)).values(review_deadline=None))
     if alarm:
         conn.execute(audit_log.insert().values(
             id=ops.ids.next(), at=e.now, actor="expiry", action="review_expired_alarm",
