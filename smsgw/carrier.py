@@ -21,6 +21,7 @@ handed to the submitter, so the owner always learns a Msg_Id before its report.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -269,11 +270,12 @@ class _Message:
 class _Pdu:
     """One SUBMIT PDU of a message, and the recipients it covers."""
 
-    __slots__ = ("message", "submit")
+    __slots__ = ("message", "submit", "order")
 
-    def __init__(self, message: _Message, submit: Submit) -> None:
+    def __init__(self, message: _Message, order: int, submit: Submit) -> None:
         self.message = message
         self.submit = submit
+        self.order = order  # the link's running count: puts an unsent PDU back in its place
 
 
 class CarrierLink(MultiService):
@@ -297,6 +299,7 @@ class CarrierLink(MultiService):
         self._live: list[CmppProtocol] = []
         self._inflight: dict[tuple[int, int], _Pdu] = {}  # (id(proto), key) -> pdu
         self._pending: deque[_Pdu] = deque()  # waiting for a connection with room
+        self._order = itertools.count()
         self._accepting = False
         self._refs = ReferenceCounter(ref16=config.ref16, start=random.randrange(256))
         self._reassembler = Reassembler(timeout=config.mo_reassembly_timeout)
@@ -344,8 +347,8 @@ class CarrierLink(MultiService):
 
     @property
     def pending(self) -> int:
-        """Segments waiting for a connection with room in its window."""
-        return len(self._pending)
+        """Segments not on the wire yet: waiting for a connection, or queued in a session for its window."""
+        return len(self._pending) + sum(p.session.queued for p in self._live)
 
     def submit(self, message: OutboundMessage) -> defer.Deferred[SubmitResult]:
         """Send a message (one or many recipients, any length).
@@ -444,6 +447,10 @@ class CarrierLink(MultiService):
     def cmpp_protocol_error(self, proto: CmppProtocol, error: CmppError) -> None:
         log.error("link_protocol_error", link=self.name, conn=proto.label, peer=proto.peer, error=error.msg)
 
+    def cmpp_read(self, proto: CmppProtocol) -> None:
+        if self._pending:
+            self._dispatch()
+
     def cmpp_event(self, proto: CmppProtocol, event: Event) -> None:
         handler = self._handlers.get(type(event))
         if handler is not None:
@@ -494,13 +501,14 @@ class CarrierLink(MultiService):
             # Only long messages need a concatenation reference (one counter per recipient).
             segments = split_text(text, fmt, reference=self._refs.next(to[0]), ref16=cfg.ref16)
         msg = _Message(0)
+        order = self._order.__next__
         out = []
         src_id = cfg.service_code + message.ext if message.ext else cfg.service_code
         report = 1 if message.report else 0
         groups = [to] if len(to) <= 99 else [tuple(to[i : i + 99]) for i in range(0, len(to), 99)]
         for group in groups:
             for seg in segments:
-                out.append(_Pdu(msg, Submit(
+                out.append(_Pdu(msg, order(), Submit(
                     group, seg.content, fmt, src_id, cfg.sp_id, cfg.service_id,
                     report, seg.pk_total, seg.pk_number, 1 if seg.udhi else 0,
                     0, cfg.msg_level, cfg.fee_user_type, "", cfg.fee_type, cfg.fee_code,
@@ -509,7 +517,13 @@ class CarrierLink(MultiService):
         return out
 
     def _dispatch(self) -> None:
-        """Hand pending PDUs to the live connections with the most room."""
+        """Hand pending PDUs to the live connections with the most room.
+
+        First every connection's window fills; then each takes a second
+        window's worth into its session's queue. The session sends those
+        (already encoded) the moment responses free the window, before this
+        side handles the responses' events, so the peer works while we do.
+        """
         pending = self._pending
         live = self._live
         if not pending or not live:
@@ -517,27 +531,32 @@ class CarrierLink(MultiService):
         if len(live) > 1:
             live = sorted(live, key=lambda p: p.session.in_flight + p.session.queued)
         window = self.config.window
+        for depth in (window, 2 * window):
+            for proto in live:
+                session = proto.session
+                room = depth - session.in_flight - session.queued
+                if room > 0 and session.state is State.ESTABLISHED:  # else full, or closing
+                    self._hand(proto, room)
+                    if not pending:
+                        return
+
+    def _hand(self, proto: CmppProtocol, room: int) -> None:
+        pending = self._pending
         inflight = self._inflight
+        session = proto.session
+        send = session.send
+        pid = id(proto)
         now = self._clock.seconds()
-        for proto in live:
-            session = proto.session
-            pid = id(proto)
-            room = window - session.in_flight - session.queued
-            if room <= 0 or session.state is not State.ESTABLISHED:
-                continue  # full, or closing (its LinkClosed event is on its way)
-            send = session.send
-            while pending and room > 0:
-                pdu = pending.popleft()
-                try:
-                    key = send(pdu.submit, now)
-                except CmppError as exc:
-                    self._settle(pdu, SubmitInvalid(f"cannot encode: {exc.msg}"))
-                    continue
-                inflight[(pid, key)] = pdu
-                room -= 1
-            proto.request_pump()  # one write per reactor turn, however many submits it took
-            if not pending:
-                return
+        while pending and room > 0:
+            pdu = pending.popleft()
+            try:
+                key = send(pdu.submit, now)
+            except CmppError as exc:
+                self._settle(pdu, SubmitInvalid(f"cannot encode: {exc.msg}"))
+                continue
+            inflight[(pid, key)] = pdu
+            room -= 1
+        proto.request_pump()  # one write per reactor turn, however many submits it took
 
     def _accepted(self, proto: CmppProtocol, event: SubmitAccepted) -> None:
         pdu = self._inflight.pop((id(proto), event.seq))
@@ -569,8 +588,14 @@ class CarrierLink(MultiService):
         pdu = self._inflight.pop((id(proto), event.seq))
         reason = event.reason
         if reason is FailReason.NOT_SENT and self._accepting:
-            # Never left us: safe to try again on another connection.
-            self._pending.appendleft(pdu)
+            # Never left us: safe to try again on another connection, in the
+            # order it was submitted (a closing session fails its queue in order,
+            # and older PDUs may already be back at the front).
+            pending = self._pending
+            i = 0
+            while i < len(pending) and pending[i].order < pdu.order:
+                i += 1
+            pending.insert(i, pdu)
             self._dispatch()
             self._arm_timer()
             return

@@ -223,6 +223,9 @@ class IsmgSimulator(MultiService):
     def cmpp_protocol_error(self, proto: CmppProtocol, error: CmppError) -> None:
         log.warning("simulator_protocol_error", peer=proto.peer, error=error.msg)
 
+    def cmpp_read(self, proto: CmppProtocol) -> None:
+        pass
+
     def cmpp_event(self, proto: CmppProtocol, event: Event) -> None:
         handler = self._handlers.get(type(event))
         if handler is not None:

@@ -76,6 +76,8 @@ class LinkAndSimulatorTests(LoopbackCase):
         for proto in link._live:
             sock = proto.transport.getHandle()  # type: ignore[union-attr]
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        # Both ends send straight to the socket (a Twisted rename would quietly turn that off).
+        assert all(p._direct is p.transport for p in [*link._live, *sim._conns])
         to = ("13800138000", "13900139000", "+8613700137000")
         result: SubmitResult = await link.submit(OutboundMessage(to, LONG_TEXT))
         n = len(split_text(LONG_TEXT, MSG_FMT_UCS2))

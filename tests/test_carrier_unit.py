@@ -11,6 +11,7 @@ import datetime
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet import tcp
 from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -345,3 +346,109 @@ def test_long_mo_parts_are_acknowledged_after_the_owner_keeps_them() -> None:
     assert messages == []
     link.stopService()
     again.stopService()
+
+
+def _answer_submits(peer: Peer, first_id: int) -> int:
+    """The ISMG side answers every SUBMIT it has read so far; returns how many."""
+    events = [e for e in peer.events if isinstance(e, SubmitReceived)]
+    peer.events.clear()
+    for i, event in enumerate(events):
+        peer.server.respond(event.seq, SubmitResp(first_id + i, 0))
+    return len(events)
+
+
+def test_a_second_window_waits_encoded_and_leaves_as_the_responses_are_read() -> None:
+    """Past a full window, one more window's worth waits in the session; the read that frees
+    the window writes those at once, before the submit Deferreds fire."""
+    clock = Clock()
+    link, _ = make_link(clock, connections=1, window=4)
+    a = attach(link, clock, 0)
+    a.transport.clear()
+    fired: list[tuple[int, int]] = []  # (message, SUBMITs written by then)
+
+    def note(_: SubmitResult, i: int) -> None:
+        fired.append((i, len(commands_in(a.transport.value()))))
+
+    for i in range(10):
+        link.submit(OutboundMessage(("13800138000",), f"m{i}")).addCallback(note, i)
+    a.read_from_link()
+    assert a.proto.session.in_flight == 4 and a.proto.session.queued == 4
+    assert link.pending == 6  # four queued in the session, two waiting in the link
+    assert _answer_submits(a, 100) == 4
+    a.write_to_link()  # no clock advance: everything below happened inside dataReceived
+    assert commands_in(a.transport.value()) == [CommandId.SUBMIT] * 4
+    assert [i for i, _ in fired] == [0, 1, 2, 3]
+    assert {written for _, written in fired} == {4}  # the next window left before any callback ran
+    assert a.proto.session.in_flight == 4 and a.proto.session.queued == 2 and link.pending == 2
+
+
+def test_submits_queued_in_a_closing_session_go_out_on_another_in_their_order() -> None:
+    """A connection that drops with submits queued in its session hands them back; they
+    leave on the other connection in the order they were submitted, none lost, none twice."""
+    clock = Clock()
+    link, _ = make_link(clock, connections=2, window=2)
+    a, b = attach(link, clock, 0), attach(link, clock, 1)
+    results: dict[int, str] = {}
+
+    def keep(outcome: Any, i: int) -> None:
+        results[i] = "ok" if isinstance(outcome, SubmitResult) else outcome.type.__name__
+
+    for i in range(8):  # each goes to the least loaded connection: a, b, a, b, ...
+        link.submit(OutboundMessage(("13800138000",), f"m{i}")).addBoth(keep, i)
+    a.read_from_link()
+    b.read_from_link()
+
+    def sent(peer: Peer) -> list[str]:
+        return [e.submit.msg_content.decode() for e in peer.events if isinstance(e, SubmitReceived)]
+
+    assert (sent(a), sent(b)) == (["m0", "m2"], ["m1", "m3"])
+    assert a.proto.session.queued == 2 and b.proto.session.queued == 2  # m4, m6 on a; m5, m7 on b
+    a.proto.connectionLost()  # m0 and m2 were on the wire: unknown; m4 and m6 never left
+    assert results == {0: "LinkDown", 2: "LinkDown"}
+    assert link.live_connections == 1 and link.pending == 4
+    on_b: list[str] = []
+    for round_ in range(3):
+        _answer_submits(b, 200 + 10 * round_)
+        b.write_to_link()
+        b.read_from_link()
+        on_b += sent(b)
+    assert on_b == ["m5", "m7", "m4", "m6"]  # b's own queue, then a's, in submit order
+    _answer_submits(b, 300)
+    b.write_to_link()
+    assert results == {0: "LinkDown", 2: "LinkDown", **{i: "ok" for i in (1, 3, 4, 5, 6, 7)}}
+    assert link.pending == 0
+
+
+class _TcpConnection(tcp.Connection):
+    """A Twisted TCP connection without a socket: writeSomeData takes what the test allows."""
+
+    def __init__(self, takes: list[int]) -> None:  # no super().__init__: no socket, no reactor
+        self.connected, self.disconnecting, self.TLS = 1, False, False
+        self.dataBuffer, self.offset, self._tempDataBuffer, self._tempDataLen = b"", 0, [], 0
+        self.takes = takes
+        self.sent: list[bytes] = []
+        self.buffered: list[bytes] = []
+
+    def writeSomeData(self, data: bytes) -> int:
+        n = min(self.takes.pop(0), len(data))
+        self.sent.append(bytes(data[:n]))
+        return n
+
+    def write(self, data: bytes) -> None:
+        self.buffered.append(bytes(data))
+        self._tempDataLen += len(data)
+
+
+def test_writes_go_straight_to_the_socket_unless_twisted_holds_bytes() -> None:
+    """Bytes are sent at once while Twisted's buffer is empty; what the socket does not take,
+    and everything after it until that buffer drains, goes through transport.write in order."""
+    conn = _TcpConnection(takes=[10, 3])
+    proto = CmppProtocol(Session(SessionConfig(Role.CLIENT, sp_id=SP_ID, secret=SECRET)), Clock(), None)  # type: ignore[arg-type]
+    proto.transport, proto._direct = conn, conn
+    proto._write(b"0123456789")  # all taken
+    assert (conn.sent, conn.buffered) == ([b"0123456789"], [])
+    proto._write(b"abcdef")  # three taken, the rest buffered
+    assert (conn.sent[-1], conn.buffered) == (b"abc", [b"def"])
+    proto._write(b"ghi")  # Twisted holds bytes: behind them, never around them
+    assert conn.buffered == [b"def", b"ghi"] and len(conn.sent) == 2
+
