@@ -528,9 +528,14 @@ class CarrierLink(MultiService):
         live = self._live
         if not pending or not live:
             return
-        if len(live) > 1:
-            live = sorted(live, key=lambda p: p.session.in_flight + p.session.queued)
         window = self.config.window
+        if len(live) == 1:  # called for every submit and every answer: keep it short
+            session = live[0].session
+            room = 2 * window - session.in_flight - session.queued
+            if room > 0 and session.state is State.ESTABLISHED:
+                self._hand(live[0], room)
+            return
+        live = sorted(live, key=lambda p: p.session.in_flight + p.session.queued)
         for depth in (window, 2 * window):
             for proto in live:
                 session = proto.session
