@@ -323,15 +323,37 @@ class Submit:
         v3 = version is _V30
         head = cls._HEAD30 if v3 else cls._HEAD20
         _need("SUBMIT", body, head.size)
-        f = head.unpack_from(body)
-        n = f[-1]
+        msg_id, pk_total, pk_number, reg, level = _SUBMIT_LEAD.unpack_from(body)
+        n = body[head.size - 1]
+        # Service_Id … Src_Id (strings, fee and format octets between them)
+        # repeat on every SUBMIT of a link: decoded once per distinct run of bytes.
+        middle = body[_SUBMIT_LEAD.size : head.size - 1]
+        fixed = _SUBMIT_MIDDLE.get((v3, middle))
+        if fixed is None:
+            f = head.unpack_from(body)
+            if v3:
+                (_, _, _, _, _, service_id, fee_user_type, fee_tid, fee_ttype,
+                 tp_pid, tp_udhi, msg_fmt, msg_src, fee_type, fee_code, valid, at, src_id, _n) = f
+            else:
+                (_, _, _, _, _, service_id, fee_user_type, fee_tid,
+                 tp_pid, tp_udhi, msg_fmt, msg_src, fee_type, fee_code, valid, at, src_id, _n) = f
+                fee_ttype = 0
+            fixed = (msg_fmt, _cut(src_id), _cut(msg_src), _cut(service_id), tp_udhi, tp_pid,
+                     fee_user_type, _cut(fee_tid), _cut(fee_type), _cut(fee_code), _cut(valid), _cut(at),
+                     fee_ttype)
+            if len(_SUBMIT_MIDDLE) >= 1024:
+                _SUBMIT_MIDDLE.clear()
+            _SUBMIT_MIDDLE[(v3, middle)] = fixed
         width = 32 if v3 else 21
         pos = head.size
         # DestUsr_tl, then (3.0) Dest_terminal_type, then Msg_Length.
         need = pos + n * width + (2 if v3 else 1)
         if len(body) < need:
             raise CmppLocalError(f"SUBMIT: DestUsr_tl {n} needs {need} bytes before Msg_Content, body has {len(body)}", status=4)
-        dests = tuple(_cut(body[pos + i * width : pos + (i + 1) * width]) for i in range(n))
+        if n == 1:
+            dests: tuple[str, ...] = (_cut(body[pos : pos + width]),)
+        else:
+            dests = tuple(_cut(body[pos + i * width : pos + (i + 1) * width]) for i in range(n))
         pos += n * width
         dest_type = body[pos] if v3 else 0
         pos += 1 if v3 else 0
@@ -341,19 +363,21 @@ class Submit:
             raise CmppLocalError(f"SUBMIT: Msg_Length {length} exceeds the {len(body) - pos} bytes left", status=4)
         content = body[pos : pos + length]
         trailer = _trailer("SUBMIT", body, pos + length, 20 if v3 else 8)
-        if v3:
-            (msg_id, pk_total, pk_number, reg, level, service_id, fee_user_type, fee_tid, fee_ttype,
-             tp_pid, tp_udhi, msg_fmt, msg_src, fee_type, fee_code, valid, at, src_id, _n) = f
-        else:
-            (msg_id, pk_total, pk_number, reg, level, service_id, fee_user_type, fee_tid,
-             tp_pid, tp_udhi, msg_fmt, msg_src, fee_type, fee_code, valid, at, src_id, _n) = f
-            fee_ttype = 0
+        (msg_fmt, src_id, msg_src, service_id, tp_udhi, tp_pid, fee_user_type, fee_tid, fee_type, fee_code,
+         valid, at, fee_ttype) = fixed
         return cls(
-            dests, content, msg_fmt, _cut(src_id), _cut(msg_src), _cut(service_id), reg, pk_total,
-            pk_number, tp_udhi, tp_pid, level, fee_user_type, _cut(fee_tid), _cut(fee_type),
-            _cut(fee_code), _cut(valid), _cut(at), msg_id, fee_ttype, dest_type,
+            dests, content, msg_fmt, src_id, msg_src, service_id, reg, pk_total,
+            pk_number, tp_udhi, tp_pid, level, fee_user_type, fee_tid, fee_type,
+            fee_code, valid, at, msg_id, fee_ttype, dest_type,
             trailer if v3 else "", "" if v3 else trailer,
         )
+
+
+_SubmitMiddle: TypeAlias = "tuple[int, str, str, str, int, int, int, str, str, str, str, str, int]"
+#: The SUBMIT's leading Msg_Id, Pk_total, Pk_number, Registered_Delivery, Msg_level.
+_SUBMIT_LEAD = struct.Struct(">QBBBB")
+#: Decoded middle parts of recent SUBMITs (see `Submit.decode_body`), bounded.
+_SUBMIT_MIDDLE: dict[tuple[bool, bytes], _SubmitMiddle] = {}
 
 
 #: Encoded octet-string fields of recent SUBMITs: one link sends the same ones every time.
