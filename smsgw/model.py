@@ -7,6 +7,7 @@ about the store or the carrier links.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
@@ -85,6 +86,17 @@ class Problem:
 
     def as_dict(self) -> dict[str, str]:
         return {"where": self.where, "code": self.code, "message": self.message}
+
+    def position(self) -> tuple[int, int | None] | None:
+        """Which message of a many-message request (`[i]…`), and which of its recipients
+        (`[i].to[j]`), the problem names; None when it names no message."""
+        m = _WHERE.match(self.where)
+        if m is None:
+            return None
+        return int(m.group(1)), None if m.group(2) is None else int(m.group(2))
+
+
+_WHERE = re.compile(r"\[(\d+)\](?:\.to\[(\d+)\])?")
 
 
 class RequestRejected(Exception):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smsgw.model import Account, RequestRejected, SendRequest
+from smsgw.model import Account, Problem, RequestRejected, SendRequest
 from smsgw.protocol.cmpp._text import (
     MSG_FMT_ASCII,
     MSG_FMT_GBK,
@@ -493,3 +493,13 @@ def test_router_refuses_bad_prefixes(prefixes: list[str]) -> None:
     """Prefixes are digits with an optional leading +; errors name the rule."""
     with pytest.raises(ValueError, match=r"routing\.rules\[0\]"):
         Router([("a", prefixes)], "c")
+
+
+@pytest.mark.parametrize("where, expected", [
+    ("[0]", (0, None)), ("[3].text", (3, None)), ("[12].to[4]", (12, 4)), ("[2].to", (2, None)),
+    ("to[1]", None), ("text", None), ("", None), ("[x]", None),
+])
+def test_problem_position_names_the_message_and_recipient(where: str, expected: object) -> None:
+    """Adapters that send many messages per request (file import, database polling) map a
+    problem back to its row through `Problem.position`."""
+    assert Problem(where, "code", "message").position() == expected

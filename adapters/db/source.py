@@ -298,10 +298,10 @@ def _refused(problems: list[Problem], rows: int) -> dict[int, str]:
     """
     out: dict[int, list[str]] = {}
     for p in problems:
-        index = p.where[1:p.where.find("]")] if p.where.startswith("[") else ""
-        if not index.isdigit() or int(index) >= rows:
+        at = p.position()
+        if at is None or at[0] >= rows:
             raise RequestRejected(problems)
-        out.setdefault(int(index), []).append(p.message)
+        out.setdefault(at[0], []).append(p.message)
     return {i: "; ".join(reasons) for i, reasons in out.items()}
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import datetime
 import io
-import re
 from collections import Counter
 from dataclasses import replace
 from typing import Iterable, Iterator, Sequence
@@ -27,7 +26,6 @@ ACCEPTED, INVALID, DUPLICATE, NOT_SENT = "accepted", "invalid", "duplicate", "no
 RESULT_HEADER = ("row", "number", "outcome", "reason", "message_id")
 SENT_BEFORE = "sent before by an import of this same file: not sent again"
 NOT_REACHED = "not sent: the import stopped before this row"
-_WHERE = re.compile(r"\[(\d+)\](?:\.to\[(\d+)\])?")
 _PRIORITIES = {value: name for name, value in PRIORITY_NAMES.items()}
 
 
@@ -145,13 +143,12 @@ class Outcomes:
         whole: set[int] = set()
         rows: dict[int, set[int]] = {}
         for p in problems:
-            m = _WHERE.match(p.where)
-            if m is None or int(m.group(1)) >= len(chunk):
+            at = p.position()
+            if at is None or at[0] >= len(chunk):
                 raise ImportAborted(f"{p.code}: {p.message}")
-            i = int(m.group(1))
+            i, j = at
             message = chunk[i]
-            if m.group(2) is not None and int(m.group(2)) < len(message.rows):
-                j = int(m.group(2))
+            if j is not None and j < len(message.rows):
                 rows.setdefault(i, set()).add(j)
                 self._refuse_row(message.rows[j], p)
             else:
