@@ -59,9 +59,8 @@ class CmppProtocol(Protocol):
             # hundred PDUs/s; every PDU here is small and latency-bound.
             transport.setTcpNoDelay(True)
             transport.setTcpKeepAlive(True)
-        handle: object = transport
-        if isinstance(handle, Connection) and not getattr(handle, "TLS", False) \
-                and hasattr(handle, "_tempDataLen"):
+        handle: object = transport  # typed as an interface: mypy would call the isinstance unreachable
+        if isinstance(handle, Connection) and not handle.TLS:
             self._direct = handle
         peer = transport.getPeer() if transport is not None else None
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import SubProblem
 from smsgw._yaml_source import bad as _bad
+from smsgw.schedule import WEEKDAYS
 
 #: Values a write-back can bind, by event (docs/legacy-db.md lists their meaning).
 ROW_FIELDS = ("key", "message_id", "state", "now", "node")
@@ -130,7 +131,6 @@ def _hhmm(value: str) -> str:
     return value
 
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def _days(value: Any) -> Any:
@@ -143,10 +143,10 @@ def _days(value: Any) -> Any:
         if not isinstance(item, str):
             raise _bad(f"{item!r} is not a day", "write days as mon, tue, ... sun, or a range like mon-fri")
         lo, _, hi = item.lower().partition("-")
-        if lo not in DAYS or (hi and hi not in DAYS):
+        if lo not in WEEKDAYS or (hi and hi not in WEEKDAYS):
             raise _bad(f"{item!r} is not a day or a range of days", "write mon, tue, ... sun, or e.g. mon-fri")
-        a, b = DAYS.index(lo), DAYS.index(hi or lo)
-        out += [DAYS[i % 7] for i in range(a, (b if b >= a else b + 7) + 1)]
+        a, b = WEEKDAYS.index(lo), WEEKDAYS.index(hi or lo)
+        out += [WEEKDAYS[i % 7] for i in range(a, (b if b >= a else b + 7) + 1)]
     return tuple(dict.fromkeys(out))
 
 
@@ -159,7 +159,7 @@ Scalar = str | int | float | bool | None
 class ActiveWindow(_Section):
     """Poll only on these days between these times (local time); `to` before `from` spans midnight."""
 
-    days: Annotated[tuple[str, ...], Field(min_length=1)] = DAYS
+    days: Annotated[tuple[str, ...], Field(min_length=1)] = WEEKDAYS
     from_: Annotated[HourMinute, Field(alias="from")] = "00:00"
     to: HourMinute = "24:00"
 

@@ -19,7 +19,7 @@ from smsgw._config_review import Expiry, Interface
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import SubProblem
 from smsgw._yaml_source import bad as _bad
-from smsgw._yaml_source import digits_as_text, matching, parsed_by
+from smsgw._yaml_source import digits_as_text, first_seen, matching, parsed_by, scope_problems, used_twice
 
 if TYPE_CHECKING:
     from smsgw.filters import Filters
@@ -135,9 +135,9 @@ class FiltersSection(_Section):
         for key, names in (("blacklist", [b.name for b in self.blacklist]),
                            ("sensitive_words", [w.name for w in self.sensitive_words]),
                            ("segments", [s.name for s in self.segments])):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            if twice:
-                raise _bad(f"{key} name {twice[0]!r} is used twice", "give each its own name")
+            twice = used_twice(names)
+            if twice is not None:
+                raise _bad(f"{key} name {twice!r} is used twice", "give each its own name")
         return self
 
     def enabled(self) -> bool:
@@ -160,14 +160,8 @@ class FiltersSection(_Section):
             *((("sensitive_words", i), w.accounts, w.interfaces) for i, w in enumerate(self.sensitive_words)),
             (("duplicates",), self.duplicates.accounts, self.duplicates.interfaces)]
         for at, names, interfaces in scoped:
-            for j, name in enumerate(names):
-                if name not in accounts:
-                    yield ((*at, "accounts", j), f"no account is named {name!r}",
-                           "use the name of an account under accounts: (or auto_reply for MO auto-replies)")
-            for j, name in enumerate(interfaces):
-                if name.startswith("db:") and name[3:] not in sources:
-                    yield ((*at, "interfaces", j), f"no db source is named {name[3:]!r}",
-                           "use db:<name> of a source under db_sources:, or db for all of them")
+            yield from scope_problems(at, names, interfaces, accounts, sources,
+                                      "use the name of an account under accounts: (or auto_reply for MO auto-replies)")
         for i, b in enumerate(self.blacklist):
             if b.file is not None:
                 try:
@@ -185,15 +179,13 @@ class FiltersSection(_Section):
             if w.action == "review" and not reviewers:
                 yield (("sensitive_words", i, "action"), "the rule holds messages but no reviewer is configured",
                        "add a reviewer under review.reviewers, or nobody can approve them")
-        seen: dict[str, int] = {}
         for i, s in enumerate(self.segments):
             if s.link not in links:
                 yield (("segments", i, "link"), f"no carrier is named {s.link!r}",
                        f"use one of the carriers: {', '.join(links)}" if links else "add the carrier under carriers:")
-            if s.link in seen:
-                yield (("segments", i, "link"), f"filters.segments[{seen[s.link]}] is for the same link",
-                       "merge the two rules: one rule per link")
-            seen.setdefault(s.link, i)
+        for i, _, first in first_seen(s.link for s in self.segments):
+            yield (("segments", i, "link"), f"filters.segments[{first}] is for the same link",
+                   "merge the two rules: one rule per link")
 
     def build(self, router: Router) -> Filters | None:
         """The `smsgw.filters.Filters` of this section (reads the list files), or None when it is empty.

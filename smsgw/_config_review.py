@@ -14,8 +14,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import bad as _bad
-from smsgw._yaml_source import digits_as_text, matching, parsed_by
-from smsgw.review import INTERFACES, ReviewPolicy, ReviewRule, WordList
+from smsgw._yaml_source import digits_as_text, matching, parsed_by, used_twice
+from smsgw.review import ReviewPolicy, ReviewRule, WordList, is_interface
 from smsgw.schedule import parse_range  # the grammar of schedule.quiet_hours
 
 __all__ = ["ReviewNoticeSection", "ReviewRuleConfig", "ReviewSection", "ReviewerConfig"]
@@ -24,8 +24,7 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}")
 
 
 def _interface(value: str) -> str:
-    base = value.split(":", 1)[0]
-    if base not in INTERFACES or (":" in value and base != "db"):
+    if not is_interface(value):
         raise _bad(f"unknown interface {value!r}",
                    "write rest, url, soap, file, db (every legacy-database source), db:<source> or auto_reply")
     return value
@@ -136,9 +135,9 @@ class ReviewSection(_Section):
     @model_validator(mode="after")
     def _unique(self) -> ReviewSection:
         for what, names in (("rule", [r.name for r in self.rules]), ("reviewer", [r.name for r in self.reviewers])):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            if twice:
-                raise _bad(f"{what} name {twice[0]!r} is used twice", f"give each {what} its own name")
+            twice = used_twice(names)
+            if twice is not None:
+                raise _bad(f"{what} name {twice!r} is used twice", f"give each {what} its own name")
         return self
 
     def policy(self) -> ReviewPolicy:

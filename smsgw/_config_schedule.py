@@ -86,8 +86,7 @@ class ScheduleSection(_Section):
         holidays = _expand(self.holidays)
         quiet = {WEEKDAYS.index(d) for d in self.quiet_days}
         for i, text in enumerate(self.workdays):
-            first, last = parse_dates(text)
-            days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+            days = _dates(text)
             clash = [d for d in days if d in holidays]
             if clash:
                 yield (("workdays", i), f"{clash[0].isoformat()} is also listed under holidays",
@@ -101,9 +100,11 @@ class ScheduleSection(_Section):
                        "quiet_days")
 
 
+def _dates(text: str) -> list[dt.date]:
+    """Every day of a date or a range of dates, in order."""
+    first, last = parse_dates(text)
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
 def _expand(ranges: tuple[str, ...]) -> set[dt.date]:
-    out: set[dt.date] = set()
-    for text in ranges:
-        first, last = parse_dates(text)
-        out.update(first + dt.timedelta(days=n) for n in range((last - first).days + 1))
-    return out
+    return {day for text in ranges for day in _dates(text)}

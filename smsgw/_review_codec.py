@@ -26,7 +26,7 @@ from smsgw._api_codec import (
     rejected,
 )
 from smsgw.lifecycle import Review
-from smsgw.review import INTERFACES
+from smsgw.review import is_interface
 from smsgw.review_export import FORMATS
 from smsgw.model import Account, Problem
 from smsgw.store import ReviewItem, ReviewPage, ReviewQuery, ReviewResult
@@ -201,8 +201,7 @@ def _interface(values: Mapping[str, Any], prefix: str, problems: list[Problem]) 
     value = _text(values, "interface", prefix, NAME_MAX, problems)
     if value is None:
         return None
-    base, colon, source = value.partition(":")
-    if base not in INTERFACES or (colon and (base != "db" or not source)):
+    if not is_interface(value):
         problems.append(Problem(at(prefix, "interface"), "bad_value", f"interface {_show(value)} is not one: "
                                 "rest, url, soap, file, auto_reply, db (every legacy-database source) or "
                                 "db:<source>"))

@@ -27,7 +27,7 @@ import difflib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, get_args
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -386,6 +386,33 @@ def digits_as_text(value: object) -> object:
     if isinstance(value, (int, float)):
         raise bad("must be digits, not a number", 'quote it, e.g. "0123"')
     return value
+
+
+def first_seen(names: Iterable[str]) -> Iterator[tuple[int, str, int]]:
+    """(index, name, index of its first use) for each repeated name."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            yield i, name, seen[name]
+        seen.setdefault(name, i)
+
+
+def used_twice(names: Sequence[str]) -> str | None:
+    """The first, in sorted order, of the names given more than once; None: all distinct."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    return twice[0] if twice else None
+
+
+def scope_problems(at: Path, names: Sequence[str], interfaces: Sequence[str], accounts: Collection[str],
+                   sources: Collection[str], account_fix: str) -> Iterator[SubProblem]:
+    """A rule's `accounts` naming no account, and its `interfaces` naming a db:<source> that is not one."""
+    for j, name in enumerate(names):
+        if name not in accounts:
+            yield (*at, "accounts", j), f"no account is named {name!r}", account_fix
+    for j, name in enumerate(interfaces):
+        if name.startswith("db:") and name[3:] not in sources:
+            yield ((*at, "interfaces", j), f"no db source is named {name[3:]!r}",
+                   "use db:<name> of a source under db_sources:, or db for all of them")
 
 
 class Section(BaseModel):

@@ -89,7 +89,7 @@ class Daemon(Service):
                     and a.callbacks.dlr_url},
             limits=Limits(tuple(a.name for a in config.accounts if a.daily_quota is not None)),
             review=config.review.policy(), reviewers=[r.name for r in config.review.reviewers],
-            due=None if self.window.empty else self.window.due, filters=validator.filters)
+            due=None if self.window.empty else self.window.due)
         notices = notice_settings(config)
         self.review_notices = ReviewNotifier(self.gateway, reactor, notices) if notices is not None else None
         # The filters' list files are read again when they change (and on SIGHUP).

@@ -529,14 +529,12 @@ class CarrierLink(MultiService):
         if not pending or not live:
             return
         window = self.config.window
-        if len(live) == 1:  # called for every submit and every answer: keep it short
-            session = live[0].session
-            room = 2 * window - session.in_flight - session.queued
-            if room > 0 and session.state is State.ESTABLISHED:
-                self._hand(live[0], room)
-            return
-        live = sorted(live, key=lambda p: p.session.in_flight + p.session.queued)
-        for depth in (window, 2 * window):
+        if len(live) > 1:
+            live = sorted(live, key=lambda p: p.session.in_flight + p.session.queued)
+            depths: tuple[int, ...] = (window, 2 * window)
+        else:  # one pass: this runs for every submit and every answer
+            depths = (2 * window,)
+        for depth in depths:
             for proto in live:
                 session = proto.session
                 room = depth - session.in_flight - session.queued
@@ -586,8 +584,8 @@ class CarrierLink(MultiService):
             for mid in ids:
                 for _, report, hproto, seq, dmid in self._held.pop(mid, ()):
                     self._deliver_report(report, hproto, seq, dmid)
-        if self._pending:
-            self._dispatch()
+        # No dispatch here: answers come from a read, and `cmpp_read` refilled the sessions before
+        # their events were handed over.
 
     def _failed(self, proto: CmppProtocol, event: SubmitFailed) -> None:
         pdu = self._inflight.pop((id(proto), event.seq))

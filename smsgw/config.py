@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
@@ -30,7 +30,9 @@ from smsgw._config_filters import (
 )
 from smsgw._config_review import ReviewNoticeSection, ReviewRuleConfig, ReviewSection, ReviewerConfig
 from smsgw._config_schedule import ScheduleSection
-from smsgw._yaml_source import Path, Source, digits_as_text, path_text, read_source, validation_problems
+from smsgw._yaml_source import (
+    Path, Source, digits_as_text, first_seen, path_text, read_source, scope_problems, validation_problems,
+)
 from smsgw._yaml_source import Section as _Section
 from smsgw._yaml_source import bad as _bad
 from smsgw.model import Account, RateLimit
@@ -668,18 +670,9 @@ def _api_problems(cfg: Config, source: Source) -> Iterator[_Problem]:
                "add an account (name and api_key_sha256 or secret_hash) under accounts:, or set api.enabled: false")
 
 
-def _first_seen(names: Iterable[str]) -> Iterator[tuple[int, str, int]]:
-    """(index, name, index of its first use) for each repeated name."""
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in seen:
-            yield i, name, seen[name]
-        seen.setdefault(name, i)
-
-
 def _duplicates(cfg: Config) -> Iterator[_Problem]:
     for section, items in (("accounts", cfg.accounts), ("carriers", cfg.carriers), ("db_sources", cfg.db_sources)):
-        for i, name, first in _first_seen(item.name for item in items):
+        for i, name, first in first_seen(item.name for item in items):
             yield ((section, i, "name"), f"the name {name!r} is already used by {section}[{first}]",
                    "give every entry its own name")
 
@@ -733,11 +726,11 @@ def _order_problems(cfg: Config) -> Iterator[_Problem]:
 
 def _mo_problems(cfg: Config) -> Iterator[_Problem]:
     routes = ((r.ext, (r.keyword or "").lower()) for r in cfg.mo.routes)
-    for i, _, first in _first_seen(f"{ext}|{kw}" for ext, kw in routes):
+    for i, _, first in first_seen(f"{ext}|{kw}" for ext, kw in routes):
         yield (("mo", "routes", i), f"the same ext and keyword as mo.routes[{first}]",
                "merge the two routes or tell them apart by ext or keyword")
     replies = (f"{r.ext}|{r.keyword.lower()}" for r in cfg.mo.auto_replies)
-    for i, _, first in _first_seen(replies):
+    for i, _, first in first_seen(replies):
         yield (("mo", "auto_replies", i), f"the same keyword and ext as mo.auto_replies[{first}]",
                "keep one reply per keyword and ext")
 
@@ -825,14 +818,8 @@ def _review_problems(cfg: Config) -> Iterator[_Problem]:
     accounts = {a.name: a for a in cfg.accounts}
     sources = {s.name for s in cfg.db_sources}
     for i, rule in enumerate(cfg.review.rules):
-        for j, name in enumerate(rule.accounts):
-            if name not in accounts and name != "auto_reply":
-                yield (("review", "rules", i, "accounts", j), f"no account is named {name!r}",
-                       "use the name of an account under accounts:")
-        for j, name in enumerate(rule.interfaces):
-            if name.startswith("db:") and name[3:] not in sources:
-                yield (("review", "rules", i, "interfaces", j), f"no db source is named {name[3:]!r}",
-                       "use db:<name> of a source under db_sources:, or db for all of them")
+        yield from scope_problems(("review", "rules", i), rule.accounts, rule.interfaces, {*accounts, "auto_reply"},
+                                  sources, "use the name of an account under accounts:")
     held = any(r.action == "review" for r in cfg.review.rules) or any(a.needs_review for a in cfg.accounts)
     if held and not cfg.review.reviewers:
         yield (("review", "reviewers"), "messages can be held for review but no reviewer is configured",

@@ -47,7 +47,6 @@ class FilterReloader(Poller):
     def __init__(self, filters: Filters, reactor: Any, interval: float) -> None:
         super().__init__(reactor)
         self._filters = filters
-        self._reactor = reactor
         self._interval = interval
         self._failed: dict[str, Signature | None] = {}  # path -> the state an alarm was logged for
         self._forced = False
@@ -74,7 +73,7 @@ class FilterReloader(Poller):
         files = self._filters.files()
         known = dict(self._filters.signatures)
         d: defer.Deferred[list[_Read]] = threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), self._look, files, known, dict(self._failed), forced)
+            self._clock, self._clock.getThreadPool(), self._look, files, known, dict(self._failed), forced)
         d.addCallback(self._apply)
         d.addErrback(lambda f: log.error("alarm", alarm="filter_reload_failed", error=f.getErrorMessage()))
         d.addBoth(lambda _: self._schedule(self._interval))

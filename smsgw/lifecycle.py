@@ -98,3 +98,8 @@ def sources(target: str) -> tuple[str, ...]:
 def closes(old: str, new: str) -> bool:
     """Whether the move makes an open recipient final (so its message has one fewer open)."""
     return old not in FINAL and new in FINAL
+
+
+def first_due(send_at: float | None, now: float) -> float:
+    """When a message may first go out, before quiet hours move it: its send time if still ahead, else now."""
+    return send_at if send_at is not None and send_at > now else now

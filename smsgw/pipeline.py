@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 
 from smsgw.carrier import CarrierLink, LinkReport, MoMessage, MoPart
 from smsgw.dispatch import Dispatcher
-from smsgw.filters import Duplicates, FilterProblem, Filters
-from smsgw.lifecycle import Review
+from smsgw.filters import Duplicates, FilterProblem
+from smsgw.lifecycle import Review, first_due
 from smsgw.limits import Limits, day_start
 from smsgw.protocol.cmpp import msg_id_to_text
 from smsgw.model import (
@@ -84,7 +84,7 @@ class Gateway:
                  mo_sinks: dict[str, str] | None = None, notify: dict[str, str] | None = None,
                  templates: TemplateRegistry | None = None, limits: Limits | None = None,
                  review: ReviewPolicy | None = None, reviewers: Sequence[str] = (),
-                 due: Callable[[float, int], float] | None = None, filters: Filters | None = None) -> None:
+                 due: Callable[[float, int], float] | None = None) -> None:
         self._store = store
         # The named templates; the validator renders from the registry's live dict.
         self.templates = templates if templates is not None else TemplateRegistry(store, clock)
@@ -103,14 +103,11 @@ class Gateway:
         self._notify = dict(notify or {})  # account -> outbox kind owed its messages' states (callbacks)
         self.limits = limits or Limits()  # rate limits and daily quotas, checked in accept_prepared
         self.review_policy = review or ReviewPolicy()  # decides, for every message accepted, whether it is held
-        # The administrator's filters (smsgw.filters): the validator checks lists, words and segments;
-        # duplicates are checked here, just before the commit, and remembered once committed.
-        self.filters = filters
         self.reviewers = frozenset(reviewers)  # who may approve and reject (smsgw review --as, REST reviewer)
         # (due, priority) -> when a message may go out: quiet hours and holidays move non-urgent ones (smsgw.schedule)
         self.due = due
-        # Told (messages, recipients) whenever held messages arrive: the reviewer notifier listens here.
-        self.on_held: list[Callable[[int, int], None]] = []
+        # Called whenever an accept holds messages for review: the reviewer notifier listens here.
+        self.on_held: list[Callable[[], None]] = []
         self.accepting = False
         self._sweeper: IDelayedCall | None = None
         self._sweeping = False
@@ -191,9 +188,14 @@ class Gateway:
         does not allow the recipients now; with RequestRejected naming each duplicate ("[i].to[j]")
         when the duplicates filter refuses some.
         """
-        duplicates = self.filters.duplicates if self.filters is not None else None
+        # The administrator's filters (smsgw.filters): the validator checked lists, words and segments;
+        # duplicates are checked here, just before the commit, and remembered once committed.
+        filters = self._validator.filters
+        duplicates = filters.duplicates if filters is not None else None
+        tags: list[object | None] = []
         if duplicates is not None:
-            problems = duplicates.check(account.name, interface, prepared, _tags(prepared, sources), now)
+            tags = _tags(prepared, sources)
+            problems = duplicates.check(account.name, interface, prepared, tags, now)
             if problems:
                 self._log_filtered(account, interface, problems)
                 return defer.fail(RequestRejected(list(problems)))
@@ -217,7 +219,7 @@ class Gateway:
             else:
                 decision = self.review_policy.decide(account, interface, message.text, counted,
                                                      message.pre_approved, now)
-            due = message.send_at if message.send_at is not None and message.send_at > now else now
+            due = first_due(message.send_at, now)
             items.append(NewMessage(message_id, account.name, interface, message, links,
                                     self._store.ids.many(len(message.to)), now,
                                     needs_review=account.needs_review,
@@ -227,14 +229,14 @@ class Gateway:
                                     batch=f"{account.name}:{message.batch}" if message.batch else default_batch,
                                     due_at=self.due(due, message.priority) if self.due is not None else None))
         d = self._store.write("accept", items)  # one request: all its messages in one transaction
-        return d.addCallbacks(lambda ids: self._accepted(account, interface, items, ids, duplicates),
+        return d.addCallbacks(lambda ids: self._accepted(account, interface, items, ids, duplicates, tags),
                               lambda f: self._accept_failed(f, account, recipients))
 
     def _accepted(self, account: Account, interface: str, items: list[NewMessage], ids: list[int],
-                  duplicates: Duplicates | None = None) -> list[AcceptedMessage]:
+                  duplicates: Duplicates | None = None, tags: Sequence[object | None] = ()) -> list[AcceptedMessage]:
         out = []
-        held_messages = held_recipients = 0
-        for item, stored_id in zip(items, ids):
+        held = False
+        for i, (item, stored_id) in enumerate(zip(items, ids)):
             m = item.message
             if stored_id != item.id:  # stored before: answered with the stored message, not sent again
                 if item.source is not None:
@@ -247,8 +249,7 @@ class Gateway:
                 out.append(AcceptedMessage(str(stored_id), m.ref, len(m.to), m.segments, m.duplicates, repeated=True))
                 continue
             # Committed: from now on the same text to the same numbers is a duplicate.
-            if duplicates is not None and duplicates.record(account.name, interface, m, _tag(m, item.source),
-                                                            item.now):
+            if duplicates is not None and duplicates.record(account.name, interface, m, tags[i], item.now):
                 log.error("alarm", alarm="duplicates_memory_full", max_entries=duplicates.max_entries,
                           action="the oldest are forgotten before their window ends: raise "
                                  "filters.duplicates.max_entries (about 150 bytes each) or shorten the window")
@@ -264,16 +265,15 @@ class Gateway:
             out.append(AcceptedMessage(str(item.id), m.ref, len(m.to), m.segments, m.duplicates,
                                        held=bool(decision and decision.held), batch=item.batch))
             if decision is not None and decision.held:
-                held_messages += 1
-                held_recipients += len(m.to)
+                held = True
                 log.info("message_held", message_id=str(item.id), account=account.name, interface=interface,
                          rule=decision.rule, word=decision.word, batch=item.batch, recipients=len(m.to),
                          deadline=decision.deadline, on_expiry=decision.on_expiry)
                 continue
             self._wake((link, account.name) for link in set(item.links))
-        if held_messages:
+        if held:
             for listener in self.on_held:
-                listener(held_messages, held_recipients)
+                listener()
         stored = sum(len(item.message.to) for item, i in zip(items, ids) if i == item.id)
         self._counts["accepted"] += stored
         # Repeats were counted by reserve but not stored again: they do not use up the limits.

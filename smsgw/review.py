@@ -23,7 +23,8 @@ from typing import Iterable, Sequence
 from smsgw.lifecycle import Review
 from smsgw.model import Account
 
-__all__ = ["INTERFACES", "NOTICE_INTERFACE", "UNREVIEWED_INTERFACES", "Decision", "ReviewPolicy", "ReviewRule", "WordList", "interface_matches"]
+__all__ = ["INTERFACES", "NOTICE_INTERFACE", "UNREVIEWED_INTERFACES", "Decision", "ReviewPolicy", "ReviewRule",
+           "WordList", "interface_matches", "is_interface"]
 
 #: What rules and queries name a message's origin by ("db" stands for every legacy-database source, "db:<name>" one).
 INTERFACES = ("rest", "url", "soap", "file", "db", "auto_reply")
@@ -92,6 +93,12 @@ class WordList:
 
     def __len__(self) -> int:
         return len(self.words)
+
+
+def is_interface(value: str) -> bool:
+    """`value` names an origin rules and queries accept: one of INTERFACES, or db:<source>."""
+    base, colon, source = value.partition(":")
+    return base in INTERFACES and (not colon or (base == "db" and bool(source)))
 
 
 def interface_matches(patterns: Sequence[str], interface: str) -> bool:

@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from smsgw.lifecycle import Review
 from smsgw.model import PRIORITY_URGENT, Account, AcceptedMessage, SendRequest
 from smsgw.review import NOTICE_INTERFACE
-from smsgw.schedule import SendWindow
+from smsgw.schedule import SendWindow, parse_range
 from smsgw.store import ReviewPage, ReviewQuery
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ _PENDING = ReviewQuery(review=(Review.PENDING,))
 class NoticeGateway(Protocol):
     """What the notifier needs of `smsgw.pipeline.Gateway`."""
 
-    on_held: list[Callable[[int, int], None]]
+    on_held: list[Callable[[], None]]
 
     def accept(self, account: Account, interface: str,
                requests: Sequence[SendRequest]) -> defer.Deferred[list[AcceptedMessage]]: ...
@@ -72,8 +72,6 @@ class NoticeSettings:
 def notice_settings(config: Config) -> NoticeSettings | None:
     """The notifier's settings from review.notify (hours in schedule.timezone), or None: no notices
     (disabled, or no reviewer has a phone)."""
-    from smsgw.schedule import parse_range
-
     notify = config.review.notify
     reviewers = tuple((r.name, tuple(r.phones)) for r in config.review.reviewers if r.phones)
     if not notify.enabled or not reviewers:
@@ -118,8 +116,8 @@ class ReviewNotifier:
             self._timer.cancel()
         self._timer = None
 
-    def held(self, messages: int, recipients: int) -> None:
-        """`Gateway.on_held`: `messages` (to `recipients` numbers) were just held for review."""
+    def held(self) -> None:
+        """`Gateway.on_held`: messages were just held for review."""
         self._arrived()
 
     # --- when ----------------------------------------------------------------------

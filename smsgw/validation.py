@@ -403,8 +403,9 @@ class Validator:
         seen, duplicates = self._recipients(where, request.to, problems)
         to = tuple(seen)
         text: str | None = request.text
+        pre_approved = False
         if request.template is not None or request.params is not None:
-            text = self._render(where, request, problems)
+            text, pre_approved = self._render(where, request, problems) or (None, False)
         segments, msg_fmt = self._text(where, text, problems) if text is not None else (0, 0)
         hold = None
         if self.filters is not None:  # blacklists, segment rules, sensitive words (smsgw.filters)
@@ -448,14 +449,14 @@ class Validator:
         if len(problems) > before:
             return None
         assert text is not None
-        template = self.templates.get(request.template) if request.template is not None else None
         return PreparedMessage(to, duplicates, text, segments, msg_fmt, priority, send_at, ext, ref,
                                bool(request.report), dlr_url, dlr_mask if dlr_url else 0, request.template,
-                               template is not None and template.pre_approved, batch, batch_size, hold,
+                               pre_approved, batch, batch_size, hold,
                                tuple(seen.values()) if duplicates else None)
 
-    def _render(self, where: str, request: SendRequest, problems: list[Problem]) -> str | None:
-        """The text of a request naming a template, or None after adding its problems."""
+    def _render(self, where: str, request: SendRequest, problems: list[Problem]) -> tuple[str, bool] | None:
+        """(the text of a request naming a template, whether that template is pre-approved),
+        or None after adding its problems."""
         name, params = request.template, request.params
         given: object = params  # whatever a decoder handed in, typed or not
         if name is None:
@@ -485,7 +486,7 @@ class Validator:
         if isinstance(rendered, list):
             problems.extend(rendered)
             return None
-        return rendered
+        return rendered, template.pre_approved
 
     def _recipients(
         self, where: str, numbers: Sequence[str], problems: list[Problem]

@@ -32,7 +32,7 @@ class FakeGateway:
     """The two calls the notifier makes, answered from `pending` (total messages, total recipients)."""
 
     def __init__(self) -> None:
-        self.on_held: list[Callable[[int, int], None]] = []
+        self.on_held: list[Callable[[], None]] = []
         self.pending = (0, 0)
         self.oldest = at("2026-10-08 09:15")
         self.sent: list[tuple[Account, str, list[SendRequest]]] = []
@@ -85,7 +85,7 @@ def arrive(gateway: FakeGateway, messages: int, recipients: int) -> None:
     total, people = gateway.pending
     gateway.pending = (total + messages, people + recipients)
     for listener in gateway.on_held:
-        listener(messages, recipients)
+        listener()
 
 
 def test_held_messages_send_each_reviewer_one_urgent_notice_at_once() -> None:

@@ -43,7 +43,7 @@ from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from smsgw._config_db import DAYS, ActiveWindow, DbSourceConfig
+from smsgw._config_db import ActiveWindow, DbSourceConfig
 from smsgw.adapter import Poller
 from smsgw.adapters.db.engine import is_unreachable, make_source_engine, short_error
 from smsgw.adapters.db.rows import RowError, request
@@ -51,6 +51,7 @@ from smsgw.adapters.db.statements import Statements, WriteBack, local_time
 from smsgw.lifecycle import FINAL, R
 from smsgw.model import Account, AcceptedMessage, LimitExceeded, Problem, RequestRejected, ServiceUnavailable
 from smsgw.outbox import Outcome, Refused, Unreachable
+from smsgw.schedule import WEEKDAYS
 from smsgw.store import OutboxEvent, Store, chunks, schema
 from smsgw.store._engine import StoreUnavailable
 from smsgw.validation import PreparedMessage, Validator
@@ -73,8 +74,8 @@ def active(windows: Sequence[ActiveWindow], now: dt.datetime) -> bool:
     if not windows:
         return True
     minute = now.hour * 60 + now.minute
-    day = DAYS[now.weekday()]
-    yesterday = DAYS[(now.weekday() - 1) % 7]
+    day = WEEKDAYS[now.weekday()]
+    yesterday = WEEKDAYS[(now.weekday() - 1) % 7]
     for w in windows:
         start, end = _minutes(w.from_), _minutes(w.to)
         if start <= end:

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import statistics
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 from _bench import KEY, cpu_of, daemon_config, free_port, rss_mb, running, write_config
+
+from smsgw.client import Client, Message
 
 OTP_KEY = "otp-key"
 
@@ -50,17 +49,9 @@ def config_for(tmp: Path, sim_port: int, api_port: int) -> Path:
     return write_config(tmp, data)
 
 
-def call(port: int, method: str, path: str, body: Any = None, key: str = KEY) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=600) as response:
-        return json.loads(response.read())
-
-
-def waiting(port: int) -> dict[str, int]:
+def waiting(client: Client) -> dict[str, int]:
     """Recipients not final yet, by state (GET /api/v1/status)."""
-    return {k: int(v) for k, v in call(port, "GET", "/api/v1/status")["queues"].items()}
+    return client.status().queues
 
 
 def main() -> None:
@@ -73,43 +64,42 @@ def main() -> None:
         sim_port, api_port = free_port(), free_port()
         config = config_for(Path(tmp), sim_port, api_port)
         with running(config, sim_port) as daemon:
-            body = [{"to": [f"13{(m * per_message + i):09d}" for i in range(per_message)],
-                     "text": f"停水通知：第{m}片区明日 8:00-18:00 停水，请提前储水。", "priority": "bulk",
-                     "batch": "mass-1"} for m in range(args.recipients // per_message)]
+            api = Client(f"http://127.0.0.1:{api_port}", KEY, timeout=600)
+            otp = Client(f"http://127.0.0.1:{api_port}", OTP_KEY)
+            body = [Message([f"13{(m * per_message + i):09d}" for i in range(per_message)],
+                            f"停水通知：第{m}片区明日 8:00-18:00 停水，请提前储水。", priority="bulk", batch="mass-1")
+                    for m in range(args.recipients // per_message)]
             t0 = time.perf_counter()
-            answer = call(api_port, "POST", "/api/v1/messages", body)
+            answer = api.send_many(body)
             accept_s = time.perf_counter() - t0
-            assert all(m["held"] for m in answer["messages"]), "the batch was not held"
-            batch = answer["messages"][0]["batch"]
+            assert all(m.held for m in answer), "the batch was not held"
+            batch = answer[0].batch
             time.sleep(1.0)
-            assert waiting(api_port)["held"] == args.recipients, "something went on before approval"
+            assert waiting(api)["held"] == args.recipients, "something went on before approval"
 
             t0 = time.perf_counter()
-            result = call(api_port, "POST", "/api/v1/review/approve", {"batch": batch, "reviewer": "bench"})
+            result = api.review_approve(batch=batch, reviewer="bench")
             approve_s = time.perf_counter() - t0
             approved_at = time.perf_counter()
-            assert result["recipients"] == args.recipients, result
+            assert result.recipients == args.recipients, result
 
             latencies: list[float] = []  # request -> delivered
             to_carrier: dict[str, float] = {}  # request -> submitted to the carrier (a Msg_Id back)
             pending: list[tuple[str, float]] = []
             otp_sent, next_otp = 0, 0.0
             while True:
-                queued = sum(waiting(api_port).values())
+                queued = sum(waiting(api).values())
                 if not pending and not queued:
                     break
                 if time.perf_counter() - approved_at > args.timeout:
                     raise SystemExit(f"not delivered within {args.timeout}s")
                 if otp_sent < 30 and time.perf_counter() >= next_otp and queued:
                     next_otp = time.perf_counter() + 1.0
-                    sent = call(api_port, "POST", "/api/v1/messages",
-                                {"to": "13900139000", "text": f"验证码 {otp_sent:06d}", "priority": "urgent"},
-                                key=OTP_KEY)
-                    pending.append((sent["messages"][0]["id"], time.perf_counter()))
+                    sent = otp.send("13900139000", f"验证码 {otp_sent:06d}", priority="urgent")
+                    pending.append((sent.id, time.perf_counter()))
                     otp_sent += 1
                 for mid, at in list(pending):
-                    view = call(api_port, "GET", f"/api/v1/messages/{mid}", key=OTP_KEY)
-                    state = view["recipients"][0]["state"]
+                    state = otp.get_message(mid).recipients[0].state
                     if state not in ("queued", "dispatching") and mid not in to_carrier:
                         to_carrier[mid] = time.perf_counter() - at
                     if state == "delivered":

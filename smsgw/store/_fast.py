@@ -41,7 +41,7 @@ class Statement:
     `UPDATE … FROM (VALUES (…), (…)) AS v WHERE key = v.columnN` (see `Fast.executemany`).
     """
 
-    __slots__ = ("sql", "_convert", "construct", "names", "head", "group", "tail", "by_key")
+    __slots__ = ("sql", "_convert", "construct", "names", "head", "group", "tail", "by_key", "as_is")
 
     def __init__(self, sql: str, convert: Callable[[Sequence[Any]], Any], construct: Any,
                  names: Sequence[str]) -> None:
@@ -53,6 +53,7 @@ class Statement:
         self.group = ""
         self.tail = ""
         self.by_key = False  # an UPDATE whose rows end with the key: its multi-row form takes rows as they are
+        self.as_is = convert is tuple  # positional binds in row order: a row is its own parameters
 
     def params(self, row: Sequence[Any]) -> Any:
         return self._convert(row)
@@ -106,11 +107,14 @@ class Fast:
         return statement
 
     def insert(self, table: Table, columns: Sequence[str]) -> Statement:
+        key = ("insert", table.name, tuple(columns))
+        statement = self._cache.get(key)
+        if statement is not None:
+            return statement
         names = [f"p_{c}" for c in columns]
-        statement = self.compile(
-            ("insert", table.name, tuple(columns)),
-            lambda: table.insert().values({c: bindparam(n) for c, n in zip(columns, names)}), names)
-        if self.multirow and not statement.group:
+        statement = self.compile(key, lambda: table.insert().values({c: bindparam(n) for c, n in zip(columns, names)}),
+                                 names)
+        if self.multirow:
             cut = statement.sql.rindex(" VALUES (") + len(" VALUES ")
             statement.head, statement.group = statement.sql[:cut], statement.sql[cut:]
         return statement
@@ -120,12 +124,15 @@ class Fast:
 
         Several rows for one key: the last one wins, as with executemany.
         """
+        cache_key = ("update", table.name, tuple(columns), key)
+        statement = self._cache.get(cache_key)
+        if statement is not None:
+            return statement
         names = [f"p_{c}" for c in columns] + ["w_key"]
         statement = self.compile(
-            ("update", table.name, tuple(columns), key),
-            lambda: update(table).where(table.c[key] == bindparam("w_key"))
+            cache_key, lambda: update(table).where(table.c[key] == bindparam("w_key"))
             .values({c: bindparam(n) for c, n in zip(columns, names)}), names)
-        if self.multirow_update and not statement.group:
+        if self.multirow_update:
             quote = self._dialect.identifier_preparer.quote
             name = quote(table.name)
             sets = ", ".join(f"{quote(c)} = v.column{i + 1}" for i, c in enumerate(columns))
@@ -167,6 +174,8 @@ class Fast:
         if statement.by_key:
             # In the names' order (the VALUES list is ours); one row per key, the last.
             params = list({row[-1]: row for row in rows}.values())
+        elif statement.as_is:
+            params = rows if isinstance(rows, list) else list(rows)
         else:
             params = [statement.params(row) for row in rows]
         if not params:

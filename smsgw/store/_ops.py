@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Sequence
 from sqlalchemy import Connection, bindparam, case, literal_column, select, update
 
 from smsgw import lifecycle
-from smsgw.lifecycle import M, R, Review, S
+from smsgw.lifecycle import M, R, S, first_due
 from smsgw.protocol.cmpp import stat_is_final
 from smsgw.store import _review
 from smsgw.store._fast import Fast, chunks
@@ -24,7 +24,7 @@ from smsgw.store.ids import IdGenerator
 from smsgw.store.schema import audit_log, messages, mo_messages, mo_parts, outbox, recipients, reports, segments
 from smsgw.store.schema import templates as templates_table
 from smsgw.store.schema import source_rows as source_rows_table
-from smsgw.review import Decision
+from smsgw.review import PASS, Decision
 from smsgw.validation import PreparedMessage
 
 DELIVERED_STAT = "DELIVRD"
@@ -283,19 +283,15 @@ class Ops:
             if item.message.ref is not None:
                 known[(item.account, item.message.ref)] = item.id  # a repeat within this batch
             m = item.message
-            review = item.review
-            held = review is not None and review.held
+            review = item.review or PASS
+            held = review.held
             state = M.PENDING_REVIEW if held else M.ACCEPTED
             message_rows.append((  # MESSAGE_COLUMNS
                 item.id, item.account, item.interface, m.ref, m.text, m.priority, m.send_at, m.ext, m.report,
                 m.msg_fmt, m.segments, len(m.to), len(m.to), state, item.needs_review, item.notify, item.now,
                 item.now, m.dlr_url, m.dlr_mask if m.dlr_url else None, m.template, item.batch,
-                review.review if review is not None else Review.PASSED,
-                review.rule if review is not None else None,
-                review.deadline if review is not None else None,
-                review.on_expiry if held and review is not None else None))
-            due = item.due_at if item.due_at is not None else (
-                m.send_at if m.send_at is not None and m.send_at > item.now else item.now)
+                review.review, review.rule, review.deadline, review.on_expiry if held else None))
+            due = item.due_at if item.due_at is not None else first_due(m.send_at, item.now)
             recipient_state = R.HELD if held else R.QUEUED
             for rid, phone, link in zip(item.recipient_ids, m.to, item.links):
                 recipient_rows.append((  # RECIPIENT_COLUMNS
@@ -674,6 +670,8 @@ class Ops:
                 "pending", 0, now, now)
 
     def insert_events(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
         fast = self.fast(conn)
         fast.executemany(conn, fast.insert(outbox, OUTBOX_COLUMNS), rows)
 
@@ -683,14 +681,20 @@ class Ops:
         rows = self.fast(conn).fetch_in(conn, recipients, _Recipient._fields, "id", ids, lock=self.locks_rows)
         return {row[0]: _Recipient._make(row) for row in rows}
 
-    def move(self, conn: Connection, recipient_ids: list[int], new: str, now: float, error: str) -> int:
-        """Move recipients to `new` (where the lifecycle allows it) with `error`; how many moved.
+    def recipients_of(self, conn: Connection, message_ids: list[int], states: tuple[str, ...]) -> dict[int, Any]:
+        """The recipients of `message_ids` in one of `states`, read with their row locks, for `move`."""
+        rows = self.fast(conn).fetch_in(conn, recipients, _Recipient._fields, "message_id", message_ids,
+                                        lock=self.locks_rows)
+        return {rec.id: rec for rec in map(_Recipient._make, rows) if rec.state in states}
+
+    def move(self, conn: Connection, current: dict[int, Any], new: str, now: float, error: str) -> int:
+        """Move recipients (as `recipients_of` read them) to `new` (where the lifecycle allows it)
+        with `error`; how many moved.
 
         For the review queue's reject and cancel (smsgw.store._review): final states, so each
         message's open count drops and its origin is told, as for any other final state.
         """
-        current = self._recipients(conn, recipient_ids)
-        changes = [_Change(rid, new, now, error=error) for rid in recipient_ids if rid in current]
+        changes = [_Change(rid, new, now, error=error) for rid in current]
         return sum(1 for moved in self._apply(conn, current, changes) if moved is not None) if changes else 0
 
     def _apply(self, conn: Connection, current: dict[int, Any], changes: list[_Change]) -> list[str | None]:

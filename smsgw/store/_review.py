@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from smsgw.lifecycle import M, R, Review
+from smsgw.lifecycle import M, R, Review, first_due
 from smsgw.store._fast import chunks
 from smsgw.store.schema import audit_log, messages, recipients
 
@@ -230,7 +230,7 @@ def _approve(ops: Ops, conn: Connection, a: ReviewAction) -> ReviewResult:
     if rows:
         params = []
         for row in rows:
-            due = row.send_at if row.send_at is not None and row.send_at > a.now else a.now
+            due = first_due(row.send_at, a.now)
             if a.due is not None:
                 due = a.due(due, row.priority)
             params.append({"b_mid": row.id, "b_due": due})
@@ -245,7 +245,7 @@ def _approve(ops: Ops, conn: Connection, a: ReviewAction) -> ReviewResult:
 
 def _close(ops: Ops, conn: Connection, a: ReviewAction) -> ReviewResult:
     """Reject (held recipients) or cancel (held or queued ones): a final state, the origin told."""
-    m, r = messages.c, recipients.c
+    m = messages.c
     if a.action == "reject":
         rows = _selected(ops, conn, a.query, m.review == Review.PENDING)
         from_states: tuple[str, ...] = (R.HELD,)
@@ -262,14 +262,9 @@ def _close(ops: Ops, conn: Connection, a: ReviewAction) -> ReviewResult:
         conn.execute(update(messages).where(m.id.in_(chunk), m.review == Review.PENDING).values(
             review=review, reviewed_by=a.actor[:64], reviewed_at=a.now, review_comment=a.comment[:500] or None,
             review_deadline=None, updated_at=a.now))
-    recipient_ids: list[int] = []
-    with_recipients: set[int] = set()  # messages with recipients in from_states
-    for chunk in chunks(ids, _CHUNK):
-        for rid, message_id in conn.execute(select(r.id, r.message_id).where(r.message_id.in_(chunk),
-                                                                             r.state.in_(from_states))):
-            recipient_ids.append(rid)
-            with_recipients.add(message_id)
-    moved = ops.move(conn, recipient_ids, new, a.now, error[:255])
+    current = ops.recipients_of(conn, ids, from_states)
+    with_recipients = {rec.message_id for rec in current.values()}  # messages with recipients in from_states
+    moved = ops.move(conn, current, new, a.now, error[:255])
     # The messages it changed: rejected ones, or cancelled ones that still had something to cancel.
     changed = set(pending) | set(with_recipients)
     return ReviewResult(a.action, tuple(i for i in ids if i in changed), moved)
