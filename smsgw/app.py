@@ -56,7 +56,8 @@ class Daemon(Service):
         self._accounts = config.account_objects()
         self.store = Store(config.store_url(), reactor, node_id=config.node.id, owner=config.node.name,
                            batch_max=config.store.batch_max, readers=config.store.readers,
-                           busy_timeout=config.store.busy_timeout, quiet_submits=self._quiet_submits(config))
+                           busy_timeout=config.store.busy_timeout, quiet_submits=self._quiet_submits(config),
+                           writer=config.store.writer)
         self.simulator: IsmgSimulator | None = None
         if config.simulator.enabled:
             self.simulator = IsmgSimulator(config.simulator_config(), reactor,

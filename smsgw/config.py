@@ -234,6 +234,7 @@ class StoreSection(_Section):
     readers: Annotated[int, Field(ge=1, le=64)] = 4
     lease_seconds: Positive = 60.0
     busy_timeout: NonNegative = 5.0
+    writer: Literal["process", "thread"] = "process"  # where the store's transactions run (docs/store.md)
 
 
 class TlsSection(_Section):

@@ -48,6 +48,34 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float, interva
         time.sleep(interval)
 
 
+def descendants(pid: int) -> list[int]:
+    """The live processes under `pid` (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue  # ended meanwhile
+            parents.setdefault(parent, []).append(int(entry))
+    out, todo = [], list(parents.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo.extend(parents.get(child, ()))
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class ShutdownTooSlow(AssertionError):
     """The daemon did not exit within the time allowed after SIGTERM (it was then killed)."""
 
@@ -115,8 +143,9 @@ class Rig:
     def start_daemon(self) -> None:
         """Start `smsgw run` and wait until its REST API answers."""
         out = open(self.tmp / "daemon.out", "ab")
+        # A session of its own, as under systemd: stop_daemon can signal all its processes at once.
         self.daemon = subprocess.Popen(self._smsgw("run", "-c", str(self.config_path)), cwd=self.tmp,
-                                       stdout=out, stderr=subprocess.STDOUT)
+                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         wait_until(lambda: self._answers(self.daemon, self.gateway_status), "the daemon's REST API", 30)
 
@@ -130,17 +159,26 @@ class Rig:
         return True
 
     def kill_daemon(self) -> None:
-        """SIGKILL: nothing gets to run, as in a power cut of the process."""
+        """SIGKILL: nothing gets to run, as in a power cut of the process. Its store writer process (and
+        that one's fork server) must end on their own: one left behind would hold the store."""
         assert self.daemon is not None
+        children = descendants(self.daemon.pid)
+        assert children, "the daemon has no store writer process"
         os.kill(self.daemon.pid, signal.SIGKILL)
         self.daemon.wait(10)
         self.daemon = None
+        wait_until(lambda: not any(_running(pid) for pid in children),
+                   f"the killed daemon's processes {children} to end", 10)
 
-    def stop_daemon(self, timeout: float) -> tuple[int, float]:
-        """SIGTERM and wait; (exit code, seconds it took)."""
+    def stop_daemon(self, timeout: float, *, every_process: bool = False) -> tuple[int, float]:
+        """SIGTERM and wait; (exit code, seconds it took). `every_process`: to each of the daemon's processes,
+        as systemd's default KillMode and Ctrl-C in a terminal do."""
         assert self.daemon is not None
         began = time.monotonic()
-        os.kill(self.daemon.pid, signal.SIGTERM)
+        if every_process:
+            os.killpg(self.daemon.pid, signal.SIGTERM)
+        else:
+            os.kill(self.daemon.pid, signal.SIGTERM)
         try:
             code = self.daemon.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -92,8 +92,10 @@ def test_sigkill_and_restart_lose_nothing(make_rig: Callable[[RigConfig], Rig]) 
     assert result.duplicates_submitted <= rig.config.window * rig.config.connections * 2 * len(kill_times)
 
 
-def test_sigterm_drains_and_restart_resends_nothing(make_rig: Callable[[RigConfig], Rig]) -> None:
-    """SIGTERM mid-stream drains: exit 0 within drain_timeout, then the restarted daemon finishes with no resend."""
+@pytest.mark.parametrize("every_process", [False, True], ids=["daemon", "every-process"])
+def test_sigterm_drains_and_restart_resends_nothing(make_rig: Callable[[RigConfig], Rig], every_process: bool) -> None:
+    """SIGTERM mid-stream drains: exit 0 within drain_timeout, then the restarted daemon finishes with no resend.
+    Also when every process of the daemon gets the signal: the store writer process waits for the drain."""
     # 200 submits/s: a 300-recipient message keeps the link busy for 1.5 s, so SIGTERM lands mid-dispatch.
     rig = make_rig(RigConfig(rate_limit=200.0))
     poster = Poster(rig.api_port, rig.seed)
@@ -103,7 +105,7 @@ def test_sigterm_drains_and_restart_resends_nothing(make_rig: Callable[[RigConfi
         poster.post_bulk(300)
         wait_until(lambda: rig.gateway_status()["links"][0]["inflight"] > 0, "submits in flight", 10)
         limit = rig.config.drain_timeout + 5
-        code, took = rig.stop_daemon(limit)
+        code, took = rig.stop_daemon(limit, every_process=every_process)
         events = [e["event"] for e in rig.log_events()]
         rig.start_daemon()
         before = len(poster.outcomes.accepted)

@@ -35,11 +35,38 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def cpu_of(pid: int) -> float:
-    """utime + stime of a live process, in seconds."""
+def _stat(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return fh.read().rsplit(")", 1)[1].split()
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and every live process under it (the daemon's store writer and its fork server)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
+            except OSError:
+                pass  # ended meanwhile
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def cpu_of(pid: int) -> float:
+    """utime + stime of a live process and the processes under it, in seconds."""
+    total = 0
+    for p in tree(pid):
+        try:
+            fields = _stat(p)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # --- the daemon and simulator processes of the end-to-end benchmarks ---------------------------
@@ -50,10 +77,16 @@ KEY = "demo-key"  # the API key of conf/smsgw.yaml's demo account
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The memory of a process and the processes under it: their PSS (shared pages split between them,
+    so the store writer's pages shared with its fork server count once), in MB."""
+    total = 0
+    for p in tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("Pss:"))
+    return total / 1024
 
 
 def log_file(tmp: Path) -> Path:
@@ -70,6 +103,9 @@ def daemon_config(tmp: Path, sim_port: int) -> dict[str, Any]:
     data["log"]["level"] = "info"  # every lifecycle line is written, as in production
     data["simulator"]["enabled"] = False
     data["carriers"][0]["port"] = sim_port
+    # SMSGW_BENCH_STORE_WRITER=thread measures the store's writer as a thread of the daemon (the default
+    # is its own process): for A/B runs on this machine, whose speed changes from one minute to the next.
+    data["store"]["writer"] = os.environ.get("SMSGW_BENCH_STORE_WRITER", data["store"]["writer"])
     return data
 
 
@@ -95,9 +131,10 @@ def start_daemon(config: Path) -> subprocess.Popen[bytes]:
 
 
 def profile(pid: int, output: str) -> subprocess.Popen[bytes]:
-    """py-spy recording `pid` as raw collapsed stacks (stopped by `stop_all` with SIGINT)."""
-    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", output,
-                             "--rate", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """py-spy recording `pid` and its store writer process as raw collapsed stacks (stopped by `stop_all`
+    with SIGINT)."""
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
+                             "--output", output, "--rate", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from twisted.python.threadpool import ThreadPool
 
 from smsgw.model import MessageView, MoPage, MoView, RecipientView, SegmentView
 from smsgw.store import migrations, schema
-from smsgw.store._engine import StoreUnavailable, dialect_of, make_engine
+from smsgw.store._engine import StoreUnavailable, dialect_of, in_memory, make_engine
 from smsgw.store._fast import chunks
 from smsgw.store._ops import (
     Claimed,
@@ -52,7 +52,7 @@ from smsgw.store._review import (
     review_page,
     review_rows,
 )
-from smsgw.store._writer import Writer
+from smsgw.store._writer import ChildSpec, ProcessWriter, Writer
 from smsgw.store.ids import IdGenerator
 
 __all__ = [
@@ -72,7 +72,7 @@ class Store:
 
     def __init__(self, url: str, reactor: Any, *, node_id: int = 0, owner: str = "smsgw",
                  batch_max: int = 1000, readers: int = 4, busy_timeout: float = 5.0,
-                 quiet_submits: frozenset[str] = frozenset()) -> None:
+                 quiet_submits: frozenset[str] = frozenset(), writer: str = "thread") -> None:
         self.url = url
         self.dialect = dialect_of(url)
         self.owner = owner
@@ -80,17 +80,25 @@ class Store:
         self._reactor = reactor
         self.engine: Engine = make_engine(url, writer=True, busy_timeout=busy_timeout, pool_size=2)
         self.read_engine: Engine = make_engine(url, busy_timeout=busy_timeout, pool_size=readers)
-        self.ops = Ops(self.dialect, self.ids, quiet_submits)
         assert IReactorFromThreads.providedBy(reactor)
-        self.writer = Writer(self.engine, reactor, self.ops.handlers(), Ops.ORDER, Ops.DURABLE,
-                             batch_max=batch_max)
+        self.writer: Writer | ProcessWriter
+        if writer == "process" and not in_memory(url):
+            # The child mints its own ids for the tables only it writes (segments, reports, MO, outbox,
+            # audit); this process mints message and recipient ids. No table gets ids from both.
+            spec = ChildSpec(url, node_id, quiet_submits, busy_timeout, retry_delay=1.0)
+            self.writer = ProcessWriter(spec, reactor, Ops.ORDER, batch_max=batch_max)
+        elif writer in ("thread", "process"):
+            ops = Ops(self.dialect, self.ids, quiet_submits)
+            self.writer = Writer(self.engine, reactor, ops.handlers(), Ops.ORDER, Ops.DURABLE, batch_max=batch_max)
+        else:
+            raise ValueError(f"store writer {writer!r}: use 'process' or 'thread'")
         self._pool = ThreadPool(minthreads=1, maxthreads=readers, name="smsgw-store-reader")
         self._running = False
 
     # --- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the threads. The schema must be current (`smsgw db upgrade`)."""
+        """Start the writer and the reader threads. The schema must be current (`smsgw db upgrade`)."""
         migrations.require_current(self.engine)
         self.writer.start()
         self._pool.start()

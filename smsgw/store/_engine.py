@@ -25,6 +25,12 @@ def dialect_of(url: str) -> str:
     return name
 
 
+def in_memory(url: str) -> bool:
+    """An SQLite database that lives in one process's memory (no second process can open it)."""
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
 def make_engine(url: str, *, writer: bool = False, busy_timeout: float = 5.0, pool_size: int = 4) -> Engine:
     """An engine for `url`. SQLite: WAL, synchronous=FULL, and `BEGIN IMMEDIATE` for the writer.
 

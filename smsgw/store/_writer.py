@@ -1,4 +1,4 @@
-"""One writer thread per store: batched transactions without making callers wait.
+"""The store's writer: batched transactions without making callers wait.
 
 Callers on the reactor thread enqueue operations and get a Deferred. The
 writer takes whatever is queued (up to `batch_max`), runs it in ONE
@@ -15,14 +15,32 @@ is retried in a transaction of its own, so one bad operation fails alone. A
 lost connection is different: operations of `durable` kinds (the results of
 work already done on the carrier side) are retried until the store is back,
 with an alarm line each time; the others fail fast with StoreUnavailable.
+
+Two writers share that logic (`Transactions`):
+
+- `Writer` runs it on a thread of the daemon's process.
+- `ProcessWriter` runs it in a child process of its own (`store.writer: process`,
+  the default for a store in a file or on a server). The daemon's thread then
+  only moves batches: it pickles one batch to the child, waits for its results
+  and fires the Deferreds. The transactions' Python work and every return from
+  the database's C code no longer wait for the reactor thread's GIL, and the
+  two run on two cores. One batch is in the child at a time, as on a thread,
+  so the order of transactions is the order of batches. When the child dies,
+  every operation not yet answered fails with StoreUnavailable (none of them
+  was acknowledged), and `alive()` turns false for the systemd watchdog.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import pickle
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection as Pipe
 from typing import Any, Callable, Sequence
 
 import structlog
@@ -36,6 +54,9 @@ from smsgw.store._engine import StoreUnavailable
 log = structlog.get_logger("smsgw.store")
 
 Handler = Callable[[Connection, list[Any]], Sequence[Any]]
+# (level, event, fields): a log line, written by the daemon's logger (the child has none of its own).
+LogLine = tuple[str, str, dict[str, Any]]
+Outcome = tuple[bool, Any]  # (succeeded, result or exception)
 
 
 @dataclass(slots=True)
@@ -45,24 +66,130 @@ class _Op:
     deferred: defer.Deferred[Any]
 
 
-class Writer:
-    """Runs `handlers[kind](conn, [args, ...]) -> [result, ...]` in batched transactions."""
+class Transactions:
+    """Runs a batch of (kind, args) in one transaction, or one by one when that fails."""
 
-    def __init__(self, engine: Engine, reactor: IReactorFromThreads, handlers: dict[str, Handler],
-                 order: Sequence[str], durable: frozenset[str], *, batch_max: int = 1000,
-                 retry_delay: float = 1.0) -> None:
+    def __init__(self, engine: Engine, handlers: dict[str, Handler], order: Sequence[str],
+                 durable: frozenset[str], *, retry_delay: float, stopping: Callable[[], bool],
+                 emit: Callable[[str, str, dict[str, Any]], None]) -> None:
         self._engine = engine
-        self._reactor = reactor
         self._handlers = handlers
         self._rank = {kind: i for i, kind in enumerate(order)}
         self._durable = durable
-        self._batch_max = batch_max
         self._retry_delay = retry_delay
+        self._stopping = stopping
+        self._emit = emit
+
+    def run(self, batch: Sequence[tuple[str, Any]]) -> list[Outcome]:
+        try:
+            results = self._transaction(batch)
+        except Exception as exc:  # noqa: BLE001 - isolate per operation below
+            if not _is_disconnect(exc):
+                self._emit("warning", "store_batch_failed", {"ops": len(batch), "error": _short(exc)})
+            return self._one_by_one(batch)
+        return [(True, result) for result in results]
+
+    def _transaction(self, batch: Sequence[tuple[str, Any]]) -> list[Any]:
+        groups: dict[str, list[int]] = {}
+        for index, (kind, _) in enumerate(batch):
+            groups.setdefault(kind, []).append(index)
+        results: list[Any] = [None] * len(batch)
+        with self._engine.begin() as conn:
+            for kind in sorted(groups, key=self._rank.__getitem__):
+                indices = groups[kind]
+                out = self._handlers[kind](conn, [batch[i][1] for i in indices])
+                for i, result in zip(indices, out):
+                    results[i] = result
+        return results
+
+    def _one_by_one(self, batch: Sequence[tuple[str, Any]]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for op in batch:
+            kind = op[0]
+            while True:
+                try:
+                    result = self._transaction([op])[0]
+                except Exception as exc:  # noqa: BLE001 - reported to the caller
+                    if _is_disconnect(exc) and kind in self._durable and not self._stopping():
+                        self._emit("error", "alarm", {"alarm": "store_unreachable", "op": kind, "error": _short(exc),
+                                                      "action": f"retrying in {self._retry_delay:g}s; nothing is dropped"})
+                        time.sleep(self._retry_delay)
+                        continue
+                    if _is_disconnect(exc):
+                        outcomes.append((False, StoreUnavailable(f"store unreachable: {_short(exc)}")))
+                    else:
+                        self._emit("error", "store_op_failed", {"op": kind, "error": _short(exc)})
+                        outcomes.append((False, exc))
+                else:
+                    outcomes.append((True, result))
+                break
+        return outcomes
+
+
+def _log_line(level: str, event: str, fields: dict[str, Any]) -> None:
+    getattr(log, level)(event, **fields)
+
+
+class _Batching:
+    """The caller's side of both writers: a queue of operations, taken a batch at a time."""
+
+    def __init__(self, reactor: IReactorFromThreads, batch_max: int) -> None:
+        self._reactor = reactor
+        self._batch_max = batch_max
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.batches = 0
         self.ops = 0
+
+    def submit(self, kind: str, args: Any) -> defer.Deferred[Any]:
+        if kind not in self._kinds():
+            raise KeyError(f"no store operation {kind!r}")
+        d: defer.Deferred[Any] = defer.Deferred()
+        self._queue.put(_Op(kind, args, d))
+        return d
+
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def _kinds(self) -> Any:
+        raise NotImplementedError
+
+    def _next_batch(self) -> tuple[list[_Op], bool]:
+        """Block for the next batch; (batch, last): `last` once stop() was asked (the batch may be empty)."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < self._batch_max:
+            try:
+                op = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if op is None:
+                return batch, True
+            batch.append(op)
+        return batch, False
+
+    def _fire(self, batch: list[_Op], outcomes: Sequence[Outcome]) -> None:
+        self.batches += 1
+        self.ops += len(batch)
+        self._reactor.callFromThread(_fire_all, [(op.deferred, ok, value) for op, (ok, value) in zip(batch, outcomes)])
+
+
+class Writer(_Batching):
+    """Runs `handlers[kind](conn, [args, ...]) -> [result, ...]` in batched transactions on a thread."""
+
+    def __init__(self, engine: Engine, reactor: IReactorFromThreads, handlers: dict[str, Handler],
+                 order: Sequence[str], durable: frozenset[str], *, batch_max: int = 1000,
+                 retry_delay: float = 1.0) -> None:
+        super().__init__(reactor, batch_max)
+        self._handlers = handlers
+        self._transactions = Transactions(engine, handlers, order, durable, retry_delay=retry_delay,
+                                          stopping=self._stopping.is_set, emit=_log_line)
+
+    def _kinds(self) -> Any:
+        return self._handlers
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="smsgw-store-writer", daemon=True)
@@ -75,90 +202,261 @@ class Writer:
         if self._thread is not None:
             self._thread.join()
 
-    def submit(self, kind: str, args: Any) -> defer.Deferred[Any]:
-        if kind not in self._handlers:
-            raise KeyError(f"no store operation {kind!r}")
-        d: defer.Deferred[Any] = defer.Deferred()
-        self._queue.put(_Op(kind, args, d))
-        return d
-
     def alive(self) -> bool:
         """Whether the writer thread is running (the systemd watchdog asks)."""
         return self._thread is not None and self._thread.is_alive()
 
-    def queued(self) -> int:
-        return self._queue.qsize()
-
-    # --- the thread ----------------------------------------------------------
-
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            done = False
-            while len(batch) < self._batch_max:
-                try:
-                    op = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if op is None:
-                    done = True
-                    break
-                batch.append(op)
-            self._process(batch)
-            if done:
+            batch, last = self._next_batch()
+            if batch:
+                self._fire(batch, self._transactions.run([(op.kind, op.args) for op in batch]))
+            if last:
                 return
 
-    def _process(self, batch: list[_Op]) -> None:
-        fired: list[tuple[defer.Deferred[Any], bool, Any]] = []
+
+# --- the writer in a process of its own ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """What the child needs to build its engine and handlers (everything picklable)."""
+
+    url: str
+    node_id: int
+    quiet_submits: frozenset[str]
+    busy_timeout: float
+    retry_delay: float
+
+
+_STOP = "stop"  # the daemon is stopping: durable operations stop waiting for the store
+
+
+class ProcessWriter(_Batching):
+    """The same batches and transactions as `Writer`, run by a child process (`child_main`)."""
+
+    def __init__(self, spec: ChildSpec, reactor: IReactorFromThreads, kinds: Sequence[str], *,
+                 batch_max: int = 1000) -> None:
+        super().__init__(reactor, batch_max)
+        self._spec = spec
+        self._kind_set = frozenset(kinds)
+        self._process: Any = None
+        self._pipe: Pipe | None = None
+        self._send_lock = threading.Lock()
+        self._dead = False
+
+    def _kinds(self) -> Any:
+        return self._kind_set
+
+    def start(self) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        # Each child forks from a server process that has the store's modules imported: a writer starts in
+        # milliseconds, not the half second of a fresh interpreter's imports.
+        ctx.set_forkserver_preload(["smsgw.store"])
+        ours, theirs = ctx.Pipe()
+        self._process = ctx.Process(target=child_main, args=(theirs, self._spec), name="smsgw-store-writer",
+                                    daemon=True)
+        self._process.start()
+        theirs.close()
+        self._pipe = ours
         try:
-            results = self._transaction(batch)
-        except Exception as exc:  # noqa: BLE001 - isolate per operation below
-            if not _is_disconnect(exc):
-                log.warning("store_batch_failed", ops=len(batch), error=_short(exc))
-            fired = self._one_by_one(batch)
-        else:
-            fired = [(op.deferred, True, result) for op, result in zip(batch, results)]
-        self.batches += 1
-        self.ops += len(batch)
-        self._reactor.callFromThread(_fire_all, fired)
+            ready = ours.recv()  # the child's engine is built: a bad URL fails here, not at the first write
+        except (EOFError, OSError):
+            ready = f"it exited with code {self._process.exitcode}"
+        if ready is not True:
+            self._process.join(5)
+            raise StoreUnavailable(f"the store writer process did not start: {ready}")
+        self._thread = threading.Thread(target=self._run, name="smsgw-store-writer", daemon=True)
+        self._thread.start()
 
-    def _transaction(self, batch: list[_Op]) -> list[Any]:
-        groups: dict[str, list[int]] = {}
-        for index, op in enumerate(batch):
-            groups.setdefault(op.kind, []).append(index)
-        results: list[Any] = [None] * len(batch)
-        with self._engine.begin() as conn:
-            for kind in sorted(groups, key=self._rank.__getitem__):
-                indices = groups[kind]
-                out = self._handlers[kind](conn, [batch[i].args for i in indices])
-                for i, result in zip(indices, out):
-                    results[i] = result
-        return results
+    def stop(self) -> None:
+        """Finish what is queued, then end the child and the thread (blocking)."""
+        self._stopping.set()
+        self._send(_STOP)  # a durable operation retrying in the child gives up now
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join()
+        if self._process is not None:
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
 
-    def _one_by_one(self, batch: list[_Op]) -> list[tuple[defer.Deferred[Any], bool, Any]]:
-        fired: list[tuple[defer.Deferred[Any], bool, Any]] = []
+    def alive(self) -> bool:
+        """Whether the thread and the child run (the systemd watchdog asks). The child is looked up by pid,
+        not through multiprocessing, which asks the fork server: that one may be gone (a stop signal to
+        every process of the service) while the child finishes the last batches."""
+        if self._dead or self._thread is None or not self._thread.is_alive() or self.pid is None:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else int(self._process.pid)
+
+    def _send(self, item: Any) -> bool:
+        pipe = self._pipe
+        if pipe is None or self._dead:
+            return False
+        with self._send_lock:
+            try:
+                pipe.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
+            except (OSError, ValueError):
+                return False
+        return True
+
+    def _run(self) -> None:
+        assert self._pipe is not None
+        pipe = self._pipe
+        while True:
+            batch, last = self._next_batch()
+            if batch:
+                outcomes = self._exchange(pipe, batch)
+                if outcomes is None:
+                    self._child_died(batch)
+                    return
+                self._fire(batch, outcomes)
+            if last:
+                self._send(None)  # the child ends once it reads this
+                return
+
+    def _exchange(self, pipe: Pipe, batch: list[_Op]) -> list[Outcome] | None:
+        """Send one batch, log what the child says meanwhile, return its outcomes (None: the child died)."""
+        try:
+            payload = pickle.dumps([(op.kind, op.args) for op in batch], pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - an argument that cannot cross fails alone, not its batch
+            return self._exchange_crossable(pipe, batch)
+        if not self._send_raw(pipe, payload):
+            return None
+        while True:
+            try:
+                reply = pickle.loads(pipe.recv_bytes())
+            except (EOFError, OSError):
+                return None
+            if reply[0] == "log":
+                _log_line(*reply[1])
+                continue
+            outcomes: list[Outcome] = reply[1]
+            return outcomes
+
+    def _exchange_crossable(self, pipe: Pipe, batch: list[_Op]) -> list[Outcome] | None:
+        outcomes: list[Outcome | None] = []
+        crossable = []
         for op in batch:
-            while True:
-                try:
-                    result = self._transaction([op])[0]
-                except Exception as exc:  # noqa: BLE001 - reported to the caller
-                    if _is_disconnect(exc) and op.kind in self._durable and not self._stopping.is_set():
-                        log.error("alarm", alarm="store_unreachable", op=op.kind, error=_short(exc),
-                                  action=f"retrying in {self._retry_delay:g}s; nothing is dropped")
-                        time.sleep(self._retry_delay)
-                        continue
-                    if _is_disconnect(exc):
-                        fired.append((op.deferred, False, StoreUnavailable(f"store unreachable: {_short(exc)}")))
-                    else:
-                        log.error("store_op_failed", op=op.kind, error=_short(exc))
-                        fired.append((op.deferred, False, exc))
-                else:
-                    fired.append((op.deferred, True, result))
-                break
-        return fired
+            try:
+                pickle.dumps(op.args, pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # noqa: BLE001 - a bug in the caller: say which operation and why
+                outcomes.append((False, TypeError(f"store operation {op.kind!r}: its arguments cannot be sent "
+                                                  f"to the writer process: {exc}")))
+            else:
+                outcomes.append(None)
+                crossable.append(op)
+        answers: list[Outcome] = []
+        if crossable:
+            sent = self._exchange(pipe, crossable)
+            if sent is None:
+                return None
+            answers = sent
+        done = iter(answers)
+        return [outcome if outcome is not None else next(done) for outcome in outcomes]
+
+    def _send_raw(self, pipe: Pipe, payload: bytes) -> bool:
+        with self._send_lock:
+            try:
+                pipe.send_bytes(payload)
+            except (OSError, ValueError):
+                return False
+        return True
+
+    def _child_died(self, batch: list[_Op]) -> None:
+        """Fail what was sent and all that comes after: none of it was acknowledged, so none of it is lost."""
+        self._dead = True
+        code = None if self._process is None else self._process.exitcode
+        log.error("alarm", alarm="store_writer_died", exitcode=code,
+                  action="store operations fail until the daemon is restarted (the systemd watchdog does it)")
+        error = StoreUnavailable("the store writer process died; the daemon needs a restart")
+        failed = [(op.deferred, False, error) for op in batch]
+        while True:  # until stop(): fail each operation as it comes
+            self._reactor.callFromThread(_fire_all, failed)
+            op = self._queue.get()
+            if op is None:
+                return
+            failed = [(op.deferred, False, error)]
+
+
+def child_main(pipe: Pipe, spec: ChildSpec) -> None:
+    """The writer process: receive a batch, run it, answer with its outcomes; until told to end.
+
+    It ignores SIGINT and SIGTERM: Ctrl-C in a terminal and systemd's stop reach every process of the
+    daemon, and the daemon still has results to write while it drains. It ends when the daemon says so,
+    or when the daemon is gone (its end of the pipe closes).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from smsgw.store._engine import dialect_of, make_engine
+    from smsgw.store._ops import Ops
+    from smsgw.store.ids import IdGenerator
+
+    stopping = False
+    lock = threading.Lock()
+
+    def send(item: Any) -> None:
+        with lock:
+            try:
+                pipe.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
+            except OSError:
+                raise SystemExit(0) from None  # the daemon is gone: what we committed stays committed
+
+    def is_stopping() -> bool:
+        nonlocal stopping
+        # Only a stop notice can arrive while a batch runs: the daemon sends the next batch after our answer.
+        while not stopping and pipe.poll():
+            try:
+                item = pickle.loads(pipe.recv_bytes())
+            except (EOFError, OSError):
+                raise SystemExit(0) from None  # the daemon is gone
+            stopping = item == _STOP
+        return stopping
+
+    try:
+        engine = make_engine(spec.url, writer=True, busy_timeout=spec.busy_timeout, pool_size=2)
+        ops = Ops(dialect_of(spec.url), IdGenerator(spec.node_id), spec.quiet_submits)
+        transactions = Transactions(engine, ops.handlers(), Ops.ORDER, Ops.DURABLE, retry_delay=spec.retry_delay,
+                                    stopping=is_stopping, emit=lambda level, event, fields: send(("log", (level, event, fields))))
+    except Exception as exc:  # noqa: BLE001 - told to the daemon, which refuses to start
+        send(f"{type(exc).__name__}: {exc}")
+        return
+    send(True)
+    try:
+        while True:
+            try:
+                item = pickle.loads(pipe.recv_bytes())
+            except (EOFError, OSError):
+                return  # the daemon is gone
+            if item is None:
+                return
+            if item == _STOP:
+                stopping = True
+                continue
+            send(("done", [_crossable(outcome) for outcome in transactions.run(item)]))
+    finally:
+        engine.dispose()
+
+
+def _crossable(outcome: Outcome) -> Outcome:
+    """An outcome that pickles: an exception that does not is sent as its type and text."""
+    ok, value = outcome
+    try:
+        pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001
+        if ok:
+            raise
+        return False, RuntimeError(f"{type(value).__name__}: {value}")
+    return outcome
 
 
 def _fire_all(fired: list[tuple[defer.Deferred[Any], bool, Any]]) -> None:

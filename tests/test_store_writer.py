@@ -1,0 +1,190 @@
+"""The store's two writers (a thread, or a process of its own) on a real SQLite file: the same results,
+one bad operation failing alone, durable operations waiting out a locked store, and, for the process,
+what happens when it dies."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import sqlite3
+import tempfile
+import threading
+import time
+from typing import Any, MutableMapping
+
+import pytest
+import structlog
+from twisted.internet import defer, threads
+from twisted.trial.unittest import TestCase
+
+from daemon_helpers import R, wait_for
+from smsgw.store import (
+    ClaimArgs,
+    NewMessage,
+    ReportArgs,
+    ReviewAction,
+    ReviewQuery,
+    Store,
+    StoreUnavailable,
+    make_engine,
+    migrations,
+)
+from smsgw.store._writer import ProcessWriter, Writer
+from smsgw.validation import PreparedMessage
+
+NOW = 1_800_000_000.0
+
+
+def new_message(store: Store, *to: str) -> NewMessage:
+    message = PreparedMessage(to, (), "hello", 1, 0, 5, None, "", None, True)
+    return NewMessage(store.ids.next(), "a", "rest", message, ["cmcc"] * len(to), store.ids.many(len(to)), NOW)
+
+
+def report(msg_id: str) -> ReportArgs:
+    return ReportArgs("cmcc", msg_id, "DELIVRD", "13800000001", "2601010000", "2601010001", NOW)
+
+
+class WriterContract(TestCase):
+    """What both writers do; run by the TestCase classes below."""
+
+    __test__ = False
+    timeout = 60
+    writer = "thread"
+
+    def setUp(self) -> None:
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="smsgw-writer-"))
+        self.url = f"sqlite:///{self.tmp}/store.db"
+        engine = make_engine(self.url, writer=True)
+        migrations.upgrade(engine)
+        engine.dispose()
+        self.logs: list[dict[str, Any]] = []
+        self.addCleanup(structlog.configure, **structlog.get_config())
+        structlog.configure(processors=[self._capture])
+
+    def _capture(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+        self.logs.append(dict(event))
+        raise structlog.DropEvent
+
+    def start(self, **options: Any) -> Store:
+        store = Store(self.url, R, owner="n1", writer=self.writer, **options)
+        store.start()
+        self.addCleanup(store.stop)
+        return store
+
+    def alarms(self) -> list[dict[str, Any]]:
+        return [e for e in self.logs if e["event"] == "alarm"]
+
+    def lock_store(self) -> sqlite3.Connection:
+        """Another process's view: SQLite's write lock held until the returned connection rolls back."""
+        conn = sqlite3.connect(self.tmp / "store.db", isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        return conn
+
+    async def test_operations_commit_and_answer(self) -> None:
+        store = self.start()
+        (ids,) = await store.write("accept", [new_message(store, "13800000001", "13800000002")])
+        claimed = await store.write("claim", ClaimArgs("cmcc", "a", 10, NOW, "n1", NOW + 60))
+        assert sorted(c.phone for c in claimed) == ["13800000001", "13800000002"]
+        assert {c.message_id for c in claimed} == {ids}
+        outcome = await store.write("report", report("0102030405060708"))
+        assert not outcome.matched  # kept as an orphan candidate
+        assert store.writer.ops == 3
+
+    async def test_a_bad_operation_fails_alone(self) -> None:
+        store = self.start()
+        bad = ReviewAction("promote", ReviewQuery(), "li", "", NOW)
+        ds = [store.write("accept", [new_message(store, "13800000001")]),
+              store.write("review", bad),
+              store.write("accept", [new_message(store, "13800000002")])]
+        results = await defer.DeferredList(ds, consumeErrors=True)
+        assert [ok for ok, _ in results] == [True, False, True]
+        failure = results[1][1]
+        assert failure.check(ValueError)
+        assert "unknown review action 'promote'" in failure.getErrorMessage()
+
+    async def test_durable_operations_wait_out_a_locked_store_and_others_fail_fast(self) -> None:
+        store = self.start(busy_timeout=0.05)
+        lock = self.lock_store()
+        with pytest.raises(StoreUnavailable):
+            await store.write("accept", [new_message(store, "13800000001")])
+        durable = store.write("report", report("0102030405060709"))
+        await wait_for(lambda: len(self.alarms()) >= 1, what="the store_unreachable alarm")
+        alarm = self.alarms()[0]
+        assert (alarm["alarm"], alarm["op"]) == ("store_unreachable", "report")
+        assert "nothing is dropped" in alarm["action"]
+        assert not durable.called
+        lock.rollback()
+        lock.close()
+        outcome = await durable
+        assert outcome.report_id > 0
+
+    async def test_stopping_ends_a_durable_wait(self) -> None:
+        store = Store(self.url, R, owner="n1", writer=self.writer, busy_timeout=0.05)
+        store.start()
+        lock = self.lock_store()
+        self.addCleanup(lock.close)
+        durable = store.write("report", report("010203040506070A"))
+        await wait_for(lambda: len(self.alarms()) >= 1, what="the store_unreachable alarm")
+        began = time.monotonic()
+        await threads.deferToThread(store.stop)
+        assert time.monotonic() - began < 5
+        with pytest.raises(StoreUnavailable):
+            await durable
+
+
+class ThreadWriterTests(WriterContract):
+    __test__ = True
+    writer = "thread"
+
+    def test_the_writer_is_a_thread(self) -> None:
+        store = self.start()
+        assert isinstance(store.writer, Writer)
+
+    def test_an_in_memory_store_always_uses_a_thread(self) -> None:
+        store = Store("sqlite://", R, writer="process")
+        assert isinstance(store.writer, Writer)
+
+
+class ProcessWriterTests(WriterContract):
+    __test__ = True
+    writer = "process"
+
+    def test_the_writer_is_a_process_of_its_own(self) -> None:
+        store = self.start()
+        assert isinstance(store.writer, ProcessWriter)
+        assert store.writer.pid not in (None, os.getpid())
+        assert store.writer.alive()
+
+    async def test_arguments_that_cannot_cross_fail_alone(self) -> None:
+        store = self.start()
+        lock = threading.Lock()  # not picklable
+        ds = [store.write("accept", [new_message(store, "13800000001")]),
+              store.write("review", ReviewAction("approve", ReviewQuery(), "li", "", NOW, due=lambda d, p: d)),
+              store.write("review", ReviewAction("approve", ReviewQuery(), "li", repr(lock), NOW))]
+        results = await defer.DeferredList(ds, consumeErrors=True)
+        assert results[0][0] and results[2][0]
+        assert not results[1][0]
+        assert results[1][1].check(TypeError)
+        assert "store operation 'review'" in results[1][1].getErrorMessage()
+        assert store.writer.alive()
+
+    async def test_a_dead_writer_fails_every_operation_and_the_watchdog_sees_it(self) -> None:
+        store = self.start()
+        await store.write("accept", [new_message(store, "13800000001")])
+        assert isinstance(store.writer, ProcessWriter) and store.writer.pid is not None
+        os.kill(store.writer.pid, signal.SIGKILL)
+        await wait_for(lambda: not store.writer.alive(), what="the writer to be seen dead")
+        for _ in range(2):  # the one that finds it dead, and any after
+            with pytest.raises(StoreUnavailable):
+                await store.write("accept", [new_message(store, "13800000002")])
+        died = [e for e in self.alarms() if e["alarm"] == "store_writer_died"]
+        assert len(died) == 1
+        assert died[0]["exitcode"] == -signal.SIGKILL
+
+    def test_a_store_the_writer_cannot_open_refuses_to_start(self) -> None:
+        (self.tmp / "store.db").unlink()
+        (self.tmp / "store.db").mkdir()  # a directory where the database file should be
+        store = Store(self.url, R, owner="n1", writer="process")
+        with pytest.raises(Exception):
+            store.start()
