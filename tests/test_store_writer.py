@@ -30,7 +30,7 @@ from smsgw.store import (
     make_engine,
     migrations,
 )
-from smsgw.store._writer import ProcessWriter, Writer
+from smsgw.store._writer import ProcessWriter, Writer, _crossable
 from smsgw.validation import PreparedMessage
 
 NOW = 1_800_000_000.0
@@ -188,3 +188,13 @@ class ProcessWriterTests(WriterContract):
         store = Store(self.url, R, owner="n1", writer="process")
         with pytest.raises(Exception):
             store.start()
+
+
+def test_an_exception_that_does_not_pickle_crosses_as_its_type_and_text() -> None:
+    exc = ValueError("constraint failed")
+    exc.lock = threading.Lock()  # type: ignore[attr-defined]  # what some drivers' errors carry
+    ok, value = _crossable((False, exc))
+    assert not ok
+    assert isinstance(value, RuntimeError)
+    assert str(value) == "ValueError: constraint failed"
+    assert _crossable((True, [1, 2])) == (True, [1, 2])

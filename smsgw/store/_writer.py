@@ -404,12 +404,15 @@ def child_main(pipe: Pipe, spec: ChildSpec) -> None:
     stopping = False
     lock = threading.Lock()
 
-    def send(item: Any) -> None:
+    def send_bytes(data: bytes) -> None:
         with lock:
             try:
-                pipe.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
+                pipe.send_bytes(data)
             except OSError:
                 raise SystemExit(0) from None  # the daemon is gone: what we committed stays committed
+
+    def send(item: Any) -> None:
+        send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
 
     def is_stopping() -> bool:
         nonlocal stopping
@@ -442,7 +445,12 @@ def child_main(pipe: Pipe, spec: ChildSpec) -> None:
             if item == _STOP:
                 stopping = True
                 continue
-            send(("done", [_crossable(outcome) for outcome in transactions.run(item)]))
+            outcomes = transactions.run(item)
+            try:
+                reply = pickle.dumps(("done", outcomes), pickle.HIGHEST_PROTOCOL)
+            except Exception:  # noqa: BLE001 - an exception that does not pickle: send its type and text
+                reply = pickle.dumps(("done", [_crossable(outcome) for outcome in outcomes]), pickle.HIGHEST_PROTOCOL)
+            send_bytes(reply)
     finally:
         engine.dispose()
 
