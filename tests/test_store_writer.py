@@ -8,6 +8,7 @@ import os
 import pathlib
 import signal
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -155,6 +156,8 @@ class ProcessWriterTests(WriterContract):
         assert isinstance(store.writer, ProcessWriter)
         assert store.writer.pid not in (None, os.getpid())
         assert store.writer.alive()
+        if sys.platform == "linux":
+            assert pathlib.Path(f"/proc/{store.writer.pid}/comm").read_text().strip() == "smsgw-writer"
 
     async def test_arguments_that_cannot_cross_fail_alone(self) -> None:
         store = self.start()

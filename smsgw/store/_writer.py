@@ -397,6 +397,7 @@ def child_main(pipe: Pipe, spec: ChildSpec) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _name_process(b"smsgw-writer")
     from smsgw.store._engine import dialect_of, make_engine
     from smsgw.store._ops import Ops
     from smsgw.store.ids import IdGenerator
@@ -453,6 +454,16 @@ def child_main(pipe: Pipe, spec: ChildSpec) -> None:
             send_bytes(reply)
     finally:
         engine.dispose()
+
+
+def _name_process(name: bytes) -> None:
+    """The name `top` and `ps -o comm` show (Linux; elsewhere nothing happens)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def _crossable(outcome: Outcome) -> Outcome:
