@@ -31,7 +31,7 @@ from smsgw.store import (
     make_engine,
     migrations,
 )
-from smsgw.store._writer import ProcessWriter, Writer, _crossable
+from smsgw.store._writer import ChildSpec, ProcessWriter, Writer, _crossable, _Op
 from smsgw.validation import PreparedMessage
 
 NOW = 1_800_000_000.0
@@ -93,16 +93,21 @@ class WriterContract(TestCase):
         assert store.writer.ops == 3
 
     async def test_a_bad_operation_fails_alone(self) -> None:
-        store = self.start()
+        store = Store(self.url, R, owner="n1", writer=self.writer)
         bad = ReviewAction("promote", ReviewQuery(), "li", "", NOW)
+        # Queued before the writer starts: one batch, so the isolation path runs.
         ds = [store.write("accept", [new_message(store, "13800000001")]),
               store.write("review", bad),
               store.write("accept", [new_message(store, "13800000002")])]
+        store.start()
+        self.addCleanup(store.stop)
         results = await defer.DeferredList(ds, consumeErrors=True)
+        assert store.writer.batches == 1
         assert [ok for ok, _ in results] == [True, False, True]
         failure = results[1][1]
         assert failure.check(ValueError)
         assert "unknown review action 'promote'" in failure.getErrorMessage()
+        assert [e["event"] for e in self.logs] == ["store_batch_failed", "store_op_failed"]
 
     async def test_durable_operations_wait_out_a_locked_store_and_others_fail_fast(self) -> None:
         store = self.start(busy_timeout=0.05)
@@ -160,17 +165,31 @@ class ProcessWriterTests(WriterContract):
             assert pathlib.Path(f"/proc/{store.writer.pid}/comm").read_text().strip() == "smsgw-writer"
 
     async def test_arguments_that_cannot_cross_fail_alone(self) -> None:
-        store = self.start()
-        lock = threading.Lock()  # not picklable
+        store = Store(self.url, R, owner="n1", writer=self.writer)
         ds = [store.write("accept", [new_message(store, "13800000001")]),
               store.write("review", ReviewAction("approve", ReviewQuery(), "li", "", NOW, due=lambda d, p: d)),
-              store.write("review", ReviewAction("approve", ReviewQuery(), "li", repr(lock), NOW))]
+              store.write("accept", [new_message(store, "13800000002")])]
+        store.start()
+        self.addCleanup(store.stop)
         results = await defer.DeferredList(ds, consumeErrors=True)
+        assert store.writer.batches == 1
         assert results[0][0] and results[2][0]
         assert not results[1][0]
         assert results[1][1].check(TypeError)
         assert "store operation 'review'" in results[1][1].getErrorMessage()
         assert store.writer.alive()
+
+    def test_a_writer_that_dies_in_its_last_batch_still_stops(self) -> None:
+        store = self.start()
+        writer = store.writer
+        assert isinstance(writer, ProcessWriter)
+        d: defer.Deferred[Any] = defer.Deferred()
+        failures: list[Any] = []
+        d.addErrback(failures.append)
+        done = threading.Thread(target=writer._child_died, args=([_Op("accept", None, d)], True))
+        done.start()
+        done.join(5)
+        assert not done.is_alive(), "waited for a stop sentinel that was already taken"
 
     async def test_a_dead_writer_fails_every_operation_and_the_watchdog_sees_it(self) -> None:
         store = self.start()
@@ -186,11 +205,12 @@ class ProcessWriterTests(WriterContract):
         assert died[0]["exitcode"] == -signal.SIGKILL
 
     def test_a_store_the_writer_cannot_open_refuses_to_start(self) -> None:
-        (self.tmp / "store.db").unlink()
-        (self.tmp / "store.db").mkdir()  # a directory where the database file should be
-        store = Store(self.url, R, owner="n1", writer="process")
-        with pytest.raises(Exception):
-            store.start()
+        (self.tmp / "elsewhere").mkdir()
+        url = f"sqlite:///{self.tmp}/elsewhere"  # a directory where the database file should be
+        writer = ProcessWriter(ChildSpec(url, 0, frozenset(), 0.05, 1.0), R, ["accept"])
+        with pytest.raises(StoreUnavailable, match="the store writer process did not start: OperationalError"):
+            writer.start()
+        assert not writer.alive()
 
 
 def test_an_exception_that_does_not_pickle_crosses_as_its_type_and_text() -> None:

@@ -36,6 +36,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import select
 import signal
 import threading
 import time
@@ -229,6 +230,7 @@ class ChildSpec:
     retry_delay: float
 
 
+START_TIMEOUT = 60.0  # seconds for the child to build its engine and say so
 _STOP = "stop"  # the daemon is stopping: durable operations stop waiting for the store
 
 
@@ -244,6 +246,7 @@ class ProcessWriter(_Batching):
         self._pipe: Pipe | None = None
         self._send_lock = threading.Lock()
         self._dead = False
+        self._pidfd: int | None = None
 
     def _kinds(self) -> Any:
         return self._kind_set
@@ -259,13 +262,20 @@ class ProcessWriter(_Batching):
         self._process.start()
         theirs.close()
         self._pipe = ours
+        ready: Any = f"no word from it within {START_TIMEOUT:g}s"
         try:
-            ready = ours.recv()  # the child's engine is built: a bad URL fails here, not at the first write
+            # The child's engine is built: a bad URL fails here, not at the first write.
+            if ours.poll(START_TIMEOUT):
+                ready = pickle.loads(ours.recv_bytes())
         except (EOFError, OSError):
-            ready = f"it exited with code {self._process.exitcode}"
+            ready = "it exited"
         if ready is not True:
-            self._process.join(5)
+            self._end_child()
             raise StoreUnavailable(f"the store writer process did not start: {ready}")
+        try:
+            self._pidfd = os.pidfd_open(self._process.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None  # not Linux 5.3+: alive() asks kill(pid, 0)
         self._thread = threading.Thread(target=self._run, name="smsgw-store-writer", daemon=True)
         self._thread.start()
 
@@ -276,22 +286,39 @@ class ProcessWriter(_Batching):
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join()
+        self._end_child()
+
+    def _end_child(self) -> None:
+        if self._pipe is not None:
+            with self._send_lock:
+                self._pipe.close()  # the child reads the end of the pipe and exits, if None did not reach it
+            self._pipe = None
         if self._process is not None:
             self._process.join(10)
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
     def alive(self) -> bool:
-        """Whether the thread and the child run (the systemd watchdog asks). The child is looked up by pid,
-        not through multiprocessing, which asks the fork server: that one may be gone (a stop signal to
-        every process of the service) while the child finishes the last batches."""
+        """Whether the thread and the child run (the systemd watchdog asks). The child is looked up by its
+        pidfd (or pid), not through multiprocessing, which asks the fork server: that one may be gone (a
+        stop signal to every process of the service) while the child finishes the last batches."""
         if self._dead or self._thread is None or not self._thread.is_alive() or self.pid is None:
             return False
+        if self._pidfd is not None:
+            try:
+                return not select.select([self._pidfd], [], [], 0)[0]
+            except (OSError, ValueError):  # closed by stop() meanwhile
+                return False  # readable once the process has ended
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
             return False
+        except PermissionError:
+            return True  # it exists (the pid is not ours to signal, but it is not gone)
         return True
 
     @property
@@ -302,9 +329,12 @@ class ProcessWriter(_Batching):
         pipe = self._pipe
         if pipe is None or self._dead:
             return False
+        return self._send_raw(pipe, pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
+
+    def _send_raw(self, pipe: Pipe, payload: bytes) -> bool:
         with self._send_lock:
             try:
-                pipe.send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
+                pipe.send_bytes(payload)
             except (OSError, ValueError):
                 return False
         return True
@@ -315,9 +345,15 @@ class ProcessWriter(_Batching):
         while True:
             batch, last = self._next_batch()
             if batch:
-                outcomes = self._exchange(pipe, batch)
+                try:
+                    outcomes = self._exchange(pipe, batch)
+                except BaseException as exc:  # noqa: BLE001 - a bug here must not leave Deferreds unfired
+                    log.exception("store_writer_failed", error=f"{type(exc).__name__}: {exc}")
+                    outcomes = None
+                    if self._process is not None:
+                        self._process.kill()
                 if outcomes is None:
-                    self._child_died(batch)
+                    self._child_died(batch, last)
                     return
                 self._fire(batch, outcomes)
             if last:
@@ -325,63 +361,54 @@ class ProcessWriter(_Batching):
                 return
 
     def _exchange(self, pipe: Pipe, batch: list[_Op]) -> list[Outcome] | None:
-        """Send one batch, log what the child says meanwhile, return its outcomes (None: the child died)."""
-        try:
-            payload = pickle.dumps([(op.kind, op.args) for op in batch], pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - an argument that cannot cross fails alone, not its batch
-            return self._exchange_crossable(pipe, batch)
-        if not self._send_raw(pipe, payload):
-            return None
-        while True:
-            try:
-                reply = pickle.loads(pipe.recv_bytes())
-            except (EOFError, OSError):
-                return None
-            if reply[0] == "log":
-                _log_line(*reply[1])
-                continue
-            outcomes: list[Outcome] = reply[1]
-            return outcomes
+        """Send one batch, log what the child says meanwhile, return its outcomes (None: the child died).
 
-    def _exchange_crossable(self, pipe: Pipe, batch: list[_Op]) -> list[Outcome] | None:
+        Each operation's arguments are pickled on their own, so one that cannot cross (either way)
+        fails alone."""
         outcomes: list[Outcome | None] = []
-        crossable = []
+        items: list[tuple[str, bytes]] = []
         for op in batch:
             try:
-                pickle.dumps(op.args, pickle.HIGHEST_PROTOCOL)
+                items.append((op.kind, pickle.dumps(op.args, pickle.HIGHEST_PROTOCOL)))
             except Exception as exc:  # noqa: BLE001 - a bug in the caller: say which operation and why
                 outcomes.append((False, TypeError(f"store operation {op.kind!r}: its arguments cannot be sent "
                                                   f"to the writer process: {exc}")))
             else:
                 outcomes.append(None)
-                crossable.append(op)
-        answers: list[Outcome] = []
-        if crossable:
-            sent = self._exchange(pipe, crossable)
-            if sent is None:
-                return None
-            answers = sent
-        done = iter(answers)
-        return [outcome if outcome is not None else next(done) for outcome in outcomes]
-
-    def _send_raw(self, pipe: Pipe, payload: bytes) -> bool:
-        with self._send_lock:
+        if not items:
+            return [o for o in outcomes if o is not None]
+        if not self._send_raw(pipe, pickle.dumps(items, pickle.HIGHEST_PROTOCOL)):
+            return None
+        while True:
             try:
-                pipe.send_bytes(payload)
-            except (OSError, ValueError):
-                return False
-        return True
+                data = pipe.recv_bytes()
+            except (EOFError, OSError):
+                return None
+            reply = pickle.loads(data)
+            if reply[0] == "log":
+                _log_line(*reply[1])
+                continue
+            done = iter(reply[1])
+            return [outcome if outcome is not None else next(done) for outcome in outcomes]
 
-    def _child_died(self, batch: list[_Op]) -> None:
-        """Fail what was sent and all that comes after: none of it was acknowledged, so none of it is lost."""
+    def _child_died(self, batch: list[_Op], last: bool) -> None:
+        """Fail what was sent and all that comes after, until stop().
+
+        None of it was acknowledged; the last batch may have been committed in part or whole before
+        the child died (see docs/store.md)."""
         self._dead = True
-        code = None if self._process is None else self._process.exitcode
+        code = None
+        if self._process is not None:
+            self._process.join(1)  # the fork server reports the exit code a moment after the death
+            code = self._process.exitcode
         log.error("alarm", alarm="store_writer_died", exitcode=code,
                   action="store operations fail until the daemon is restarted (the systemd watchdog does it)")
         error = StoreUnavailable("the store writer process died; the daemon needs a restart")
         failed = [(op.deferred, False, error) for op in batch]
-        while True:  # until stop(): fail each operation as it comes
+        while True:
             self._reactor.callFromThread(_fire_all, failed)
+            if last:
+                return
             op = self._queue.get()
             if op is None:
                 return
@@ -428,6 +455,7 @@ def child_main(pipe: Pipe, spec: ChildSpec) -> None:
 
     try:
         engine = make_engine(spec.url, writer=True, busy_timeout=spec.busy_timeout, pool_size=2)
+        engine.connect().close()  # a store it cannot open fails the daemon's start, not its first write
         ops = Ops(dialect_of(spec.url), IdGenerator(spec.node_id), spec.quiet_submits)
         transactions = Transactions(engine, ops.handlers(), Ops.ORDER, Ops.DURABLE, retry_delay=spec.retry_delay,
                                     stopping=is_stopping, emit=lambda level, event, fields: send(("log", (level, event, fields))))
@@ -446,14 +474,29 @@ def child_main(pipe: Pipe, spec: ChildSpec) -> None:
             if item == _STOP:
                 stopping = True
                 continue
-            outcomes = transactions.run(item)
-            try:
-                reply = pickle.dumps(("done", outcomes), pickle.HIGHEST_PROTOCOL)
-            except Exception:  # noqa: BLE001 - an exception that does not pickle: send its type and text
-                reply = pickle.dumps(("done", [_crossable(outcome) for outcome in outcomes]), pickle.HIGHEST_PROTOCOL)
-            send_bytes(reply)
+            send_bytes(_answer(transactions, item))
     finally:
         engine.dispose()
+
+
+def _answer(transactions: Transactions, items: list[tuple[str, bytes]]) -> bytes:
+    """Run a batch (each operation's arguments pickled on their own) and pickle its outcomes."""
+    outcomes: list[Outcome | None] = []
+    batch: list[tuple[str, Any]] = []
+    for kind, data in items:
+        try:
+            batch.append((kind, pickle.loads(data)))
+        except Exception as exc:  # noqa: BLE001 - it fails alone
+            outcomes.append((False, TypeError(f"store operation {kind!r}: its arguments cannot be read in "
+                                              f"the writer process: {type(exc).__name__}: {exc}")))
+        else:
+            outcomes.append(None)
+    done = iter(transactions.run(batch) if batch else ())
+    answers = [outcome if outcome is not None else next(done) for outcome in outcomes]
+    try:
+        return pickle.dumps(("done", answers), pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - an exception (or result) that does not pickle: send its type and text
+        return pickle.dumps(("done", [_crossable(answer) for answer in answers]), pickle.HIGHEST_PROTOCOL)
 
 
 def _name_process(name: bytes) -> None:
@@ -470,10 +513,11 @@ def _crossable(outcome: Outcome) -> Outcome:
     """An outcome that pickles: an exception that does not is sent as its type and text."""
     ok, value = outcome
     try:
-        pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        pickle.loads(pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
     except Exception:  # noqa: BLE001
-        if ok:
-            raise
+        if ok:  # committed, but its result cannot be told: the caller sees a failure that says so
+            return False, RuntimeError(f"committed, but its result ({type(value).__name__}) cannot be sent "
+                                       f"from the writer process")
         return False, RuntimeError(f"{type(value).__name__}: {value}")
     return outcome
 
