@@ -48,14 +48,19 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float, interva
         time.sleep(interval)
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: [0] state, [1] parent pid, [11] utime, [12] stime."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()
+
+
 def descendants(pid: int) -> list[int]:
     """The live processes under `pid` (from /proc)."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    parent = int(fh.read().rsplit(")", 1)[1].split()[1])
+                parent = int(proc_stat(int(entry))[1])
             except OSError:
                 continue  # ended meanwhile
             parents.setdefault(parent, []).append(int(entry))
@@ -70,8 +75,7 @@ def descendants(pid: int) -> list[int]:
 def _running(pid: int) -> bool:
     """Alive and not a zombie."""
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+        return proc_stat(pid)[0] != "Z"
     except OSError:
         return False
 
@@ -158,17 +162,20 @@ class Rig:
             return False
         return True
 
-    def kill_daemon(self) -> None:
-        """SIGKILL: nothing gets to run, as in a power cut of the process. Its store writer process (and
-        that one's fork server) must end on their own: one left behind would hold the store."""
+    def kill_daemon(self) -> float:
+        """SIGKILL: nothing gets to run, as in a power cut of the process; returns the time of the kill.
+        Its store writer process (and that one's fork server) must end on their own: one left behind
+        would hold the store."""
         assert self.daemon is not None
-        children = descendants(self.daemon.pid)
+        children = descendants(self.daemon.pid)  # before the time is taken: reading /proc takes a while
         assert children, "the daemon has no store writer process"
+        killed_at = time.time()
         os.kill(self.daemon.pid, signal.SIGKILL)
         self.daemon.wait(10)
         self.daemon = None
         wait_until(lambda: not any(_running(pid) for pid in children),
                    f"the killed daemon's processes {children} to end", 10)
+        return killed_at
 
     def stop_daemon(self, timeout: float, *, every_process: bool = False) -> tuple[int, float]:
         """SIGTERM and wait; (exit code, seconds it took). `every_process`: to each of the daemon's processes,

@@ -70,8 +70,7 @@ def test_sigkill_and_restart_lose_nothing(make_rig: Callable[[RigConfig], Rig]) 
     try:
         for _ in range(KILLS):
             time.sleep(rng.uniform(0.2, 1.5))  # the random point of the kill, not a wait for something
-            kill_times.append(time.time())
-            rig.kill_daemon()
+            kill_times.append(rig.kill_daemon())
             rig.start_daemon()
         before = len(poster.outcomes.accepted)
         wait_until(lambda: accepted_at_least(poster, before + 20), "posts after the last restart", 30)

@@ -76,8 +76,7 @@ def main() -> int:
         try:
             for cycle in range(1, args.cycles + 1):
                 time.sleep(rng.uniform(args.min_gap, args.max_gap))
-                kill_times.append(time.time())
-                rig.kill_daemon()
+                kill_times.append(rig.kill_daemon())
                 rig.start_daemon()
                 if cycle % 10 == 0:
                     print(f"  cycle {cycle}: accepted={len(poster.outcomes.accepted)}", flush=True)
