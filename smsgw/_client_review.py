@@ -1,5 +1,6 @@
 """The review queue and cancelling in smsgw's clients (docs/review.md): what goes in and comes out,
-and the calls both `Client` and `TwistedClient` make (no I/O here; smsgw.client re-exports the names).
+and the calls both `Client` and `TwistedClient` make (no network I/O here; `file_in_place` writes the
+exports both save; smsgw.client re-exports the names).
 """
 
 from __future__ import annotations

@@ -131,8 +131,6 @@ def _hhmm(value: str) -> str:
     return value
 
 
-
-
 def _days(value: Any) -> Any:
     """'mon-fri', 'mon,wed', ['mon', 'tue'] -> ('mon', 'tue', ...)."""
     items = value.replace(",", " ").split() if isinstance(value, str) else value

@@ -818,8 +818,9 @@ def _tls_problems(cfg: Config) -> Iterator[_Problem]:
 def _review_problems(cfg: Config) -> Iterator[_Problem]:
     accounts = {a.name: a for a in cfg.accounts}
     sources = {s.name for s in cfg.db_sources}
+    origins = {*accounts, "auto_reply"}
     for i, rule in enumerate(cfg.review.rules):
-        yield from scope_problems(("review", "rules", i), rule.accounts, rule.interfaces, {*accounts, "auto_reply"},
+        yield from scope_problems(("review", "rules", i), rule.accounts, rule.interfaces, origins,
                                   sources, "use the name of an account under accounts:")
     held = any(r.action == "review" for r in cfg.review.rules) or any(a.needs_review for a in cfg.accounts)
     if held and not cfg.review.reviewers:

@@ -233,7 +233,7 @@ class Gateway:
                               lambda f: self._accept_failed(f, account, recipients))
 
     def _accepted(self, account: Account, interface: str, items: list[NewMessage], ids: list[int],
-                  duplicates: Duplicates | None = None, tags: Sequence[object | None] = ()) -> list[AcceptedMessage]:
+                  duplicates: Duplicates | None, tags: Sequence[object | None]) -> list[AcceptedMessage]:
         out = []
         held = False
         for i, (item, stored_id) in enumerate(zip(items, ids)):

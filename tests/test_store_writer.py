@@ -16,6 +16,7 @@ from typing import Any, MutableMapping
 
 import pytest
 import structlog
+from structlog.testing import LogCapture
 from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
@@ -59,21 +60,29 @@ class WriterContract(TestCase):
         engine = make_engine(self.url, writer=True)
         migrations.upgrade(engine)
         engine.dispose()
-        self.logs: list[dict[str, Any]] = []
+        capture = LogCapture()
+        self.logs = capture.entries
         self.addCleanup(structlog.configure, **structlog.get_config())
-        structlog.configure(processors=[self._capture])
+        structlog.configure(processors=[capture])
 
-    def _capture(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
-        self.logs.append(dict(event))
-        raise structlog.DropEvent
+    def unstarted(self, **options: Any) -> Store:
+        return Store(self.url, R, owner="n1", writer=self.writer, **options)
 
     def start(self, **options: Any) -> Store:
-        store = Store(self.url, R, owner="n1", writer=self.writer, **options)
+        store = self.unstarted(**options)
         store.start()
         self.addCleanup(store.stop)
         return store
 
-    def alarms(self) -> list[dict[str, Any]]:
+    async def one_batch(self, store: Store, writes: list[defer.Deferred[Any]]) -> list[tuple[bool, Any]]:
+        """Start `store` with `writes` already queued, so its writer takes them as one batch; their outcomes."""
+        store.start()
+        self.addCleanup(store.stop)
+        results = await defer.DeferredList(writes, consumeErrors=True)
+        assert store.writer.batches == 1
+        return results
+
+    def alarms(self) -> list[MutableMapping[str, Any]]:
         return [e for e in self.logs if e["event"] == "alarm"]
 
     def lock_store(self) -> sqlite3.Connection:
@@ -93,16 +102,12 @@ class WriterContract(TestCase):
         assert store.writer.ops == 3
 
     async def test_a_bad_operation_fails_alone(self) -> None:
-        store = Store(self.url, R, owner="n1", writer=self.writer)
+        store = self.unstarted()
         bad = ReviewAction("promote", ReviewQuery(), "li", "", NOW)
-        # Queued before the writer starts: one batch, so the isolation path runs.
-        ds = [store.write("accept", [new_message(store, "13800000001")]),
-              store.write("review", bad),
-              store.write("accept", [new_message(store, "13800000002")])]
-        store.start()
-        self.addCleanup(store.stop)
-        results = await defer.DeferredList(ds, consumeErrors=True)
-        assert store.writer.batches == 1
+        # One batch, so the isolation path runs.
+        results = await self.one_batch(store, [store.write("accept", [new_message(store, "13800000001")]),
+                                               store.write("review", bad),
+                                               store.write("accept", [new_message(store, "13800000002")])])
         assert [ok for ok, _ in results] == [True, False, True]
         failure = results[1][1]
         assert failure.check(ValueError)
@@ -126,7 +131,7 @@ class WriterContract(TestCase):
         assert outcome.report_id > 0
 
     async def test_stopping_ends_a_durable_wait(self) -> None:
-        store = Store(self.url, R, owner="n1", writer=self.writer, busy_timeout=0.05)
+        store = self.unstarted(busy_timeout=0.05)
         store.start()
         lock = self.lock_store()
         self.addCleanup(lock.close)
@@ -165,14 +170,11 @@ class ProcessWriterTests(WriterContract):
             assert pathlib.Path(f"/proc/{store.writer.pid}/comm").read_text().strip() == "smsgw-writer"
 
     async def test_arguments_that_cannot_cross_fail_alone(self) -> None:
-        store = Store(self.url, R, owner="n1", writer=self.writer)
-        ds = [store.write("accept", [new_message(store, "13800000001")]),
-              store.write("review", ReviewAction("approve", ReviewQuery(), "li", "", NOW, due=lambda d, p: d)),
-              store.write("accept", [new_message(store, "13800000002")])]
-        store.start()
-        self.addCleanup(store.stop)
-        results = await defer.DeferredList(ds, consumeErrors=True)
-        assert store.writer.batches == 1
+        store = self.unstarted()
+        unpicklable = ReviewAction("approve", ReviewQuery(), "li", "", NOW, due=lambda d, p: d)
+        results = await self.one_batch(store, [store.write("accept", [new_message(store, "13800000001")]),
+                                               store.write("review", unpicklable),
+                                               store.write("accept", [new_message(store, "13800000002")])])
         assert results[0][0] and results[2][0]
         assert not results[1][0]
         assert results[1][1].check(TypeError)

@@ -16,11 +16,9 @@ from typing import Any, Iterator
 
 import yaml
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the process helpers live with the crash rig
+from crash_harness import descendants, proc_stat  # noqa: E402
+from ports import free_port  # noqa: E402,F401  (the benchmarks import it from here)
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
@@ -35,26 +33,9 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def _stat(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().rsplit(")", 1)[1].split()
-
-
 def tree(pid: int) -> list[int]:
     """`pid` and every live process under it (the daemon's store writer and its fork server)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                children.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
-            except OSError:
-                pass  # ended meanwhile
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, ()))
-    return out
+    return [pid, *descendants(pid)]
 
 
 def cpu_of(pid: int) -> float:
@@ -62,7 +43,7 @@ def cpu_of(pid: int) -> float:
     total = 0
     for p in tree(pid):
         try:
-            fields = _stat(p)
+            fields = proc_stat(p)
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])

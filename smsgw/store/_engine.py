@@ -41,8 +41,9 @@ def make_engine(url: str, *, writer: bool = False, busy_timeout: float = 5.0, po
     dialect = dialect_of(url)
     kwargs: dict[str, Any] = {"future": True}
     if dialect == "sqlite":
-        path = make_url(url).database
-        if path and path != ":memory:":
+        if not in_memory(url):
+            path = make_url(url).database
+            assert path is not None
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout}
     kwargs.update(server_options(dialect, pool_size))

@@ -491,16 +491,15 @@ class Ops:
             failed_stats = [r.stat for _, r in counted if r.stat != DELIVERED_STAT]
             failed = row.failed + len(failed_stats)
             first_failure = failed_stats[0] if failed_stats and row.failed == 0 else row.stat
-            counts = {"reported": reported, "failed": failed, "stat": first_failure}
             if reported >= row.segments:
                 last_index, last = counted[-1]
                 new = R.DELIVERED if failed == 0 else R.UNDELIVERABLE
                 if lifecycle.allowed(row.state, new):
-                    counts["stat"] = first_failure if failed else last.stat
+                    counts = {"reported": reported, "failed": failed, "stat": first_failure if failed else last.stat}
                     changes.append(_Change(recipient_id, new, last.now, extra=counts))
                     outcomes[last_index].final_state = new
                     continue
-            counters.append((reported, failed, counts["stat"], recipient_id))
+            counters.append((reported, failed, first_failure, recipient_id))
         fast.executemany(conn, fast.update(recipients, ("reported", "failed", "stat")), counters)
         self._apply(conn, current, changes)
 
@@ -683,9 +682,14 @@ class Ops:
 
     def recipients_of(self, conn: Connection, message_ids: list[int], states: tuple[str, ...]) -> dict[int, Any]:
         """The recipients of `message_ids` in one of `states`, read with their row locks, for `move`."""
-        rows = self.fast(conn).fetch_in(conn, recipients, _Recipient._fields, "message_id", message_ids,
-                                        lock=self.locks_rows)
-        return {rec.id: rec for rec in map(_Recipient._make, rows) if rec.state in states}
+        r = recipients.c
+        out: dict[int, Any] = {}
+        for chunk in chunks(message_ids, 500):
+            query = select(*(r[name] for name in _Recipient._fields)).where(r.message_id.in_(chunk), r.state.in_(states))
+            if self.locks_rows:  # only the rows it moves: final recipients of the same messages stay unlocked
+                query = query.with_for_update()
+            out.update((rec.id, rec) for rec in map(_Recipient._make, conn.execute(query)))
+        return out
 
     def move(self, conn: Connection, current: dict[int, Any], new: str, now: float, error: str) -> int:
         """Move recipients (as `recipients_of` read them) to `new` (where the lifecycle allows it)

@@ -42,7 +42,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import structlog
 from sqlalchemy import Connection, Engine
@@ -134,8 +134,9 @@ def _log_line(level: str, event: str, fields: dict[str, Any]) -> None:
 class _Batching:
     """The caller's side of both writers: a queue of operations, taken a batch at a time."""
 
-    def __init__(self, reactor: IReactorFromThreads, batch_max: int) -> None:
+    def __init__(self, reactor: IReactorFromThreads, batch_max: int, kinds: Iterable[str]) -> None:
         self._reactor = reactor
+        self._kinds = frozenset(kinds)
         self._batch_max = batch_max
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -144,7 +145,7 @@ class _Batching:
         self.ops = 0
 
     def submit(self, kind: str, args: Any) -> defer.Deferred[Any]:
-        if kind not in self._kinds():
+        if kind not in self._kinds:
             raise KeyError(f"no store operation {kind!r}")
         d: defer.Deferred[Any] = defer.Deferred()
         self._queue.put(_Op(kind, args, d))
@@ -152,9 +153,6 @@ class _Batching:
 
     def queued(self) -> int:
         return self._queue.qsize()
-
-    def _kinds(self) -> Any:
-        raise NotImplementedError
 
     def _next_batch(self) -> tuple[list[_Op], bool]:
         """Block for the next batch; (batch, last): `last` once stop() was asked (the batch may be empty)."""
@@ -184,13 +182,9 @@ class Writer(_Batching):
     def __init__(self, engine: Engine, reactor: IReactorFromThreads, handlers: dict[str, Handler],
                  order: Sequence[str], durable: frozenset[str], *, batch_max: int = 1000,
                  retry_delay: float = 1.0) -> None:
-        super().__init__(reactor, batch_max)
-        self._handlers = handlers
+        super().__init__(reactor, batch_max, handlers)
         self._transactions = Transactions(engine, handlers, order, durable, retry_delay=retry_delay,
                                           stopping=self._stopping.is_set, emit=_log_line)
-
-    def _kinds(self) -> Any:
-        return self._handlers
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="smsgw-store-writer", daemon=True)
@@ -239,17 +233,13 @@ class ProcessWriter(_Batching):
 
     def __init__(self, spec: ChildSpec, reactor: IReactorFromThreads, kinds: Sequence[str], *,
                  batch_max: int = 1000) -> None:
-        super().__init__(reactor, batch_max)
+        super().__init__(reactor, batch_max, kinds)
         self._spec = spec
-        self._kind_set = frozenset(kinds)
         self._process: Any = None
         self._pipe: Pipe | None = None
         self._send_lock = threading.Lock()
         self._dead = False
         self._pidfd: int | None = None
-
-    def _kinds(self) -> Any:
-        return self._kind_set
 
     def start(self) -> None:
         ctx = multiprocessing.get_context("forkserver")
@@ -430,14 +420,12 @@ def child_main(pipe: Pipe, spec: ChildSpec) -> None:
     from smsgw.store.ids import IdGenerator
 
     stopping = False
-    lock = threading.Lock()
 
     def send_bytes(data: bytes) -> None:
-        with lock:
-            try:
-                pipe.send_bytes(data)
-            except OSError:
-                raise SystemExit(0) from None  # the daemon is gone: what we committed stays committed
+        try:
+            pipe.send_bytes(data)
+        except OSError:
+            raise SystemExit(0) from None  # the daemon is gone: what we committed stays committed
 
     def send(item: Any) -> None:
         send_bytes(pickle.dumps(item, pickle.HIGHEST_PROTOCOL))
